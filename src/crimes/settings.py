@@ -30,7 +30,8 @@ class LakeSettings(BaseSettings):
         validation_alias=AliasChoices("CRIMES_LAKE_S3_ENDPOINT_URL", "MLFLOW_S3_ENDPOINT_URL"),
     )
     s3_access_key: SecretStr | None = Field(
-        default=None, validation_alias=AliasChoices("CRIMES_LAKE_S3_ACCESS_KEY", "AWS_ACCESS_KEY_ID")
+        default=None,
+        validation_alias=AliasChoices("CRIMES_LAKE_S3_ACCESS_KEY", "AWS_ACCESS_KEY_ID"),
     )
     s3_secret_key: SecretStr | None = Field(
         default=None,

@@ -1,0 +1,207 @@
+"""The feature contract: the one definition of a crime record's model features and target.
+
+The ETL, the training, the gateway and the tests import this module; nothing else names a
+column. The pydantic model `CrimeFeatures` is the single source of each feature's type and
+range: the vectorised checks that the ETL runs over whole frames read their bounds from it, so
+the API can never accept a value the training data could not contain, or the other way round.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Annotated, Any, Final, Literal
+
+import annotated_types
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
+
+Encoding = Literal["numeric", "onehot", "target"]
+
+TARGET: Final = "fbi_code"
+
+# A missing location description is a fact about the report, not an error: it becomes this
+# explicit category (the portal never uses it), so training and serving treat it the same way.
+MISSING_LOCATION_DESCRIPTION: Final = "UNKNOWN"
+
+
+def _feature(encoding: Encoding, description: str, **constraints: Any) -> Any:
+    return Field(description=description, json_schema_extra={"encoding": encoding}, **constraints)
+
+
+class CrimeFeatures(BaseModel):
+    """The 16 raw model features of one crime record, as a client sends them."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    iucr: Annotated[
+        str,
+        _feature(
+            "target",
+            "Illinois Uniform Crime Reporting code, 4 characters with leading zeros ('0460').",
+            min_length=4,
+            max_length=4,
+        ),
+    ]
+    primary_type: Annotated[
+        str, _feature("target", "Primary description of the IUCR code.", min_length=1)
+    ]
+    description: Annotated[
+        str, _feature("target", "Secondary description of the IUCR code.", min_length=1)
+    ]
+    location_description: Annotated[
+        str | None,
+        _feature(
+            "target",
+            "Where the incident happened; null means not recorded "
+            f"('{MISSING_LOCATION_DESCRIPTION}').",
+            min_length=1,
+        ),
+    ] = None
+    arrest: Annotated[StrictBool, _feature("onehot", "Whether an arrest was made.")]
+    domestic: Annotated[StrictBool, _feature("onehot", "Whether the incident was domestic.")]
+    beat: Annotated[int, _feature("target", "Police beat ('0332' is 332).", ge=1, le=9999)]
+    district: Annotated[int, _feature("target", "Police district ('003' is 3).", ge=1, le=999)]
+    ward: Annotated[int, _feature("target", "City Council ward.", ge=1, le=99)]
+    community_area: Annotated[int, _feature("target", "Community area.", ge=1, le=99)]
+    latitude: Annotated[
+        float | None,
+        _feature("numeric", "Latitude (block-shifted); null is imputed.", ge=-90, le=90),
+    ] = None
+    longitude: Annotated[
+        float | None,
+        _feature("numeric", "Longitude (block-shifted); null is imputed.", ge=-180, le=180),
+    ] = None
+    mes: Annotated[int, _feature("target", "Month of the incident, 1..12.", ge=1, le=12)]
+    dia_mes: Annotated[int, _feature("target", "Day of the month, 1..31.", ge=1, le=31)]
+    dia_semana: Annotated[
+        int, _feature("onehot", "Day of the week, Monday=0 .. Sunday=6.", ge=0, le=6)
+    ]
+    hora: Annotated[int, _feature("target", "Hour of the day, 0..23.", ge=0, le=23)]
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """What the contract says about one feature, read off `CrimeFeatures`."""
+
+    name: str
+    kind: Literal["text", "int", "bool", "float"]
+    encoding: Encoding
+    nullable: bool
+    minimum: float | None
+    maximum: float | None
+    min_length: int | None
+    max_length: int | None
+
+
+def _spec(name: str) -> FeatureSpec:
+    field = CrimeFeatures.model_fields[name]
+    annotation = str(field.annotation)
+    kind: Literal["text", "int", "bool", "float"]
+    if "str" in annotation:
+        kind = "text"
+    elif "bool" in annotation:
+        kind = "bool"
+    elif "float" in annotation:
+        kind = "float"
+    else:
+        kind = "int"
+    bounds: dict[str, Any] = {}
+    for item in field.metadata:
+        if isinstance(item, annotated_types.Ge):
+            bounds["minimum"] = item.ge
+        elif isinstance(item, annotated_types.Le):
+            bounds["maximum"] = item.le
+        elif isinstance(item, annotated_types.MinLen):
+            bounds["min_length"] = item.min_length
+        elif isinstance(item, annotated_types.MaxLen):
+            bounds["max_length"] = item.max_length
+    extra = field.json_schema_extra
+    assert isinstance(extra, dict)
+    encoding = extra["encoding"]
+    assert encoding in ("numeric", "onehot", "target")
+    return FeatureSpec(
+        name=name,
+        kind=kind,
+        encoding=encoding,
+        nullable="None" in annotation,
+        minimum=bounds.get("minimum"),
+        maximum=bounds.get("maximum"),
+        min_length=bounds.get("min_length"),
+        max_length=bounds.get("max_length"),
+    )
+
+
+FEATURE_SPECS: Final[tuple[FeatureSpec, ...]] = tuple(_spec(n) for n in CrimeFeatures.model_fields)
+FEATURES: Final[tuple[str, ...]] = tuple(s.name for s in FEATURE_SPECS)
+SPEC_BY_NAME: Final[Mapping[str, FeatureSpec]] = {s.name: s for s in FEATURE_SPECS}
+NUMERIC_FEATURES: Final = tuple(s.name for s in FEATURE_SPECS if s.encoding == "numeric")
+ONEHOT_FEATURES: Final = tuple(s.name for s in FEATURE_SPECS if s.encoding == "onehot")
+TARGET_ENCODED_FEATURES: Final = tuple(s.name for s in FEATURE_SPECS if s.encoding == "target")
+CATEGORICAL_FEATURES: Final = ONEHOT_FEATURES + TARGET_ENCODED_FEATURES
+
+# pandas dtypes of a features frame; nullable floats carry NaN, never None.
+_DTYPES: Final[Mapping[str, str]] = {
+    "text": "str",
+    "int": "int64",
+    "bool": "bool",
+    "float": "float64",
+}
+FEATURE_DTYPES: Final[Mapping[str, str]] = {s.name: _DTYPES[s.kind] for s in FEATURE_SPECS}
+
+# The portal's columns that the models never see (identifiers, duplicates of other columns).
+UNUSED_PORTAL_COLUMNS: Final = (
+    "id",
+    "case_number",
+    "block",
+    "x_coordinate",
+    "y_coordinate",
+    "year",
+    "updated_on",
+    "location",
+    "date",
+)
+
+
+def out_of_contract(frame: pd.DataFrame) -> pd.Series:
+    """For each row of a features frame, the first feature that breaks the contract, or None.
+
+    Vectorised twin of validating every row with `CrimeFeatures`: same bounds, read from it.
+    """
+    reason = pd.Series(None, index=frame.index, dtype="object")
+    for spec in FEATURE_SPECS:
+        column = frame[spec.name]
+        bad = column.isna() if not spec.nullable else pd.Series(False, index=frame.index)
+        present = column.notna()
+        if spec.kind == "text":
+            lengths = column.str.len()
+            if spec.min_length is not None:
+                bad |= present & (lengths < spec.min_length)
+            if spec.max_length is not None:
+                bad |= present & (lengths > spec.max_length)
+        elif spec.kind in ("int", "float"):
+            values = pd.to_numeric(column, errors="coerce")
+            if spec.kind == "float":
+                bad |= present & ~np.isfinite(values.astype("float64"))
+            if spec.minimum is not None:
+                bad |= present & (values < spec.minimum)
+            if spec.maximum is not None:
+                bad |= present & (values > spec.maximum)
+        reason = reason.mask(bad & reason.isna(), f"out_of_range_{spec.name}")
+    return reason.where(reason.notna(), None)
+
+
+def features_frame(records: list[CrimeFeatures]) -> pd.DataFrame:
+    """Validated records as a features frame with the contract's dtypes."""
+    frame = pd.DataFrame([r.model_dump() for r in records], columns=list(FEATURES))
+    return as_features_frame(frame)
+
+
+def as_features_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """Give a frame that already holds valid features the contract's column order and dtypes."""
+    out = frame.loc[:, list(FEATURES)].copy()
+    out["location_description"] = out["location_description"].fillna(MISSING_LOCATION_DESCRIPTION)
+    for name in NUMERIC_FEATURES:
+        out[name] = pd.to_numeric(out[name], errors="raise").astype("float64")
+    return out.astype(dict(FEATURE_DTYPES))

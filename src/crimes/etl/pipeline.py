@@ -1,0 +1,370 @@
+"""The ETL, stage by stage: extract -> preprocess -> split and transform -> publish.
+
+Each stage reads its input from the data lake and writes content-addressed output there, and
+returns a small JSON-able summary (what the Airflow tasks pass along). Nothing becomes visible
+to readers until `publish` writes the year's manifest pointer, after the MLflow run is logged; a
+failure anywhere before that leaves the previously published data untouched.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from typing import Any
+
+import pandas as pd
+from crimes.etl.extract import extract
+
+from crimes import contract, datasets, storage, tracking, transformation
+from crimes.etl.split import MIN_STRATIFIED_ROWS, split
+from crimes.logs import get_logger
+from crimes.preprocess import PreprocessReport, preprocess
+from crimes.settings import EtlSettings, TrackingSettings
+from crimes.storage import Lake
+
+log = get_logger(__name__)
+
+
+class EtlError(RuntimeError):
+    """The ETL refused its input; nothing was published."""
+
+
+def extract_stage(settings: EtlSettings, lake: Lake) -> dict[str, Any]:
+    """Download (or read) the raw rows and store them, as text, under their snapshot id."""
+    started = time.perf_counter()
+    extracted = extract(settings)
+    if extracted.rows == 0:
+        raise EtlError(f"the source {extracted.source} returned no rows for {settings.year}")
+    data = storage.parquet_bytes(extracted.frame)
+    snapshot = "raw-" + storage.sha256(data)[:16]
+    files = storage.write_files(
+        lake, datasets.raw_prefix(settings.year, snapshot), {"crimes.parquet": data}
+    )
+    summary = {
+        "year": settings.year,
+        "snapshot": snapshot,
+        "source": extracted.source,
+        "format": extracted.fmt,
+        "pages": extracted.pages,
+        "rows_raw": extracted.rows,
+        "files": files,
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+    log.info("etl.extracted", **{k: v for k, v in summary.items() if k != "files"})
+    return summary
+
+
+def preprocess_stage(
+    settings: EtlSettings, lake: Lake, extracted: dict[str, Any]
+) -> dict[str, Any]:
+    started = time.perf_counter()
+    raw = storage.read_parquet_bytes(storage.read_file(lake, extracted["files"]["crimes.parquet"]))
+    features, report = preprocess(raw)
+    if report.rows_out < settings.min_rows:
+        raise EtlError(
+            f"only {report.rows_out} usable rows of {report.rows_in} after preprocessing "
+            f"(minimum {settings.min_rows}); dropped: {report.dropped or 'none'}"
+        )
+    files = storage.write_files(
+        lake,
+        datasets.preprocessed_prefix(settings.year, extracted["snapshot"]),
+        {"crimes.parquet": storage.parquet_bytes(features)},
+    )
+    summary = {
+        "rows_in": report.rows_in,
+        "rows_out": report.rows_out,
+        "dropped": report.dropped,
+        "files": files,
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+    log.info("etl.preprocessed", rows_in=report.rows_in, rows_out=report.rows_out)
+    return summary
+
+
+def final_stage(
+    settings: EtlSettings, lake: Lake, extracted: dict[str, Any], preprocessed: dict[str, Any]
+) -> dict[str, Any]:
+    """Split, fit the transformation on the train split, write final/ and data_info/."""
+    started = time.perf_counter()
+    data = storage.read_parquet_bytes(
+        storage.read_file(lake, preprocessed["files"]["crimes.parquet"])
+    )
+    parts = split(data, settings.test_size, settings.seed)
+    features = list(contract.FEATURES)
+    with warnings.catch_warnings():
+        # The rare-class policy is the split's; sklearn's fold-size warning repeats it.
+        warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
+        fitted, x_train = transformation.fit_transform(
+            parts.train[features], parts.train[contract.TARGET], seed=settings.seed
+        )
+    x_test = transformation.transform(fitted, parts.test[features])
+    version = transformation.version_id(fitted)
+    frames = {
+        "X_train": x_train,
+        "X_test": x_test,
+        "y_train": parts.train[[contract.TARGET]],
+        "y_test": parts.test[[contract.TARGET]],
+        "features_train": parts.train[features],
+        "features_test": parts.test[features],
+    }
+    final_bytes = {f"{name}.parquet": storage.parquet_bytes(f) for name, f in frames.items()}
+    info = data_info(
+        settings,
+        extracted,
+        preprocessed,
+        data,
+        parts.train,
+        parts.test,
+        fitted,
+        version,
+        list(x_train.columns),
+        parts.train_only_classes,
+    )
+    info_bytes = storage.canonical_json(info)
+    model_bytes = transformation.dumps(fitted)
+    content = {
+        "final": {n: storage.sha256(b) for n, b in final_bytes.items()},
+        "data_info.json": storage.sha256(info_bytes),
+        "transformation_version": version,
+    }
+    dataset = "ds-" + storage.sha256(storage.canonical_json(content))[:16]
+    files = {
+        "final": storage.write_files(
+            lake, datasets.final_prefix(settings.year, dataset), final_bytes
+        ),
+        "data_info": storage.write_files(
+            lake,
+            datasets.data_info_prefix(settings.year, dataset),
+            {"data_info.json": info_bytes, "transformation.joblib": model_bytes},
+        ),
+    }
+    summary = {
+        "dataset": dataset,
+        "transformation_version": version,
+        "rows_train": len(parts.train),
+        "rows_test": len(parts.test),
+        "classes": info["target"]["classes"],
+        "train_only_classes": list(parts.train_only_classes),
+        "n_transformed_features": x_train.shape[1],
+        "files": files,
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+    log.info(
+        "etl.final",
+        dataset=dataset,
+        transformation_version=version,
+        rows_train=len(parts.train),
+        rows_test=len(parts.test),
+    )
+    return summary
+
+
+def data_info(
+    settings: EtlSettings,
+    extracted: dict[str, Any],
+    preprocessed: dict[str, Any],
+    data: pd.DataFrame,
+    train: pd.DataFrame,
+    test: pd.DataFrame,
+    fitted: Any,
+    version: str,
+    transformed_columns: list[str],
+    train_only_classes: tuple[str, ...],
+) -> dict[str, Any]:
+    """What a reader needs to know about the published set; no timestamps, so it is a pure
+    function of the input and reruns are byte-identical."""
+    categories = {
+        name: sorted(data[name].unique().tolist()) for name in contract.CATEGORICAL_FEATURES
+    }
+    return {
+        "year": settings.year,
+        "columns": list(contract.FEATURES),
+        "dtypes": dict(contract.FEATURE_DTYPES),
+        "categorical_columns": list(contract.CATEGORICAL_FEATURES),
+        "encodings": {s.name: s.encoding for s in contract.FEATURE_SPECS},
+        "categories": categories,
+        "target": {
+            "column": contract.TARGET,
+            "classes": sorted(data[contract.TARGET].unique().tolist()),
+            "counts": {
+                str(k): int(v) for k, v in data[contract.TARGET].value_counts().sort_index().items()
+            },
+        },
+        "rows": {
+            "raw": extracted["rows_raw"],
+            "preprocessed": preprocessed["rows_out"],
+            "dropped": preprocessed["dropped"],
+            "train": len(train),
+            "test": len(test),
+        },
+        "split": {
+            "test_size": settings.test_size,
+            "seed": settings.seed,
+            "stratified_by": contract.TARGET,
+            "min_stratified_rows": MIN_STRATIFIED_ROWS,
+            "train_only_classes": list(train_only_classes),
+        },
+        "snapshot": extracted["snapshot"],
+        "transformation": {
+            "version": version,
+            "output_columns": transformed_columns,
+            "description": (
+                "median impute + MinMax: latitude, longitude; one-hot: arrest, domestic, "
+                "dia_semana; multi-class target encoding + MinMax: the other eleven"
+            ),
+        },
+    }
+
+
+def publish_stage(
+    settings: EtlSettings,
+    lake: Lake,
+    extracted: dict[str, Any],
+    preprocessed: dict[str, Any],
+    final: dict[str, Any],
+    tracking_settings: TrackingSettings | None = None,
+    orchestrator_run: str | None = None,
+) -> dict[str, Any]:
+    """Log the ETL run to MLflow, then flip the year's manifest pointer to the new set."""
+    import mlflow
+    import mlflow.data
+
+    year = settings.year
+    pointer = datasets.pointer_key(year)
+    previous = storage.read_pointer(lake, pointer) if lake.exists(pointer) else None
+    files = {
+        "raw": extracted["files"],
+        "preprocessed": preprocessed["files"],
+        **final["files"],
+    }
+    tags = {
+        "stage": "etl",
+        "year": str(year),
+        "snapshot": extracted["snapshot"],
+        "dataset": final["dataset"],
+        "transformation_version": final["transformation_version"],
+    }
+    if orchestrator_run:
+        tags["airflow_run_id"] = orchestrator_run
+    with tracking.run(f"etl-{year}-{final['dataset']}", tags, tracking_settings) as run:
+        features = storage.read_parquet_bytes(
+            storage.read_file(lake, preprocessed["files"]["crimes.parquet"])
+        )
+        mlflow.log_input(
+            mlflow.data.from_pandas(
+                features,
+                source=lake.url(preprocessed["files"]["crimes.parquet"]["key"]),
+                name=f"chicago_crimes_{year}",
+                targets=contract.TARGET,
+            ),
+            context="etl",
+        )
+        mlflow.log_params(
+            {
+                "year": year,
+                "source": extracted["source"],
+                "source_format": extracted["format"],
+                "test_size": settings.test_size,
+                "seed": settings.seed,
+                "transformation_version": final["transformation_version"],
+                "dataset": final["dataset"],
+                "snapshot": extracted["snapshot"],
+            }
+        )
+        metrics = {
+            "rows_raw": extracted["rows_raw"],
+            "rows_preprocessed": preprocessed["rows_out"],
+            "rows_dropped": preprocessed["rows_in"] - preprocessed["rows_out"],
+            "rows_train": final["rows_train"],
+            "rows_test": final["rows_test"],
+            "n_classes": len(final["classes"]),
+            "n_transformed_features": final["n_transformed_features"],
+            "extract_seconds": extracted["seconds"],
+            "preprocess_seconds": preprocessed["seconds"],
+            "final_seconds": final["seconds"],
+        }
+        metrics.update({f"dropped_{k}": v for k, v in preprocessed["dropped"].items()})
+        mlflow.log_metrics(metrics)
+        info_files = final["files"]["data_info"]
+        mlflow.log_text(
+            storage.read_file(lake, info_files["data_info.json"]).decode(),
+            "data_info/data_info.json",
+        )
+        mlflow.log_text(
+            json.dumps({"transformation_version": final["transformation_version"]}),
+            "data_info/transformation_version.json",
+        )
+        _log_bytes(
+            storage.read_file(lake, info_files["transformation.joblib"]),
+            "data_info",
+            "transformation.joblib",
+        )
+        manifest = {
+            "year": year,
+            "dataset": final["dataset"],
+            "snapshot": extracted["snapshot"],
+            "transformation_version": final["transformation_version"],
+            "content_hash": final["dataset"],
+            "etl_run_id": run.info.run_id,
+            "rows": {
+                "raw": extracted["rows_raw"],
+                "preprocessed": preprocessed["rows_out"],
+                "train": final["rows_train"],
+                "test": final["rows_test"],
+            },
+            "classes": final["classes"],
+            "source": extracted["source"],
+            "published_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "previous_dataset": previous["dataset"] if previous else None,
+            "files": files,
+        }
+        mlflow.log_text(json.dumps(manifest, indent=1, sort_keys=True), "manifest.json")
+        storage.publish_pointer(lake, pointer, manifest)
+    log.info(
+        "etl.published",
+        pointer=lake.url(pointer),
+        dataset=final["dataset"],
+        etl_run_id=manifest["etl_run_id"],
+    )
+    return manifest
+
+
+def _log_bytes(data: bytes, artifact_path: str, name: str) -> None:
+    import tempfile
+    from pathlib import Path
+
+    import mlflow
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / name
+        path.write_bytes(data)
+        mlflow.log_artifact(str(path), artifact_path=artifact_path)
+
+
+def run_etl(
+    settings: EtlSettings | None = None,
+    lake: Lake | None = None,
+    tracking_settings: TrackingSettings | None = None,
+) -> dict[str, Any]:
+    """The whole ETL in one process (what `crimes etl` runs; Airflow runs the stages as tasks)."""
+    settings = settings or EtlSettings()
+    lake = lake or Lake()
+    started = time.perf_counter()
+    extracted = extract_stage(settings, lake)
+    preprocessed = preprocess_stage(settings, lake, extracted)
+    final = final_stage(settings, lake, extracted, preprocessed)
+    manifest = publish_stage(settings, lake, extracted, preprocessed, final, tracking_settings)
+    log.info("etl.done", seconds=round(time.perf_counter() - started, 3))
+    return manifest
+
+
+__all__ = [
+    "EtlError",
+    "PreprocessReport",
+    "extract_stage",
+    "final_stage",
+    "preprocess_stage",
+    "publish_stage",
+    "run_etl",
+]

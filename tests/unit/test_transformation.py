@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from crimes import contract, synthetic, transformation
+from crimes.preprocess import preprocess
+from tests.unit.records import REFERENCE_EXAMPLE
+
+
+@pytest.fixture(scope="module")
+def data() -> pd.DataFrame:
+    features, _ = preprocess(synthetic.sample(3000))
+    return features
+
+
+def fit(data: pd.DataFrame, seed: int = 42) -> tuple[object, pd.DataFrame]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return transformation.fit_transform(
+            data[list(contract.FEATURES)], data[contract.TARGET], seed=seed
+        )
+
+
+def test_output_columns_follow_the_reference_design(data: pd.DataFrame) -> None:
+    fitted, matrix = fit(data)
+    classes = sorted(data[contract.TARGET].unique())
+    onehot = 2 + 2 + data.dia_semana.nunique()
+    assert matrix.shape == (len(data), 2 + onehot + 11 * len(classes))
+    assert list(matrix.columns[:2]) == ["num__latitude", "num__longitude"]
+    assert f"target__iucr_{classes[0]}" in matrix.columns
+    assert matrix.dtypes.unique().tolist() == [np.dtype("float64")]
+    assert matrix.min().min() >= 0.0
+    assert matrix.max().max() <= 1.0 + 1e-9
+
+
+def test_unknown_categories_and_missing_coordinates_are_handled(data: pd.DataFrame) -> None:
+    fitted, _ = fit(data)
+    unseen = {
+        **REFERENCE_EXAMPLE,
+        "iucr": "9999",
+        "description": "NEVER SEEN",
+        "beat": 9999,
+        "latitude": None,
+        "longitude": None,
+    }
+    frame = contract.features_frame([contract.CrimeFeatures(**unseen)])
+    out = transformation.transform(fitted, frame)  # type: ignore[arg-type]
+    assert out.shape[0] == 1
+    assert np.isfinite(out.to_numpy()).all()
+
+
+def test_version_id_is_a_content_hash(data: pd.DataFrame) -> None:
+    first, _ = fit(data)
+    again, _ = fit(data)
+    other, _ = fit(data.iloc[: len(data) // 2])
+    assert transformation.version_id(first) == transformation.version_id(again)  # type: ignore[arg-type]
+    assert transformation.version_id(first) != transformation.version_id(other)  # type: ignore[arg-type]
+    reloaded = transformation.loads(transformation.dumps(first))  # type: ignore[arg-type]
+    assert transformation.version_id(reloaded) == transformation.version_id(first)  # type: ignore[arg-type]
+    assert transformation.version_id(first).startswith("tf-")  # type: ignore[arg-type]
+
+
+def test_transform_of_a_reloaded_fit_is_identical(data: pd.DataFrame) -> None:
+    fitted, _ = fit(data)
+    reloaded = transformation.loads(transformation.dumps(fitted))  # type: ignore[arg-type]
+    rows = data[list(contract.FEATURES)].head(200)
+    pd.testing.assert_frame_equal(
+        transformation.transform(fitted, rows),  # type: ignore[arg-type]
+        transformation.transform(reloaded, rows),
+    )
+
+
+def test_loads_refuses_other_objects() -> None:
+    import io
+
+    import joblib
+
+    buffer = io.BytesIO()
+    joblib.dump({"not": "a transformation"}, buffer)
+    with pytest.raises(TypeError, match="not a fitted transformation"):
+        transformation.loads(buffer.getvalue())
