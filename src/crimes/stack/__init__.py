@@ -1,0 +1,10 @@
+"""The local stack of real services: object store (Swift S3 or folders), MLflow, its database.
+
+`up` starts what is not running and waits until everything is healthy, `down` stops exactly what
+`up` started, `status` reports, `env_exports` gives the environment a client needs.
+"""
+
+from crimes.stack.core import PartStatus, down, env_exports, free_port, status, up
+from crimes.stack.procs import StackError
+
+__all__ = ["PartStatus", "StackError", "down", "env_exports", "free_port", "status", "up"]

@@ -1,0 +1,73 @@
+"""`crimes stack up|down|status`: the local stack from the command line."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from crimes.stack.core import PartStatus, down, env_exports, status, up
+from crimes.stack.procs import StackError
+
+app = typer.Typer(help="Start, stop and inspect the local stack (object store, MLflow, database).")
+
+
+def _print_parts(parts: list[PartStatus]) -> None:
+    width = max((len(p.name) for p in parts), default=0)
+    for part in parts:
+        health = "healthy" if part.healthy else "DOWN"
+        pid = f"pid {part.pid}" if part.pid is not None else "-"
+        typer.echo(f"{part.name:<{width}}  {health:<7}  {part.address}  {pid}  {part.detail}")
+
+
+def shell_quote(value: str) -> str:
+    """Always single-quoted (shlex.quote leaves plain words bare), safe for any value."""
+    return "'" + value.replace("'", "'\"'\"'") + "'"
+
+
+def export_lines(env: dict[str, str]) -> list[str]:
+    return [f"export {name}={shell_quote(value)}" for name, value in env.items()]
+
+
+@app.command("up")
+def up_command() -> None:
+    """Start every part that is not running and wait until all are healthy."""
+    try:
+        parts = up()
+    except StackError as exc:
+        typer.echo(f"stack up failed: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    _print_parts(parts)
+    typer.echo('\nFor clients: eval "$(crimes stack status --env)"')
+
+
+@app.command("down")
+def down_command() -> None:
+    """Stop every process that `up` started."""
+    try:
+        stopped = down()
+    except StackError as exc:
+        typer.echo(f"stack down failed: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
+
+
+@app.command("status")
+def status_command(
+    env: Annotated[
+        bool, typer.Option("--env", help="Print `export NAME='value'` lines for clients.")
+    ] = False,
+) -> None:
+    """Show each part, its address and health (exit code 1 when a part is down)."""
+    if env:
+        for line in export_lines(env_exports()):
+            typer.echo(line)
+        return
+    parts = status()
+    _print_parts(parts)
+    if not all(p.healthy for p in parts):
+        raise typer.Exit(1)
+
+
+if __name__ == "__main__":
+    app()

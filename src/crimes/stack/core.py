@@ -1,0 +1,360 @@
+"""up / down / status / env_exports of the local stack."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import socket
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from crimes.logs import get_logger
+from crimes.settings import StackSettings
+from crimes.stack import backend, mlflow_server, swift
+from crimes.stack.procs import (
+    PidStore,
+    ProcessRecord,
+    StackError,
+    exit_code,
+    is_alive,
+    launch,
+    log_tail,
+    owned_processes,
+    stop,
+    wait_until,
+)
+
+log = get_logger("crimes.stack")
+
+STOP_GRACE_SECONDS = 10.0
+
+
+@dataclass(frozen=True)
+class PartStatus:
+    name: str
+    address: str
+    pid: int | None
+    healthy: bool
+    detail: str
+
+
+@dataclass(frozen=True)
+class _ProcessPart:
+    """A part of the stack that is a process of ours, with how to start and probe it."""
+
+    name: str
+    address: str
+    health_url: str
+    argv: list[str]
+    env: dict[str, str]
+    cwd: Path
+
+
+def _resolve(settings: StackSettings | None) -> tuple[StackSettings, Path]:
+    settings = settings or StackSettings()
+    return settings, settings.state_dir.expanduser().resolve()
+
+
+def _store(state_dir: Path) -> PidStore:
+    return PidStore(state_dir / "pids")
+
+
+@contextlib.contextmanager
+def _exclusive(state_dir: Path) -> Iterator[None]:
+    """One `up`/`down` at a time per state dir (two shells, or parallel tests, may race)."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    with (state_dir / "stack.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _log_path(state_dir: Path, name: str) -> Path:
+    return state_dir / "logs" / f"{name}.log"
+
+
+def lake_root(settings: StackSettings, state_dir: Path) -> str:
+    if settings.object_store == "swift":
+        return "s3://data"
+    return f"file://{state_dir / 'lake' / 'data'}"
+
+
+def _process_parts(settings: StackSettings, state_dir: Path) -> list[_ProcessPart]:
+    parts: list[_ProcessPart] = []
+    if settings.object_store == "swift":
+        env = swift.clean_env(state_dir)
+        for server in swift.servers(settings, state_dir):
+            parts.append(
+                _ProcessPart(
+                    name=server.name,
+                    address=f"http://127.0.0.1:{server.port}",
+                    health_url=server.healthcheck_url,
+                    argv=server.argv(),
+                    env=env,
+                    cwd=swift.swift_dir(state_dir),
+                )
+            )
+    parts.append(
+        _ProcessPart(
+            name=mlflow_server.NAME,
+            address=mlflow_server.tracking_uri(settings),
+            health_url=mlflow_server.health_url(settings),
+            argv=mlflow_server.argv(settings, state_dir),
+            env=mlflow_server.environment(settings),
+            cwd=state_dir / "mlflow",
+        )
+    )
+    return parts
+
+
+def _http_ok(url: str, timeout: float = 1.0) -> bool:
+    try:
+        # trust_env=False: a proxy configured for the registries must not see loopback probes.
+        with httpx.Client(timeout=timeout, trust_env=False) as client:
+            return client.get(url).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return True
+            raise
+    return False
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _port_of(address: str) -> int:
+    return int(address.rsplit(":", 1)[1])
+
+
+def _failure(part: _ProcessPart, record: ProcessRecord, what: str) -> StackError:
+    return StackError(
+        f"{part.name} {what}; log {record.log_path}, last lines:\n{log_tail(record.log_path)}"
+    )
+
+
+def _exited(record: ProcessRecord) -> Callable[[], str | None]:
+    def check() -> str | None:
+        if is_alive(record.pid):
+            return None
+        code = exit_code(record)
+        return (
+            f"{record.name} exited (code {code}) before it was healthy; log {record.log_path}, "
+            f"last lines:\n{log_tail(record.log_path)}"
+        )
+
+    return check
+
+
+def _prepare_folder_lake(state_dir: Path) -> None:
+    for sub in ("data", "mlflow"):
+        (state_dir / "lake" / sub).mkdir(parents=True, exist_ok=True)
+
+
+def _wait_healthy(
+    part: _ProcessPart, record: ProcessRecord, deadline: float, timeout: float
+) -> None:
+    if not wait_until(lambda: _http_ok(part.health_url), deadline=deadline, failed=_exited(record)):
+        raise _failure(part, record, f"not healthy at {part.health_url} after {timeout:.0f} s")
+
+
+def up(settings: StackSettings | None = None) -> list[PartStatus]:
+    """Start every part that is not running and wait until all are healthy.
+
+    Parts already running (recorded in the pid files and still ours) are reused. When a part
+    fails, the processes this call started are stopped again and StackError carries the reason
+    and the tail of the failing part's log.
+    """
+    settings, state_dir = _resolve(settings)
+    with _exclusive(state_dir):
+        _up(settings, state_dir)
+    return status(settings)
+
+
+def _up(settings: StackSettings, state_dir: Path) -> None:
+    started_at = time.monotonic()
+    deadline = started_at + settings.start_timeout_seconds
+    store = _store(state_dir)
+    for sub in ("logs", "pids", "mlflow"):
+        (state_dir / sub).mkdir(parents=True, exist_ok=True)
+
+    if settings.object_store == "swift":
+        swift.check_installed()
+    else:
+        _prepare_folder_lake(state_dir)
+    if settings.postgres_url:
+        backend.ensure_database(settings)
+
+    parts = _process_parts(settings, state_dir)
+    running = {p.name: store.running(p.name) for p in parts}
+    to_start = [p for p in parts if running[p.name] is None]
+    for part in to_start:
+        # A leftover of ours (leader dead, a child alive) would hold the port: clear it first.
+        leftover = store.read(part.name)
+        if leftover is not None and owned_processes(leftover):
+            stop([leftover], STOP_GRACE_SECONDS)
+        store.remove(part.name)
+        port = _port_of(part.address)
+        if _port_in_use(port):
+            raise StackError(
+                f"port {port} for {part.name} is in use by a process this stack did not start "
+                f"(see `ss -ltnp 'sport = :{port}'`); stop it or choose another port with the "
+                "CRIMES_STACK_* settings"
+            )
+
+    records = {name: rec for name, rec in running.items() if rec is not None}
+    launched: list[ProcessRecord] = []
+    swift_ready = False
+    try:
+        # Everything is launched before anything is awaited, MLflow first: it needs Swift only
+        # when artifacts move, so its ~8 s start-up overlaps the rings and Swift's ~3 s.
+        for part in sorted(to_start, key=lambda p: p.name != mlflow_server.NAME):
+            if part.name.startswith("swift-") and not swift_ready:
+                swift.write_configs(settings, state_dir)
+                swift.build_rings(settings, state_dir)
+                swift_ready = True
+            record = launch(
+                part.name,
+                part.argv,
+                env=part.env,
+                log_path=_log_path(state_dir, part.name),
+                cwd=part.cwd,
+                address=part.address,
+                store=store,
+            )
+            records[part.name] = record
+            launched.append(record)
+        for part in parts:
+            _wait_healthy(part, records[part.name], deadline, settings.start_timeout_seconds)
+            if part.name == "swift-proxy":
+                _ensure_buckets_until(settings, deadline)
+    except BaseException:
+        if launched:
+            log.warning("stack.up_failed_stopping", parts=[r.name for r in launched])
+            with contextlib.suppress(StackError):
+                stop(launched, STOP_GRACE_SECONDS)
+            for record in launched:
+                store.remove(record.name)
+        raise
+    log.info(
+        "stack.up",
+        started=[p.name for p in to_start],
+        reused=[name for name, rec in running.items() if rec is not None],
+        seconds=round(time.monotonic() - started_at, 2),
+    )
+
+
+def _ensure_buckets_until(settings: StackSettings, deadline: float) -> None:
+    """Create the buckets, retrying while the account/container servers settle."""
+    last: list[Exception] = []
+
+    def attempt() -> bool:
+        try:
+            swift.ensure_buckets(settings)
+        except Exception as exc:
+            last[:] = [exc]
+            return False
+        return True
+
+    if not wait_until(attempt, deadline=deadline, interval=0.2):
+        raise StackError(f"could not create the Swift buckets {swift.BUCKETS}: {last[0]!r}")
+
+
+def down(settings: StackSettings | None = None) -> list[str]:
+    """Stop what `up` started (SIGTERM, then SIGKILL after a grace); returns the names stopped."""
+    settings, state_dir = _resolve(settings)
+    with _exclusive(state_dir):
+        return _down(state_dir)
+
+
+def _down(state_dir: Path) -> list[str]:
+    store = _store(state_dir)
+    # Every recorded part, not only those of the current settings: a part started with another
+    # object_store must not be orphaned. MLflow first, it uses the object store.
+    names = store.names()
+    ordered = sorted(names, key=lambda n: (n != mlflow_server.NAME, n != "swift-proxy", n))
+    records = [rec for name in ordered if (rec := store.read(name)) is not None]
+    stopped = stop(records, STOP_GRACE_SECONDS)
+    for record in records:
+        if not owned_processes(record):
+            store.remove(record.name)
+    log.info("stack.down", stopped=stopped)
+    return stopped
+
+
+def status(settings: StackSettings | None = None) -> list[PartStatus]:
+    """The health of every part; never starts or stops anything."""
+    settings, state_dir = _resolve(settings)
+    store = _store(state_dir)
+    result: list[PartStatus] = []
+    if settings.object_store == "folder":
+        lake = state_dir / "lake"
+        present = all((lake / sub).is_dir() for sub in ("data", "mlflow"))
+        result.append(
+            PartStatus(
+                name="lake",
+                address=lake_root(settings, state_dir),
+                pid=None,
+                healthy=present,
+                detail="folders present" if present else "folders missing (run `up`)",
+            )
+        )
+    for part in _process_parts(settings, state_dir):
+        record = store.running(part.name)
+        if record is None:
+            result.append(PartStatus(part.name, part.address, None, False, "not running"))
+            continue
+        healthy = _http_ok(part.health_url)
+        detail = f"healthy ({part.health_url})" if healthy else f"running, {part.health_url} not OK"
+        result.append(PartStatus(part.name, record.address, record.pid, healthy, detail))
+    healthy, detail = backend.health(settings, state_dir)
+    result.append(
+        PartStatus(
+            name=backend.part_name(settings),
+            address=backend.address(settings, state_dir),
+            pid=None,
+            healthy=healthy,
+            detail=detail,
+        )
+    )
+    return result
+
+
+def env_exports(settings: StackSettings | None = None) -> dict[str, str]:
+    """Environment a client of the stack needs (the data lake, MLflow, S3 credentials)."""
+    settings, state_dir = _resolve(settings)
+    uri = mlflow_server.tracking_uri(settings)
+    env = {
+        "MLFLOW_TRACKING_URI": uri,
+        "CRIMES_MLFLOW_TRACKING_URI": uri,
+        "CRIMES_LAKE_ROOT": lake_root(settings, state_dir),
+    }
+    if settings.object_store == "swift":
+        endpoint = swift.endpoint_url(settings)
+        env |= {
+            "CRIMES_LAKE_S3_ENDPOINT_URL": endpoint,
+            "MLFLOW_S3_ENDPOINT_URL": endpoint,
+            "AWS_ACCESS_KEY_ID": settings.swift_access_key,
+            "AWS_SECRET_ACCESS_KEY": settings.swift_secret_key.get_secret_value(),
+            "AWS_DEFAULT_REGION": swift.REGION,
+        }
+    return env

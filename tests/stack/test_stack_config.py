@@ -1,0 +1,256 @@
+"""What the stack writes and exports, without starting any service."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+from mlflow.server.security_utils import is_allowed_host_header
+from pydantic import SecretStr
+from typer.testing import CliRunner
+
+from crimes.settings import LakeSettings, StackSettings
+from crimes.stack import StackError, backend, env_exports, mlflow_server, status, swift, up
+from crimes.stack.cli import app, export_lines
+
+
+def _swift_settings(tmp_path: Path, **extra: object) -> StackSettings:
+    return StackSettings.model_validate(
+        {"state_dir": tmp_path / "stack", "object_store": "swift", "swift_port": 8999, **extra}
+    )
+
+
+def test_env_exports_of_the_folder_profile(tmp_path: Path) -> None:
+    settings = StackSettings(state_dir=tmp_path / "st", mlflow_port=5999)
+    assert env_exports(settings) == {
+        "MLFLOW_TRACKING_URI": "http://127.0.0.1:5999",
+        "CRIMES_MLFLOW_TRACKING_URI": "http://127.0.0.1:5999",
+        "CRIMES_LAKE_ROOT": f"file://{(tmp_path / 'st').resolve()}/lake/data",
+    }
+
+
+def test_env_exports_of_the_swift_profile_configure_the_lake_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = _swift_settings(tmp_path, mlflow_host="0.0.0.0")
+    env = env_exports(settings)
+    assert env["MLFLOW_TRACKING_URI"] == "http://127.0.0.1:5001"
+    assert env["CRIMES_LAKE_ROOT"] == "s3://data"
+    assert env["CRIMES_LAKE_S3_ENDPOINT_URL"] == env["MLFLOW_S3_ENDPOINT_URL"]
+    assert env["MLFLOW_S3_ENDPOINT_URL"] == "http://127.0.0.1:8999"
+    assert (env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"]) == ("test:tester", "testing")
+    assert env["AWS_DEFAULT_REGION"] == "us-east-1"
+
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    lake = LakeSettings()
+    assert lake.root == "s3://data"
+    assert lake.s3_endpoint_url == "http://127.0.0.1:8999"
+    assert lake.s3_access_key is not None
+    assert lake.s3_access_key.get_secret_value() == "test:tester"
+
+
+def test_status_env_prints_single_quoted_exports_a_shell_can_eval(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CRIMES_STACK_STATE_DIR", str(tmp_path / "it's here"))
+    monkeypatch.setenv("CRIMES_STACK_OBJECT_STORE", "swift")
+    monkeypatch.setenv("CRIMES_STACK_SWIFT_SECRET_KEY", "s3cr'et $HOME `x`")
+    result = CliRunner().invoke(app, ["status", "--env"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert "export CRIMES_LAKE_ROOT='s3://data'" in lines
+    assert all(line.startswith("export ") for line in lines)
+
+    script = "\n".join([*lines, 'printf "%s" "$AWS_SECRET_ACCESS_KEY"'])
+    shown = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True)
+    assert shown.stdout == "s3cr'et $HOME `x`"
+    assert export_lines({"A": ""}) == ["export A=''"]
+
+
+def test_status_without_running_parts_reports_them_down_and_exits_1(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CRIMES_STACK_STATE_DIR", str(tmp_path / "st"))
+    monkeypatch.delenv("CRIMES_STACK_OBJECT_STORE", raising=False)
+    monkeypatch.delenv("CRIMES_STACK_POSTGRES_URL", raising=False)
+    result = CliRunner().invoke(app, ["status"])
+    assert result.exit_code == 1
+    assert "mlflow" in result.output
+    assert "not running" in result.output
+    parts = {p.name: p for p in status(StackSettings(state_dir=tmp_path / "st"))}
+    assert set(parts) == {"lake", "mlflow", "sqlite"}
+    assert not parts["mlflow"].healthy
+    assert parts["mlflow"].pid is None
+
+
+def test_missing_swift_binaries_tell_how_to_install_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(swift, "BIN_DIR", tmp_path / "no-bin")
+    with pytest.raises(StackError, match=r"scripts/install-system-deps\.sh"):
+        up(_swift_settings(tmp_path))
+    # Nothing was started or recorded.
+    assert not (tmp_path / "stack" / "pids").exists() or not any(
+        (tmp_path / "stack" / "pids").iterdir()
+    )
+
+
+def test_swift_configs_wire_s3api_and_tempauth_from_the_settings(tmp_path: Path) -> None:
+    settings = _swift_settings(
+        tmp_path,
+        swift_backend_base_port=7100,
+        swift_access_key="lake:writer",
+        swift_secret_key=SecretStr("pa55"),
+    )
+    state = (tmp_path / "stack").resolve()
+    servers = swift.write_configs(settings, state)
+    assert [(s.name, s.port) for s in servers] == [
+        ("swift-object", 7100),
+        ("swift-container", 7101),
+        ("swift-account", 7102),
+        ("swift-proxy", 8999),
+    ]
+    proxy = (state / "swift" / "proxy-server.conf").read_text()
+    pipeline = next(line for line in proxy.splitlines() if line.startswith("pipeline ="))
+    assert pipeline.split()[2:] == [
+        *("catch_errors", "gatekeeper", "healthcheck", "proxy-logging", "cache"),
+        *("listing_formats", "s3api", "tempauth", "copy", "slo", "dlo", "proxy-logging"),
+        "proxy-server",
+    ]
+    assert "user_lake_writer = pa55 .admin" in proxy
+    assert "bind_ip = 127.0.0.1" in proxy
+    assert (state / "swift" / "proxy-server.conf").stat().st_mode & 0o077 == 0
+    assert (state / "swift" / "node" / "d1").is_dir()
+    assert servers[0].argv()[0] == "/usr/bin/swift-object-server"
+
+
+@pytest.mark.parametrize("key", ["nocolon", "a:b c", ":user"])
+def test_a_malformed_swift_access_key_is_refused(tmp_path: Path, key: str) -> None:
+    with pytest.raises(StackError, match="account:user"):
+        swift.write_configs(_swift_settings(tmp_path, swift_access_key=key), tmp_path)
+
+
+def test_swift_runs_outside_the_venv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PYTHONPATH", "/somewhere")
+    monkeypatch.setenv("VIRTUAL_ENV", "/venv")
+    env = swift.clean_env(tmp_path)
+    assert "PYTHONPATH" not in env
+    assert "VIRTUAL_ENV" not in env
+    assert ".venv" not in env["PATH"]
+
+
+def test_mlflow_accepts_local_private_and_service_name_hosts_only() -> None:
+    allowed = mlflow_server.allowed_hosts(StackSettings()).split(",")
+    for host in ("127.0.0.1:5001", "localhost:5001", "mlflow:5000", "mlflow", "[::1]:5001"):
+        assert is_allowed_host_header(allowed, host), host
+    assert is_allowed_host_header(allowed, "172.18.0.3:5000")
+    assert not is_allowed_host_header(allowed, "evil.example.com")
+    assert not is_allowed_host_header(allowed, "8.8.8.8:5001")
+
+
+def test_mlflow_server_command_and_env(tmp_path: Path) -> None:
+    settings = _swift_settings(tmp_path, postgres_url="postgresql://u:pw@127.0.0.1:5432/postgres")
+    argv = mlflow_server.argv(settings, tmp_path)
+    assert argv[1:4] == ["-m", "mlflow", "server"]
+    assert argv[argv.index("--workers") + 1] == "1"
+    assert argv[argv.index("--artifacts-destination") + 1] == "s3://mlflow/artifacts"
+    assert argv[argv.index("--backend-store-uri") + 1] == "postgresql://u:pw@127.0.0.1:5432/mlflow"
+    env = mlflow_server.environment(settings)
+    assert env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
+    assert env["MLFLOW_S3_ENDPOINT_URL"] == "http://127.0.0.1:8999"
+    folder = StackSettings(state_dir=tmp_path)
+    assert mlflow_server.artifacts_destination(folder, tmp_path) == f"file://{tmp_path}/lake/mlflow"
+
+
+def test_backend_store_uri_and_redaction(tmp_path: Path) -> None:
+    pg = StackSettings(
+        postgres_url="postgresql://me:secret@db:5432/postgres?sslmode=disable",
+        mlflow_database="runs",
+    )
+    assert (
+        backend.backend_store_uri(pg, tmp_path)
+        == "postgresql://me:secret@db:5432/runs?sslmode=disable"
+    )
+    assert backend.address(pg, tmp_path) == "postgresql://me:***@db:5432/runs?sslmode=disable"
+    sqlite = StackSettings()
+    assert backend.backend_store_uri(sqlite, tmp_path) == f"sqlite:///{tmp_path}/mlflow/mlflow.db"
+    with pytest.raises(StackError, match="postgresql://"):
+        backend.backend_store_uri(StackSettings(postgres_url="mysql://x@y/z"), tmp_path)
+
+
+def test_an_unreachable_postgres_fails_up_with_a_clear_message(tmp_path: Path) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed_port = sock.getsockname()[1]
+    settings = StackSettings(
+        state_dir=tmp_path, postgres_url=f"postgresql://postgres@127.0.0.1:{closed_port}"
+    )
+    with pytest.raises(StackError, match=r"PostgreSQL at .* is not reachable"):
+        up(settings)
+
+
+def test_a_port_held_by_a_stranger_fails_up_before_starting_anything(tmp_path: Path) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        settings = StackSettings(state_dir=tmp_path, mlflow_port=port)
+        with pytest.raises(StackError, match=f"port {port} for mlflow is in use"):
+            up(settings)
+    assert list((tmp_path / "pids").iterdir()) == []
+
+
+INSTALL_SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "install-system-deps.sh"
+
+
+def _fake_apt(tmp_path: Path, bin_dir: Path, *, stale_lists: bool) -> dict[str, str]:
+    """An apt-get on PATH that records its calls and 'installs' by creating the binaries."""
+    fake = tmp_path / "fakebin"
+    fake.mkdir()
+    calls = tmp_path / "apt-calls"
+    (fake / "apt-get").write_text(
+        f"""#!/bin/bash
+echo "$*" >> {calls}
+if [[ $1 == update ]]; then touch {tmp_path}/updated; exit 0; fi
+if [[ {int(stale_lists)} == 1 && ! -e {tmp_path}/updated ]]; then exit 100; fi
+mkdir -p {bin_dir}
+for b in proxy-server object-server container-server account-server ring-builder; do
+  printf '#!/bin/sh\\n' > {bin_dir}/swift-$b; chmod +x {bin_dir}/swift-$b
+done
+"""
+    )
+    (fake / "apt-get").chmod(0o755)
+    conf = tmp_path / "swift.conf"
+    conf.write_text("[swift-hash]\n")
+    return {
+        "PATH": f"{fake}:/usr/bin:/bin",
+        "CRIMES_SWIFT_BIN_DIR": str(bin_dir),
+        "CRIMES_SWIFT_CONF": str(conf),
+    }
+
+
+@pytest.mark.parametrize("stale_lists", [False, True])
+def test_install_script_installs_when_missing_and_updates_only_on_failure(
+    tmp_path: Path, stale_lists: bool
+) -> None:
+    bin_dir = tmp_path / "bin"
+    env = _fake_apt(tmp_path, bin_dir, stale_lists=stale_lists)
+    first = subprocess.run(
+        ["bash", str(INSTALL_SCRIPT)], env=env, capture_output=True, text=True, check=False
+    )
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "installed swift swift-proxy" in first.stdout
+    calls = (tmp_path / "apt-calls").read_text().splitlines()
+    install = "install -y --no-install-recommends swift swift-proxy swift-account"
+    assert [c.split(" swift-container")[0] for c in calls] == (
+        [install, "update", install] if stale_lists else [install]
+    )
+
+    again = subprocess.run(
+        ["bash", str(INSTALL_SCRIPT)], env=env, capture_output=True, text=True, check=True
+    )
+    assert "already installed, nothing to do" in again.stdout
+    assert len((tmp_path / "apt-calls").read_text().splitlines()) == len(calls)
