@@ -1,0 +1,1 @@
+"""ETL: extract raw crime records, clean them, split and publish them to the data lake."""
