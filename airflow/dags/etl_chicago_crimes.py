@@ -85,9 +85,10 @@ def etl_chicago_crimes() -> None:
         }
         return {k: manifest[k] for k in ("year", "dataset", "etl_run_id", "rows")}
 
-    extracted = extract()
-    preprocessed = preprocess(extracted)
-    final = split_and_transform(extracted, preprocessed)
+    # XComArgs at parse time, the stages' summaries at run time.
+    extracted: Any = extract()
+    preprocessed: Any = preprocess(extracted)
+    final: Any = split_and_transform(extracted, preprocessed)
     publish(extracted, preprocessed, final)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final, Literal, cast
 
 import annotated_types
 import numpy as np
@@ -119,7 +119,7 @@ def _spec(name: str) -> FeatureSpec:
             bounds["max_length"] = item.max_length
     extra = field.json_schema_extra
     assert isinstance(extra, dict)
-    encoding = extra["encoding"]
+    encoding = cast(Encoding, extra["encoding"])
     assert encoding in ("numeric", "onehot", "target")
     return FeatureSpec(
         name=name,

@@ -192,7 +192,7 @@ def preprocess(raw: pd.DataFrame) -> tuple[pd.DataFrame, PreprocessReport]:
         text = _text(frame[name]) if name in frame else pd.Series(None, index=frame.index)
         values = pd.to_numeric(text, errors="coerce")
         drop_where(text.notna() & values.isna(), f"bad_{name}")
-        from_location = location.map(lambda p, i=position: np.nan if p is None else p[i])
+        from_location = location.map(lambda p, i=position: p[i] if isinstance(p, tuple) else np.nan)
         out[name] = values.fillna(from_location.astype("float64"))
 
     out["mes"] = when.dt.month

@@ -22,7 +22,9 @@ EXPERIMENT_NAME = "Chicago Crimes 2024"
 class LakeSettings(BaseSettings):
     """Where the data lake lives: `s3://bucket` (any S3 API) or `file:///folder`."""
 
-    model_config = SettingsConfigDict(env_prefix="CRIMES_LAKE_", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="CRIMES_LAKE_", extra="ignore", validate_by_name=True
+    )
 
     root: str = Field(default=f"file://{(DEFAULT_STATE_DIR / 'lake').resolve()}/data")
     s3_endpoint_url: str | None = Field(
@@ -46,7 +48,7 @@ class LakeSettings(BaseSettings):
 class TrackingSettings(BaseSettings):
     """The MLflow tracking server and experiment every run is logged to."""
 
-    model_config = SettingsConfigDict(env_prefix="CRIMES_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="CRIMES_", extra="ignore", validate_by_name=True)
 
     tracking_uri: str = Field(
         default="http://127.0.0.1:5001",
@@ -60,7 +62,7 @@ class TrackingSettings(BaseSettings):
 class EtlSettings(BaseSettings):
     """The ETL: where raw records come from and how the data set is split."""
 
-    model_config = SettingsConfigDict(env_prefix="CRIMES_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="CRIMES_", extra="ignore", validate_by_name=True)
 
     # The Chicago Data Portal by default; an http(s) URL of any server speaking the Socrata API,
     # or a local file (CSV, CSV.gz, JSON, Parquet) in either of the portal's export formats.
@@ -82,7 +84,9 @@ class EtlSettings(BaseSettings):
 class StackSettings(BaseSettings):
     """The local stack that `crimes stack up` starts: object store, MLflow server, databases."""
 
-    model_config = SettingsConfigDict(env_prefix="CRIMES_STACK_", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="CRIMES_STACK_", extra="ignore", validate_by_name=True
+    )
 
     state_dir: Path = DEFAULT_STATE_DIR / "stack"
     # "folder": the data lake and MLflow artifacts in local folders (the embedded default);

@@ -126,17 +126,25 @@ class Published:
     manifest: dict[str, Any]
 
 
-def write_files(lake: Lake, prefix: str, files: Mapping[str, bytes]) -> dict[str, dict[str, Any]]:
-    """Write a set of files under a prefix, read each back, and describe them for a manifest."""
+def write_files(
+    lake: Lake, prefix: str, files: Mapping[str, bytes], *, exact: bool = True
+) -> dict[str, dict[str, Any]]:
+    """Write a set of files once under a content-addressed prefix; describe what is stored.
+
+    Files already there are never rewritten: a published manifest may point at them. With
+    `exact`, what is stored must equal what we would write (deterministic encodings such as
+    Parquet and JSON); without it, an equivalent earlier write is kept (a pickle of the same
+    fitted object can differ byte-wise between processes).
+    """
     described: dict[str, dict[str, Any]] = {}
     for name, data in sorted(files.items()):
         key = f"{prefix.rstrip('/')}/{name}"
-        digest = sha256(data)
-        if not (lake.exists(key) and sha256(lake.read_bytes(key)) == digest):
+        if not lake.exists(key):
             lake.write_bytes(key, data)
-            if sha256(lake.read_bytes(key)) != digest:
-                raise LakeError(f"read-back mismatch after writing {lake.url(key)}")
-        described[name] = {"key": key, "sha256": digest, "bytes": len(data)}
+        stored = lake.read_bytes(key)
+        if exact and stored != data:
+            raise LakeError(f"{lake.url(key)} already holds different content")
+        described[name] = {"key": key, "sha256": sha256(stored), "bytes": len(stored)}
     return described
 
 

@@ -25,6 +25,7 @@ import pandas as pd
 from sklearn.base import BaseEstimator
 from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
+from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import MinMaxScaler, OneHotEncoder, TargetEncoder
 
@@ -54,7 +55,8 @@ def build(seed: int = 42) -> ColumnTransformer:
                         (
                             "encode",
                             TargetEncoder(
-                                target_type="multiclass", cv=5, shuffle=True, random_state=seed
+                                target_type="multiclass",
+                                cv=StratifiedKFold(n_splits=5, shuffle=True, random_state=seed),
                             ),
                         ),
                         ("scale", MinMaxScaler()),
@@ -84,7 +86,8 @@ def fit_transform(
 
 
 def transform(transformer: ColumnTransformer, features: pd.DataFrame) -> pd.DataFrame:
-    return transformer.transform(_inputs(features)).astype("float64")
+    matrix: pd.DataFrame = transformer.transform(_inputs(features))
+    return matrix.astype("float64")
 
 
 def _inputs(features: pd.DataFrame) -> pd.DataFrame:

@@ -15,8 +15,17 @@ from botocore.config import Config
 from mlflow.tracking import MlflowClient
 
 from crimes.settings import StackSettings
-from crimes.stack import PartStatus, StackError, backend, down, env_exports, procs, status, up
-from tests.stack.conftest import free_port_block
+from crimes.stack import (
+    PartStatus,
+    StackError,
+    backend,
+    down,
+    env_exports,
+    free_port_block,
+    procs,
+    status,
+    up,
+)
 
 pytestmark = pytest.mark.e2e
 

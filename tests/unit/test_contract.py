@@ -3,7 +3,6 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import pytest
 from pydantic import ValidationError
@@ -78,7 +77,7 @@ def test_nullable_features() -> None:
         **{**REFERENCE_EXAMPLE, "latitude": None, "longitude": None, "location_description": None}
     )
     frame = contract.features_frame([record])
-    assert np.isnan(frame.loc[0, "latitude"])
+    assert frame["latitude"].isna().iloc[0]
     assert frame.loc[0, "location_description"] == contract.MISSING_LOCATION_DESCRIPTION
     assert list(frame.columns) == list(contract.FEATURES)
     assert dict(frame.dtypes.astype(str)) == dict(contract.FEATURE_DTYPES)

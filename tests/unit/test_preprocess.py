@@ -58,8 +58,12 @@ def test_location_fills_missing_coordinates_in_every_format() -> None:
     rows = [
         record(id="1", latitude=None, longitude=None, location="POINT (-87.5 41.75)"),
         record(id="2", latitude=None, longitude=None, location="(41.75, -87.5)"),
-        record(id="3", latitude=None, longitude=None,
-               location='{"latitude": "41.75", "longitude": "-87.5"}'),  # fmt: skip
+        record(
+            id="3",
+            latitude=None,
+            longitude=None,
+            location='{"latitude": "41.75", "longitude": "-87.5"}',
+        ),
         record(id="4", latitude=None, longitude=None, location=None),
     ]
     features, dropped = run(*rows)
@@ -146,3 +150,10 @@ def test_garbage_rows_never_crash() -> None:
 def test_unparseable_timestamps_are_nat() -> None:
     parsed = parse_timestamps(pd.Series(["12/31/2024 11:58:00 PM", "not a date", None]))
     assert parsed.isna().tolist() == [False, True, True]
+
+
+def test_records_without_any_location_columns() -> None:
+    rows = [record(id=str(i), latitude=None, longitude=None, location=None) for i in range(3)]
+    features, dropped = run(*rows)
+    assert dropped == {}
+    assert features.latitude.isna().all()

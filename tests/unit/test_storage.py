@@ -17,8 +17,9 @@ def lake(tmp_path: Path) -> Lake:
 
 def publish(lake: Lake, version: str, payload: bytes) -> storage.Published:
     files = storage.write_files(lake, f"sets/{version}", {"a.bin": payload, "b.bin": payload * 2})
-    return storage.publish_pointer(lake, "sets/CURRENT.json", {"version": version,
-                                                               "files": {"set": files}})
+    return storage.publish_pointer(
+        lake, "sets/CURRENT.json", {"version": version, "files": {"set": files}}
+    )
 
 
 def test_publish_then_read_verified(lake: Lake) -> None:
@@ -53,7 +54,7 @@ def test_rewriting_the_same_content_is_idempotent(lake: Lake, tmp_path: Path) ->
     stamp = (tmp_path / "data/sets/v1/a.bin").stat().st_mtime_ns
     second = publish(lake, "v1", b"one")
     assert first.manifest == second.manifest
-    assert (tmp_path / "data/sets/v1/a.bin").stat().st_mtime_ns == stamp  # not rewritten
+    assert (tmp_path / "data/sets/v1/a.bin").stat().st_mtime_ns == stamp  # written once
 
 
 def test_nothing_published_and_missing_keys_are_clear(lake: Lake) -> None:
@@ -70,3 +71,12 @@ def test_parquet_round_trip_keeps_codes_as_text() -> None:
     back = storage.read_parquet_bytes(storage.parquet_bytes(frame))
     pd.testing.assert_frame_equal(frame, back)
     assert storage.parquet_bytes(frame) == storage.parquet_bytes(frame.copy())
+
+
+def test_stored_files_are_never_rewritten(lake: Lake) -> None:
+    storage.write_files(lake, "sets/v1", {"model.bin": b"first pickle"}, exact=False)
+    kept = storage.write_files(lake, "sets/v1", {"model.bin": b"second pickle"}, exact=False)
+    assert lake.read_bytes("sets/v1/model.bin") == b"first pickle"
+    assert kept["model.bin"]["sha256"] == storage.sha256(b"first pickle")
+    with pytest.raises(LakeError, match="already holds different content"):
+        storage.write_files(lake, "sets/v1", {"model.bin": b"second pickle"})

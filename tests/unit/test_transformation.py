@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -17,7 +18,7 @@ def data() -> pd.DataFrame:
     return features
 
 
-def fit(data: pd.DataFrame, seed: int = 42) -> tuple[object, pd.DataFrame]:
+def fit(data: pd.DataFrame, seed: int = 42) -> tuple[Any, pd.DataFrame]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         return transformation.fit_transform(
@@ -26,7 +27,7 @@ def fit(data: pd.DataFrame, seed: int = 42) -> tuple[object, pd.DataFrame]:
 
 
 def test_output_columns_follow_the_reference_design(data: pd.DataFrame) -> None:
-    fitted, matrix = fit(data)
+    _fitted, matrix = fit(data)
     classes = sorted(data[contract.TARGET].unique())
     onehot = 2 + 2 + data.dia_semana.nunique()
     assert matrix.shape == (len(data), 2 + onehot + 11 * len(classes))
@@ -48,7 +49,7 @@ def test_unknown_categories_and_missing_coordinates_are_handled(data: pd.DataFra
         "longitude": None,
     }
     frame = contract.features_frame([contract.CrimeFeatures(**unseen)])
-    out = transformation.transform(fitted, frame)  # type: ignore[arg-type]
+    out = transformation.transform(fitted, frame)
     assert out.shape[0] == 1
     assert np.isfinite(out.to_numpy()).all()
 
@@ -57,19 +58,19 @@ def test_version_id_is_a_content_hash(data: pd.DataFrame) -> None:
     first, _ = fit(data)
     again, _ = fit(data)
     other, _ = fit(data.iloc[: len(data) // 2])
-    assert transformation.version_id(first) == transformation.version_id(again)  # type: ignore[arg-type]
-    assert transformation.version_id(first) != transformation.version_id(other)  # type: ignore[arg-type]
-    reloaded = transformation.loads(transformation.dumps(first))  # type: ignore[arg-type]
-    assert transformation.version_id(reloaded) == transformation.version_id(first)  # type: ignore[arg-type]
-    assert transformation.version_id(first).startswith("tf-")  # type: ignore[arg-type]
+    assert transformation.version_id(first) == transformation.version_id(again)
+    assert transformation.version_id(first) != transformation.version_id(other)
+    reloaded = transformation.loads(transformation.dumps(first))
+    assert transformation.version_id(reloaded) == transformation.version_id(first)
+    assert transformation.version_id(first).startswith("tf-")
 
 
 def test_transform_of_a_reloaded_fit_is_identical(data: pd.DataFrame) -> None:
     fitted, _ = fit(data)
-    reloaded = transformation.loads(transformation.dumps(fitted))  # type: ignore[arg-type]
+    reloaded = transformation.loads(transformation.dumps(fitted))
     rows = data[list(contract.FEATURES)].head(200)
     pd.testing.assert_frame_equal(
-        transformation.transform(fitted, rows),  # type: ignore[arg-type]
+        transformation.transform(fitted, rows),
         transformation.transform(reloaded, rows),
     )
 

@@ -14,9 +14,9 @@ import warnings
 from typing import Any
 
 import pandas as pd
-from crimes.etl.extract import extract
 
 from crimes import contract, datasets, storage, tracking, transformation
+from crimes.etl.extract import extract
 from crimes.etl.split import MIN_STRATIFIED_ROWS, split
 from crimes.logs import get_logger
 from crimes.preprocess import PreprocessReport, preprocess
@@ -129,15 +129,18 @@ def final_stage(
         "transformation_version": version,
     }
     dataset = "ds-" + storage.sha256(storage.canonical_json(content))[:16]
+    info_prefix = datasets.data_info_prefix(settings.year, dataset)
     files = {
         "final": storage.write_files(
             lake, datasets.final_prefix(settings.year, dataset), final_bytes
         ),
-        "data_info": storage.write_files(
-            lake,
-            datasets.data_info_prefix(settings.year, dataset),
-            {"data_info.json": info_bytes, "transformation.joblib": model_bytes},
-        ),
+        "data_info": {
+            **storage.write_files(lake, info_prefix, {"data_info.json": info_bytes}),
+            # Identified by its version id (the hash of its fitted state), not by its bytes.
+            **storage.write_files(
+                lake, info_prefix, {"transformation.joblib": model_bytes}, exact=False
+            ),
+        },
     }
     summary = {
         "dataset": dataset,
@@ -228,7 +231,7 @@ def publish_stage(
 ) -> dict[str, Any]:
     """Log the ETL run to MLflow, then flip the year's manifest pointer to the new set."""
     import mlflow
-    import mlflow.data
+    from mlflow.data.pandas_dataset import from_pandas
 
     year = settings.year
     pointer = datasets.pointer_key(year)
@@ -252,7 +255,7 @@ def publish_stage(
             storage.read_file(lake, preprocessed["files"]["crimes.parquet"])
         )
         mlflow.log_input(
-            mlflow.data.from_pandas(
+            from_pandas(
                 features,
                 source=lake.url(preprocessed["files"]["crimes.parquet"]["key"]),
                 name=f"chicago_crimes_{year}",

@@ -4,7 +4,24 @@
 `up` started, `status` reports, `env_exports` gives the environment a client needs.
 """
 
-from crimes.stack.core import PartStatus, down, env_exports, free_port, status, up
+from crimes.stack.core import (
+    PartStatus,
+    down,
+    env_exports,
+    free_port,
+    free_port_block,
+    status,
+    up,
+)
 from crimes.stack.procs import StackError
 
-__all__ = ["PartStatus", "StackError", "down", "env_exports", "free_port", "status", "up"]
+__all__ = [
+    "PartStatus",
+    "StackError",
+    "down",
+    "env_exports",
+    "free_port",
+    "free_port_block",
+    "status",
+    "up",
+]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import random
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -140,6 +141,15 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def free_port_block(count: int) -> int:
+    """The first of `count` consecutive ports free on 127.0.0.1 (Swift's backends need 3)."""
+    for _ in range(200):
+        base = random.randrange(20_000, 30_000)
+        if not any(_port_in_use(base + i) for i in range(count)):
+            return base
+    raise StackError(f"no block of {count} free ports found")
 
 
 def _port_of(address: str) -> int:

@@ -1,0 +1,37 @@
+# syntax=docker/dockerfile:1.7
+# One multi-stage file, one target per deployable. Reproducible from uv.lock, slim, non-root.
+
+FROM python:3.11-slim-bookworm AS build
+COPY --from=ghcr.io/astral-sh/uv:0.13.8 /uv /usr/local/bin/uv
+ENV UV_COMPILE_BYTECODE=1 UV_LINK_MODE=copy UV_PROJECT_ENVIRONMENT=/opt/venv UV_PYTHON_DOWNLOADS=never
+WORKDIR /src
+# Dependencies first (cached while only the code changes), then the project itself.
+COPY pyproject.toml uv.lock README.md ./
+RUN --mount=type=cache,target=/root/.cache/uv uv sync --locked --no-dev --no-install-project
+COPY src ./src
+RUN --mount=type=cache,target=/root/.cache/uv uv sync --locked --no-dev --no-editable
+
+FROM python:3.11-slim-bookworm AS runtime
+RUN groupadd --gid 50000 crimes && useradd --uid 50000 --gid crimes --create-home crimes
+COPY --from=build /opt/venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 CRIMES_LOG_FORMAT=json
+WORKDIR /home/crimes
+USER crimes
+
+# MLflow tracking server (backend store in PostgreSQL, artifacts proxied to the object store).
+FROM runtime AS mlflow
+ENV MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false
+EXPOSE 5001
+CMD ["mlflow", "server", "--host", "0.0.0.0", "--port", "5001", "--workers", "1", "--serve-artifacts"]
+
+# Airflow 3 (api-server, scheduler, dag-processor, triggerer): the DAGs and the project's
+# package are baked in, never installed by tasks at run time.
+FROM runtime AS airflow
+ENV AIRFLOW_HOME=/opt/airflow AIRFLOW__CORE__DAGS_FOLDER=/opt/airflow/dags \
+    AIRFLOW__CORE__LOAD_EXAMPLES=False
+USER root
+RUN mkdir -p /opt/airflow/logs && chown -R crimes:crimes /opt/airflow
+COPY --chown=crimes:crimes airflow/dags /opt/airflow/dags
+USER crimes
+EXPOSE 8080
+CMD ["airflow", "api-server"]

@@ -1,0 +1,3 @@
+-- Runs once, on the first start of an empty PostgreSQL volume.
+CREATE DATABASE mlflow;
+CREATE DATABASE airflow;

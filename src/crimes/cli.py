@@ -1,0 +1,62 @@
+"""`crimes`: the project's user-facing jobs."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+
+from crimes.stack.cli import app as stack_app
+
+app = typer.Typer(
+    help="Chicago crimes: FBI code prediction (ETL, training, serving).", no_args_is_help=True
+)
+app.add_typer(stack_app, name="stack", help="The local stack: object store, MLflow, databases.")
+
+
+@app.command()
+def etl(
+    source: Annotated[
+        str | None,
+        typer.Option(help="Socrata API base URL or a local CSV/JSON/Parquet file (CRIMES_SOURCE)."),
+    ] = None,
+    year: Annotated[int | None, typer.Option(help="Year of the crimes (CRIMES_YEAR).")] = None,
+) -> None:
+    """Extract, preprocess, split and transform one year of crimes into the data lake."""
+    from crimes.etl.pipeline import run_etl
+    from crimes.settings import EtlSettings
+    from crimes.storage import Lake
+
+    overrides: dict[str, object] = {}
+    if source:
+        overrides["source"] = source
+    if year:
+        overrides["year"] = year
+    settings = EtlSettings(**overrides)  # type: ignore[arg-type]
+    lake = Lake()
+    manifest = run_etl(settings, lake)
+    from crimes import datasets
+
+    summary = {
+        "manifest": lake.url(datasets.pointer_key(settings.year)),
+        "dataset": manifest["dataset"],
+        "transformation_version": manifest["transformation_version"],
+        "etl_run_id": manifest["etl_run_id"],
+        "rows": manifest["rows"],
+        "final": lake.url(datasets.final_prefix(settings.year, manifest["dataset"])),
+        "data_info": lake.url(datasets.data_info_prefix(settings.year, manifest["dataset"])),
+    }
+    typer.echo(json.dumps(summary, indent=2))
+
+
+@app.command()
+def demo() -> None:
+    """Start the local stack and run the ETL end to end, printing where the outputs are."""
+    from crimes import demo as demo_job
+
+    demo_job.run(typer.echo)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,60 @@
+"""The DAG files import cleanly and declare what the platform relies on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from crimes import airflow_local, orchestration
+
+
+@pytest.fixture(scope="module")
+def dagbag(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    home = tmp_path_factory.mktemp("airflow_home")
+    env = airflow_local.environment(home, f"sqlite:///{home / 'airflow.db'}")
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in env.items():
+            if name.startswith("AIRFLOW"):
+                patch.setenv(name, value)
+        from airflow.dag_processing.dagbag import DagBag
+
+        yield DagBag(dag_folder=str(airflow_local.DAGS_FOLDER))
+
+
+def test_no_import_errors(dagbag: Any) -> None:
+    assert dagbag.import_errors == {}
+    assert orchestration.ETL_DAG_ID in dagbag.dags
+
+
+def test_every_dag_has_tags_and_retries(dagbag: Any) -> None:
+    for dag in dagbag.dags.values():
+        assert "chicago-crimes" in dag.tags, dag.dag_id
+        for task in dag.tasks:
+            assert task.retries >= 1, (dag.dag_id, task.task_id)
+
+
+def test_etl_publishes_the_final_data_asset_from_its_last_task(dagbag: Any) -> None:
+    dag = dagbag.dags[orchestration.ETL_DAG_ID]
+    producers = [t for t in dag.tasks if t.outlets]
+    assert [t.task_id for t in producers] == ["publish"]
+    (asset,) = producers[0].outlets
+    assert asset.name == orchestration.FINAL_DATA_ASSET
+    assert producers[0].downstream_task_ids == set()
+    assert {t.task_id for t in dag.tasks} == {
+        "extract",
+        "preprocess",
+        "split_and_transform",
+        "publish",
+    }
+    assert dag.params["year"] == 2024
+
+
+def test_dag_files_keep_heavy_imports_inside_tasks() -> None:
+    heavy = ("sklearn", "pandas", "mlflow", "numpy")
+    for path in Path(airflow_local.DAGS_FOLDER).glob("*.py"):
+        top_level = [
+            line for line in path.read_text().splitlines() if line.startswith(("import", "from"))
+        ]
+        assert not [line for line in top_level if any(h in line for h in heavy)], path

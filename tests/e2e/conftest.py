@@ -1,0 +1,77 @@
+"""The local stack of real services for end-to-end tests, started once per session.
+
+Swift's S3 API as the data lake, MLflow on PostgreSQL with artifacts in Swift, a throw-away
+database per session, free ports, and every process stopped at the end.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from crimes import stack
+from crimes.settings import StackSettings, lake_settings, tracking_settings
+from crimes.stack import backend
+
+POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432"
+
+
+def _clear_settings_caches() -> None:
+    lake_settings.cache_clear()
+    tracking_settings.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def stack_settings(tmp_path_factory: pytest.TempPathFactory) -> StackSettings:
+    tag = uuid.uuid4().hex[:8]
+    settings = StackSettings(
+        state_dir=tmp_path_factory.mktemp("stack"),
+        object_store="swift",
+        postgres_url=POSTGRES_URL,
+        mlflow_database=f"crimes_mlflow_{tag}",
+        mlflow_port=stack.free_port(),
+        swift_port=stack.free_port(),
+        swift_backend_base_port=stack.free_port_block(3),
+    )
+    return settings
+
+
+@pytest.fixture(scope="session")
+def stack_env(stack_settings: StackSettings) -> Iterator[dict[str, str]]:
+    """The stack is up; its client settings are in os.environ for the whole session."""
+    stack.up(stack_settings)
+    env = stack.env_exports(stack_settings)
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in env.items():
+            patch.setenv(name, value)
+        _clear_settings_caches()
+        try:
+            yield env
+        finally:
+            stack.down(stack_settings)
+            backend.drop_database(stack_settings)
+    _clear_settings_caches()
+
+
+@pytest.fixture(scope="session")
+def airflow_env(
+    stack_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, str]]:
+    """An AIRFLOW_HOME with its metadata DB on PostgreSQL, migrated."""
+    from crimes import airflow_local
+
+    database = f"crimes_airflow_{uuid.uuid4().hex[:8]}"
+    db_settings = StackSettings(postgres_url=POSTGRES_URL, mlflow_database=database)
+    backend.ensure_database(db_settings)
+    home: Path = tmp_path_factory.mktemp("airflow")
+    env = airflow_local.environment(
+        home, airflow_local.metadata_url(POSTGRES_URL, database, home), extra=stack_env
+    )
+    airflow_local.migrate(env)
+    try:
+        yield env
+    finally:
+        backend.drop_database(db_settings)
