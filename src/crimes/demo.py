@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 
 from crimes import datasets, stack
+from crimes.etl.extract import SYNTHETIC_SCHEME
 from crimes.logs import get_logger
 from crimes.settings import (
     PORTAL_URL,
@@ -26,7 +27,7 @@ from crimes.settings import (
 
 log = get_logger(__name__)
 
-SYNTHETIC_SOURCE = "synthetic"
+SYNTHETIC_SOURCE = SYNTHETIC_SCHEME
 
 
 def portal_answers(url: str = PORTAL_URL, timeout: float = 5.0) -> bool:

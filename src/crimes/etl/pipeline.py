@@ -37,7 +37,7 @@ def extract_stage(settings: EtlSettings, lake: Lake) -> dict[str, Any]:
     if extracted.rows == 0:
         raise EtlError(f"the source {extracted.source} returned no rows for {settings.year}")
     data = storage.parquet_bytes(extracted.frame)
-    snapshot = "raw-" + storage.sha256(data)[:16]
+    snapshot = "snap-" + storage.sha256(data)[:16]
     files = storage.write_files(
         lake, datasets.raw_prefix(settings.year, snapshot), {"crimes.parquet": data}
     )
@@ -250,6 +250,9 @@ def publish_stage(
     }
     if orchestrator_run:
         tags["airflow_run_id"] = orchestrator_run
+    # Generated rows must never pass for real crimes, in MLflow or in the manifest.
+    synthetic = extracted["format"] == "synthetic"
+    tags["data"] = "synthetic" if synthetic else "real"
     with tracking.run(f"etl-{year}-{final['dataset']}", tags, tracking_settings) as run:
         features = storage.read_parquet_bytes(
             storage.read_file(lake, preprocessed["files"]["crimes.parquet"])
@@ -318,6 +321,7 @@ def publish_stage(
             },
             "classes": final["classes"],
             "source": extracted["source"],
+            "synthetic": synthetic,
             "published_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "previous_dataset": previous["dataset"] if previous else None,
             "files": files,
