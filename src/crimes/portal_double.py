@@ -63,7 +63,8 @@ _HUMAN_ADDRESS = json.dumps({"address": "", "city": "", "state": "", "zip": ""})
 _NEEDS_ESCAPE = r'["\\\x00-\x1f]'
 _WHERE_YEAR = re.compile(r"^\s*year\s*=\s*(?:'(\d{1,4})'|(\d{1,4}))\s*$")
 _ORDER = re.compile(r"^\s*(:id|id)(?:\s+(asc|desc))?\s*$", re.IGNORECASE)
-_SUPPORTED_PARAMS = frozenset({"$limit", "$offset", "$order", "$where", "$$app_token"})
+_SUPPORTED_PARAMS = frozenset({"$limit", "$offset", "$order", "$where", "$select", "$$app_token"})
+_COUNT_ALL = re.compile(r"^\s*count\s*\(\s*\*\s*\)\s*$", re.IGNORECASE)
 
 FaultKind = Literal["status", "truncate", "drop", "delay"]
 
@@ -469,6 +470,16 @@ class PortalDouble:
             keep = wanted if keep is None else keep & wanted
         if keep is not None:
             order = order[keep[order]]
+        if "$select" in params:
+            if _COUNT_ALL.match(params["$select"]) is None:
+                raise _SodaError(
+                    400,
+                    "query.compiler.malformed",
+                    f"The portal double only selects count(*), not {params['$select']!r}",
+                    query=params["$select"],
+                )
+            # Socrata names the aggregate "count" and, like every value, sends it as text.
+            return _Response(200, json.dumps([{"count": str(len(order))}]).encode(), {})
         chosen = order[offset : offset + limit]
         rows = self._rows
         body = ("[" + ",".join([rows[i] for i in chosen.tolist()]) + "]").encode("utf-8")

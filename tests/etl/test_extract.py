@@ -135,7 +135,7 @@ def test_download_pages_through_every_row_in_order(
     assert [r.params for r in double.requests] == [
         {"$order": ":id", "$limit": str(page_size), "$offset": str(page * page_size)}
         for page in range(pages)
-    ]
+    ] + [{"$select": "count(*)"}]
 
 
 def test_download_keeps_raw_text(portal: DoubleFactory) -> None:
@@ -156,11 +156,11 @@ def test_download_keeps_raw_text(portal: DoubleFactory) -> None:
 def test_app_token_is_sent_as_a_header(portal: DoubleFactory) -> None:
     double = portal()
     download_portal(etl_settings(double.url, page_size=1000, CRIMES_APP_TOKEN="tok-123"))
-    assert [r.app_token for r in double.requests] == ["tok-123"] * 4
+    assert [r.app_token for r in double.requests] == ["tok-123"] * 5  # 4 pages + count
 
     double = portal()
     download_portal(etl_settings(double.url, page_size=1000))
-    assert [r.app_token for r in double.requests] == [None] * 4
+    assert [r.app_token for r in double.requests] == [None] * 5
 
 
 # -- retries -----------------------------------------------------------------------------------
@@ -418,8 +418,39 @@ def test_full_download_of_every_2024_row(real_data: Path) -> None:
 # -- servers misbehaving beyond the double's faults --------------------------------------------
 
 
-def _serve(answer: Callable[[httpx.Request], httpx.Response]) -> httpx.MockTransport:
-    return httpx.MockTransport(answer)
+def _serve(
+    answer: Callable[[httpx.Request], httpx.Response], count: int = 1
+) -> httpx.MockTransport:
+    """A server playing `answer` for pages and counting `count` rows for `count(*)`."""
+
+    def route(request: httpx.Request) -> httpx.Response:
+        if "$select" in request.url.params:
+            return httpx.Response(200, json=[{"count": str(count)}])
+        return answer(request)
+
+    return httpx.MockTransport(route)
+
+
+def test_a_page_cut_short_with_valid_json_is_caught_by_the_count() -> None:
+    rows = [{"id": str(i)} for i in range(5)]
+
+    def cuts_the_second_page(request: httpx.Request) -> httpx.Response:
+        offset = int(request.url.params["$offset"])
+        return httpx.Response(200, json=rows[offset : offset + (2 if offset == 0 else 1)])
+
+    settings = etl_settings("http://portal.test", page_size=2)
+    with pytest.raises(ExtractError, match="counts 5 rows but paging ended after 3"):
+        download_portal(settings, transport=_serve(cuts_the_second_page, count=5))
+
+
+def test_an_unreadable_count_is_refused() -> None:
+    def answer(request: httpx.Request) -> httpx.Response:
+        if "$select" in request.url.params:
+            return httpx.Response(200, json=[{"count": "many"}])
+        return httpx.Response(200, json=[{"id": "1"}])
+
+    with pytest.raises(ExtractError, match="unreadable count"):
+        download_portal(etl_settings("http://portal.test"), transport=httpx.MockTransport(answer))
 
 
 def test_a_server_ignoring_limit_or_offset_is_refused() -> None:

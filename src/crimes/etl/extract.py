@@ -106,13 +106,13 @@ def download_portal(
     total = 0
     pages = 0
     first_record: dict[str, Any] | None = None
-    log.info("extract.download.start", url=source, page_size=settings.page_size)
     with httpx.Client(
         headers=headers,
         timeout=httpx.Timeout(settings.request_timeout_seconds),
         follow_redirects=True,
         transport=transport,
     ) as client:
+        log.info("extract.download.start", url=source, page_size=settings.page_size)
         while True:
             params = {
                 **base_params,
@@ -147,6 +147,16 @@ def download_portal(
             )
             if len(records) < settings.page_size:
                 break
+        # Paging stops at the first short page; the server's count tells a true end from a
+        # page that came back cut short.
+        expected = _expected_rows(client, url, base_params, settings, sleep)
+    if total < expected:
+        raise ExtractError(
+            f"{source} counts {expected} rows but paging ended after {total}: a page came back "
+            "short; nothing was kept"
+        )
+    if total > expected:
+        log.warning("extract.download.grew", expected=expected, rows=total)
     frame = _combine(frames, columns)
     if "id" in frame.columns and frame["id"].duplicated().any():
         # Rows inserted or deleted while paging shift the pages; say so rather than hide it.
@@ -161,6 +171,23 @@ def download_portal(
         seconds=round(time.perf_counter() - started, 2),
     )
     return Extracted(frame=frame, source=source, pages=pages, rows=len(frame), fmt="api")
+
+
+def _expected_rows(
+    client: httpx.Client,
+    url: str,
+    base_params: Mapping[str, str],
+    settings: EtlSettings,
+    sleep: Callable[[float], None],
+) -> int:
+    """How many rows the server holds for the query, by SoQL `count(*)`."""
+    records, _ = _fetch_page(client, url, {**base_params, "$select": "count(*)"}, settings, sleep)
+    try:
+        (record,) = records
+        (value,) = record.values()
+        return int(value)
+    except (TypeError, ValueError) as error:
+        raise ExtractError(f"{url} answered an unreadable count(*): {records!r:.200}") from error
 
 
 def _fetch_page(
