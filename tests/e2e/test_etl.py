@@ -152,33 +152,24 @@ def _published_bytes(lake: Lake) -> tuple[bytes, bytes]:
     return lake.read_bytes(datasets.pointer_key(YEAR)), info
 
 
+@pytest.mark.parametrize(
+    ("fault", "message"),
+    [
+        (Fault.http(503, from_offset=4_000, times=None), "4000"),
+        (Fault.truncated(from_offset=2_000, times=None), "2000"),
+    ],
+    ids=["server-errors-mid-download", "connection-cut-mid-body"],
+)
 def test_a_source_failing_mid_download_publishes_nothing(
-    published: dict[str, Any], real_data: Path
+    published: dict[str, Any], real_data: Path, fault: Fault, message: str
 ) -> None:
     lake = Lake()
     before = _published_bytes(lake)
-    faults = [Fault.http(503, from_offset=4_000, times=None)]
-    with PortalDouble(real_data, rows=10_000, faults=faults) as failing:
+    with PortalDouble(real_data, rows=10_000, faults=[fault]) as failing:
         settings = EtlSettings(
             source=failing.url, year=YEAR, page_size=2_000, max_attempts=2, backoff_seconds=0
         )
-        with pytest.raises(ExtractError, match="4000"):
-            pipeline.run_etl(settings, lake)
-    assert _published_bytes(lake) == before
-
-
-def test_a_connection_cut_mid_body_publishes_nothing(
-    published: dict[str, Any], real_data: Path
-) -> None:
-    lake = Lake()
-    before = _published_bytes(lake)
-    with PortalDouble(
-        real_data, rows=6_000, faults=[Fault.truncated(from_offset=2_000, times=None)]
-    ) as failing:
-        settings = EtlSettings(
-            source=failing.url, year=YEAR, page_size=2_000, max_attempts=2, backoff_seconds=0
-        )
-        with pytest.raises(ExtractError):
+        with pytest.raises(ExtractError, match=message):
             pipeline.run_etl(settings, lake)
     assert _published_bytes(lake) == before
 
