@@ -1,0 +1,171 @@
+"""The model registry's conventions, and the fallback model bundle.
+
+Registered models live in MLflow (`dtc_model_prod`, `lda_model_prod`, the reference's names);
+the version serving in production carries the alias `champion`, a version that lost its
+comparison `challenger`. Each version is tagged with what it was made from (`TAGS`).
+
+A model bundle is the self-contained copy of one version that lets a model service start when
+MLflow is unreachable: the fitted classifier, the fitted transformation it was trained with, and
+its metadata, as three files. The same three files form the bundle in the data lake
+(`chicago/crimes/models/<name>/...`, published atomically like every lake set) and on a
+service's local disk (its last good model).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import joblib
+
+from crimes import storage, transformation
+from crimes.storage import Lake
+
+MODELS: Final = {"dtc": "dtc_model_prod", "lda": "lda_model_prod"}
+CHAMPION: Final = "champion"
+CHALLENGER: Final = "challenger"
+
+
+class Tag:
+    """Tag keys on every registered model version (and on its training run)."""
+
+    TRANSFORMATION_VERSION: Final = "transformation_version"
+    ETL_RUN_ID: Final = "etl_run_id"
+    DATASET: Final = "dataset"
+    DATA_SNAPSHOT: Final = "data_snapshot"
+    SYNTHETIC: Final = "synthetic_data"
+    HYPERPARAMETERS: Final = "hyperparameters"
+    TEST_ACCURACY: Final = "test_accuracy"
+    TEST_F1_WEIGHTED: Final = "test_f1_weighted"
+    TEST_F1_MACRO: Final = "test_f1_macro"
+
+
+def model_uri(name: str, alias: str = CHAMPION) -> str:
+    return f"models:/{name}@{alias}"
+
+
+BUNDLE_FILES: Final = ("model.joblib", "transformation.joblib", "metadata.json")
+
+
+def bundle_prefix(name: str, version: str) -> str:
+    return f"chicago/crimes/models/{name}/v{version}"
+
+
+def bundle_pointer(name: str) -> str:
+    return f"chicago/crimes/models/{name}/CURRENT.json"
+
+
+@dataclass
+class ModelBundle:
+    """One model version with everything needed to serve it without MLflow.
+
+    `metadata` holds at least: name, version, run_id, transformation_version, classes,
+    feature_names, metrics; `source` says where this copy was read from.
+    """
+
+    name: str
+    version: str
+    model: Any
+    transformer: Any
+    metadata: dict[str, Any]
+    source: str = field(default="memory")
+
+    @property
+    def transformation_version(self) -> str:
+        return str(self.metadata["transformation_version"])
+
+    def files(self) -> dict[str, bytes]:
+        return {
+            "model.joblib": _dumps(self.model),
+            "transformation.joblib": transformation.dumps(self.transformer),
+            "metadata.json": storage.canonical_json(self.metadata),
+        }
+
+
+def _dumps(value: Any) -> bytes:
+    buffer = io.BytesIO()
+    joblib.dump(value, buffer)
+    return buffer.getvalue()
+
+
+def _bundle(name: str, files: dict[str, bytes], source: str) -> ModelBundle:
+    metadata = json.loads(files["metadata.json"])
+    transformer = transformation.loads(files["transformation.joblib"])
+    if transformation.version_id(transformer) != metadata["transformation_version"]:
+        raise storage.LakeError(f"bundle at {source}: transformation does not match its version")
+    model = joblib.load(io.BytesIO(files["model.joblib"]))
+    return ModelBundle(
+        name=name,
+        version=str(metadata["version"]),
+        model=model,
+        transformer=transformer,
+        metadata=metadata,
+        source=source,
+    )
+
+
+def write_bundle(lake: Lake, bundle: ModelBundle) -> dict[str, Any]:
+    """Publish a bundle to the data lake and make it the model's current fallback."""
+    prefix = bundle_prefix(bundle.name, bundle.version)
+    files = bundle.files()
+    described = {
+        **storage.write_files(lake, prefix, {"metadata.json": files["metadata.json"]}),
+        # Pickles of one fitted object may differ byte-wise across processes: written once.
+        **storage.write_files(
+            lake,
+            prefix,
+            {k: v for k, v in files.items() if k.endswith(".joblib")},
+            exact=False,
+        ),
+    }
+    manifest = {
+        "name": bundle.name,
+        "version": bundle.version,
+        "transformation_version": bundle.transformation_version,
+        "files": {"bundle": described},
+    }
+    storage.publish_pointer(lake, bundle_pointer(bundle.name), manifest)
+    return manifest
+
+
+def read_bundle(lake: Lake, name: str) -> ModelBundle:
+    """The model's current fallback bundle from the data lake, checksums verified."""
+    manifest = storage.read_pointer(lake, bundle_pointer(name))
+    files = {n: storage.read_file(lake, e) for n, e in manifest["files"]["bundle"].items()}
+    return _bundle(name, files, lake.url(bundle_prefix(name, str(manifest["version"]))))
+
+
+def save_bundle_dir(folder: Path, bundle: ModelBundle) -> None:
+    """Keep a bundle on local disk; the folder is replaced whole (rename), never half-written."""
+    folder = Path(folder)
+    staging = folder.with_name(folder.name + ".staging")
+    staging.mkdir(parents=True, exist_ok=True)
+    for name, data in bundle.files().items():
+        (staging / name).write_bytes(data)
+    previous = folder.with_name(folder.name + ".previous")
+    if folder.exists():
+        if previous.exists():
+            _remove_tree(previous)
+        folder.rename(previous)
+    staging.rename(folder)
+    if previous.exists():
+        _remove_tree(previous)
+
+
+def load_bundle_dir(folder: Path, name: str | None = None) -> ModelBundle:
+    folder = Path(folder)
+    missing = [f for f in BUNDLE_FILES if not (folder / f).is_file()]
+    if missing:
+        raise FileNotFoundError(f"no model bundle at {folder}: missing {', '.join(missing)}")
+    files = {f: (folder / f).read_bytes() for f in BUNDLE_FILES}
+    metadata = json.loads(files["metadata.json"])
+    return _bundle(name or str(metadata["name"]), files, str(folder))
+
+
+def _remove_tree(path: Path) -> None:
+    for child in path.iterdir():
+        child.unlink()
+    path.rmdir()

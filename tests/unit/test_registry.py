@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import pytest
+from sklearn.tree import DecisionTreeClassifier
+
+from crimes import contract, registry, synthetic, transformation
+from crimes.preprocess import preprocess
+from crimes.settings import LakeSettings
+from crimes.storage import Lake, LakeError
+
+
+@pytest.fixture(scope="module")
+def bundle() -> registry.ModelBundle:
+    data, _ = preprocess(synthetic.sample(800))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        fitted, matrix = transformation.fit_transform(
+            data[list(contract.FEATURES)], data[contract.TARGET]
+        )
+    model = DecisionTreeClassifier(random_state=0).fit(matrix, data[contract.TARGET])
+    return registry.ModelBundle(
+        name="dtc_model_prod",
+        version="3",
+        model=model,
+        transformer=fitted,
+        metadata={
+            "name": "dtc_model_prod",
+            "version": "3",
+            "run_id": "r1",
+            "transformation_version": transformation.version_id(fitted),
+            "classes": model.classes_.tolist(),
+            "feature_names": list(matrix.columns),
+            "metrics": {"test_accuracy": 1.0},
+        },
+    )
+
+
+def test_bundle_round_trips_through_the_lake(bundle: registry.ModelBundle, tmp_path: Path) -> None:
+    lake = Lake(LakeSettings(root=f"file://{tmp_path}/data"))
+    registry.write_bundle(lake, bundle)
+    back = registry.read_bundle(lake, "dtc_model_prod")
+    assert back.version == "3"
+    assert back.transformation_version == bundle.transformation_version
+    assert back.model.classes_.tolist() == bundle.metadata["classes"]
+    assert back.source.endswith("chicago/crimes/models/dtc_model_prod/v3")
+
+
+def test_bundle_round_trips_through_a_folder(bundle: registry.ModelBundle, tmp_path: Path) -> None:
+    folder = tmp_path / "last-good"
+    registry.save_bundle_dir(folder, bundle)
+    registry.save_bundle_dir(folder, bundle)  # replacing an existing copy
+    back = registry.load_bundle_dir(folder)
+    assert (back.name, back.version) == ("dtc_model_prod", "3")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last-good"]
+    with pytest.raises(FileNotFoundError, match="no model bundle"):
+        registry.load_bundle_dir(tmp_path / "nothing")
+
+
+def test_a_bundle_with_a_mismatched_transformation_is_refused(
+    bundle: registry.ModelBundle, tmp_path: Path
+) -> None:
+    folder = tmp_path / "bad"
+    registry.save_bundle_dir(folder, bundle)
+    text = (folder / "metadata.json").read_text()
+    (folder / "metadata.json").write_text(
+        text.replace(bundle.transformation_version, "tf-0000000000000000")
+    )
+    with pytest.raises(LakeError, match="does not match"):
+        registry.load_bundle_dir(folder)
