@@ -7,12 +7,14 @@ from typing import Annotated
 
 import typer
 
+from crimes.serving.cli import serve_app
 from crimes.stack.cli import app as stack_app
 
 app = typer.Typer(
     help="Chicago crimes: FBI code prediction (ETL, training, serving).", no_args_is_help=True
 )
 app.add_typer(stack_app, name="stack", help="The local stack: object store, MLflow, databases.")
+app.add_typer(serve_app, name="serve", help="Run a service: the model services (gRPC).")
 
 
 @app.command()
@@ -48,6 +50,35 @@ def etl(
         "data_info": lake.url(datasets.data_info_prefix(settings.year, manifest["dataset"])),
     }
     typer.echo(json.dumps(summary, indent=2))
+
+
+@app.command()
+def train(
+    trials: Annotated[
+        int | None, typer.Option(help="Optuna trials for the Decision Tree (CRIMES_TRAIN_TRIALS).")
+    ] = None,
+    cv_folds: Annotated[
+        int | None, typer.Option(help="Stratified CV folds (CRIMES_TRAIN_CV_FOLDS).")
+    ] = None,
+    year: Annotated[int | None, typer.Option(help="Year of the published data.")] = None,
+    model: Annotated[
+        list[str] | None, typer.Option(help="Train only these models: dtc, lda (repeatable).")
+    ] = None,
+) -> None:
+    """Train, evaluate, register and promote the models on the published data (no Airflow)."""
+    from crimes.settings import TrainingSettings
+    from crimes.training.pipeline import KINDS, run_training
+
+    overrides = {
+        k: v for k, v in {"trials": trials, "cv_folds": cv_folds, "year": year}.items() if v
+    }
+    settings = TrainingSettings(**overrides)
+    kinds = tuple(model) if model else KINDS
+    unknown = sorted(set(kinds) - set(KINDS))
+    if unknown:
+        raise typer.BadParameter(f"unknown model(s) {unknown}: expected {list(KINDS)}")
+    summaries = run_training(settings, kinds)
+    typer.echo(json.dumps(summaries, indent=2, default=str))
 
 
 @app.command()

@@ -11,6 +11,7 @@ from crimes.settings import lake_settings
 
 FINAL_DATA_ASSET: Final = "chicago_crimes_final"
 ETL_DAG_ID: Final = "etl_chicago_crimes"
+TRAINING_DAG_ID: Final = "train_chicago_crimes"
 TAGS: Final = ("chicago-crimes",)
 
 
@@ -23,3 +24,16 @@ def final_data_asset() -> Any:
         uri=f"{lake_settings().root.rstrip('/')}/chicago/crimes/final",
         group="chicago_crimes",
     )
+
+
+def triggering_year(context: Any, default: int) -> int:
+    """The year a DAG run is about: its `year` param, else the ETL event that started it."""
+    year = context["params"].get("year")
+    if year:
+        return int(year)
+    events = context.get("triggering_asset_events") or {}
+    for asset_events in events.values():
+        for event in reversed(list(asset_events)):
+            if event.extra and event.extra.get("year"):
+                return int(event.extra["year"])
+    return default

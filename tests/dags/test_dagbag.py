@@ -58,3 +58,31 @@ def test_dag_files_keep_heavy_imports_inside_tasks() -> None:
             line for line in path.read_text().splitlines() if line.startswith(("import", "from"))
         ]
         assert not [line for line in top_level if any(h in line for h in heavy)], path
+
+
+def test_training_is_scheduled_on_the_etl_asset(dagbag: Any) -> None:
+    from airflow.sdk.definitions.timetables.assets import AssetTriggeredTimetable
+
+    etl = dagbag.dags[orchestration.ETL_DAG_ID]
+    training = dagbag.dags[orchestration.TRAINING_DAG_ID]
+    assert isinstance(training.timetable, AssetTriggeredTimetable)
+    (produced,) = next(t for t in etl.tasks if t.outlets).outlets
+    condition = training.timetable.asset_condition
+    assert [a.name for a in condition.objects] == [produced.name]
+    assert list(condition.objects) == [produced]
+    assert {t.task_id for t in training.tasks} == {"train_dtc", "train_lda"}
+    assert set(training.params) == {"trials", "cv_folds", "year"}
+    assert training.max_active_runs == 1
+
+
+def test_the_year_comes_from_the_param_or_the_triggering_event() -> None:
+    class Event:
+        def __init__(self, extra: dict[str, Any]) -> None:
+            self.extra = extra
+
+    def context(year: int | None, events: list[Event]) -> dict[str, Any]:
+        return {"params": {"year": year}, "triggering_asset_events": {"asset": events}}
+
+    assert orchestration.triggering_year(context(2023, []), 2024) == 2023
+    assert orchestration.triggering_year(context(None, [Event({"year": 2022})]), 2024) == 2022
+    assert orchestration.triggering_year(context(None, []), 2024) == 2024

@@ -9,14 +9,20 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from crimes import stack
+from crimes.portal_double import PortalDouble
 from crimes.settings import StackSettings, lake_settings, tracking_settings
 from crimes.stack import backend
 
 POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432"
+YEAR = 2024
+# Enough real rows for most FBI codes and for the rare-class policy to matter; the whole file
+# is the benchmark's job (bench/etl_full.py).
+ROWS = 40_000
 
 
 def _clear_settings_caches() -> None:
@@ -75,3 +81,23 @@ def airflow_env(
         yield env
     finally:
         backend.drop_database(db_settings)
+
+
+@pytest.fixture(scope="session")
+def portal(real_data: Path) -> Iterator[PortalDouble]:
+    """The portal double serving the first ROWS real rows of 2024."""
+    with PortalDouble(real_data, rows=ROWS) as double:
+        yield double
+
+
+@pytest.fixture(scope="session")
+def published(airflow_env: dict[str, str], portal: PortalDouble) -> dict[str, Any]:
+    """Airflow has run the ETL DAG once; the year's manifest."""
+    from crimes import airflow_local, datasets
+    from crimes.storage import Lake
+
+    result = airflow_local.dags_test(
+        airflow_env, "etl_chicago_crimes", conf={"source": portal.url, "year": YEAR}
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return datasets.current_manifest(Lake(), YEAR)

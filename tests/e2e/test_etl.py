@@ -4,7 +4,6 @@ the portal double serving real rows, writing to Swift's S3 API and logging to ML
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,34 +11,15 @@ import boto3
 import pandas as pd
 import pytest
 
-from crimes import airflow_local, contract, datasets, storage, transformation
+from crimes import contract, datasets, storage, transformation
 from crimes.etl import pipeline
 from crimes.etl.extract import ExtractError
 from crimes.portal_double import Fault, PortalDouble
 from crimes.settings import EtlSettings, TrackingSettings
 from crimes.storage import Lake
+from tests.e2e.conftest import ROWS, YEAR
 
 pytestmark = pytest.mark.e2e
-
-YEAR = 2024
-# Enough real rows for most FBI codes and for the rare-class policy to matter; the whole file
-# is the benchmark's job (bench/etl_full.py).
-ROWS = 40_000
-
-
-@pytest.fixture(scope="module")
-def portal(real_data: Path) -> Iterator[PortalDouble]:
-    with PortalDouble(real_data, rows=ROWS) as double:
-        yield double
-
-
-@pytest.fixture(scope="module")
-def published(airflow_env: dict[str, str], portal: PortalDouble) -> dict[str, Any]:
-    result = airflow_local.dags_test(
-        airflow_env, "etl_chicago_crimes", conf={"source": portal.url, "year": YEAR}
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return datasets.current_manifest(Lake(), YEAR)
 
 
 def test_every_artifact_reads_back_from_the_object_store(

@@ -1,0 +1,1 @@
+"""Training: search, fit, evaluate, register and promote the two models."""

@@ -1,0 +1,159 @@
+"""Champion/challenger promotion, decided in code.
+
+A new version takes `champion` only if its test weighted F1 is at least the current champion's
+on the SAME test set: the champion is loaded and re-scored, not trusted from its tags. When the
+transformation changed, the old champion cannot score the new features: the new version then
+wins only if it reaches the floor (`TrainingSettings.promotion_floor_f1`), as must the very first
+version. A loser gets `challenger`.
+
+Runs may race (two retrains, a retried task): after moving an alias the registry is read back,
+and if the champion moved under us the decision is taken again against the new champion, so the
+best of the racing versions ends as champion. An alias is only ever set on a registered version
+whose registration finished, so it can never point at a missing version; nothing here deletes
+versions or aliases, so a model that had a champion keeps one.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from crimes.logs import get_logger
+from crimes.registry import CHALLENGER, CHAMPION, Tag
+
+log = get_logger(__name__)
+
+
+class PromotionError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Decision:
+    version: str
+    promoted: bool
+    reason: str
+    candidate_f1: float
+    champion_version: str | None
+    champion_f1: float | None
+
+    def as_tags(self) -> dict[str, str]:
+        return {
+            "promotion.decision": CHAMPION if self.promoted else CHALLENGER,
+            "promotion.reason": self.reason,
+            "promotion.candidate_f1_weighted": repr(self.candidate_f1),
+            "promotion.champion_version": self.champion_version or "",
+            "promotion.champion_f1_weighted": (
+                "" if self.champion_f1 is None else repr(self.champion_f1)
+            ),
+        }
+
+
+def decide(
+    candidate_f1: float,
+    champion_f1: float | None,
+    has_champion: bool,
+    floor: float,
+    candidate_is_newer: bool = True,
+) -> tuple[bool, str]:
+    """Whether the candidate takes `champion`, and why (pure: the policy in one place).
+
+    "At least the champion's F1" lets a newer version win a tie; between racing versions the
+    newer one wins the tie too, so two equal candidates cannot take the alias in turns forever.
+    """
+    if not has_champion:
+        if candidate_f1 >= floor:
+            return True, f"first champion: test F1 {candidate_f1:.6f} >= floor {floor}"
+        return False, f"no champion yet, but test F1 {candidate_f1:.6f} < floor {floor}"
+    if champion_f1 is not None:
+        if candidate_f1 > champion_f1 or (candidate_f1 == champion_f1 and candidate_is_newer):
+            return True, (
+                f"test F1 {candidate_f1:.6f} >= champion's {champion_f1:.6f} on the same test set"
+            )
+        return False, (
+            f"test F1 {candidate_f1:.6f} < champion's {champion_f1:.6f} on the same test set"
+        )
+    if candidate_f1 >= floor:
+        return True, (
+            f"features changed (champion cannot be re-scored): test F1 {candidate_f1:.6f} "
+            f">= floor {floor}"
+        )
+    return False, f"features changed and test F1 {candidate_f1:.6f} < floor {floor}"
+
+
+def current_champion(client: Any, name: str) -> Any | None:
+    try:
+        return client.get_model_version_by_alias(name, CHAMPION)
+    except Exception as error:
+        if (
+            "RESOURCE_DOES_NOT_EXIST" in str(getattr(error, "error_code", ""))
+            or "not found" in str(error).lower()
+        ):
+            return None
+        raise
+
+
+def wait_ready(client: Any, name: str, version: str, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        status = client.get_model_version(name, version).status
+        if status == "READY":
+            return
+        if status == "FAILED_REGISTRATION" or time.monotonic() > deadline:
+            raise PromotionError(f"{name} version {version} is not ready ({status})")
+        time.sleep(0.5)
+
+
+def promote(
+    client: Any,
+    name: str,
+    version: str,
+    candidate_f1: float,
+    transformation_version: str,
+    rescore: Callable[[Any], float],
+    floor: float,
+    attempts: int = 5,
+) -> Decision:
+    """Give `version` the alias it earns; `rescore(champion_version)` scores the champion on the
+    candidate's test set."""
+    wait_ready(client, name, version)
+    for attempt in range(1, attempts + 1):
+        champion = current_champion(client, name)
+        if champion is not None and str(champion.version) == version:
+            return Decision(version, True, "already champion", candidate_f1, version, candidate_f1)
+        champion_f1: float | None = None
+        if champion is not None and champion.tags.get(Tag.TRANSFORMATION_VERSION) == (
+            transformation_version
+        ):
+            champion_f1 = rescore(champion)
+        promoted, reason = decide(
+            candidate_f1,
+            champion_f1,
+            champion is not None,
+            floor,
+            candidate_is_newer=champion is None or int(version) > int(champion.version),
+        )
+        client.set_registered_model_alias(name, CHAMPION if promoted else CHALLENGER, version)
+        after = current_champion(client, name)
+        expected = version if promoted else (None if champion is None else str(champion.version))
+        if (None if after is None else str(after.version)) == expected:
+            decision = Decision(
+                version=version,
+                promoted=promoted,
+                reason=reason,
+                candidate_f1=candidate_f1,
+                champion_version=None if champion is None else str(champion.version),
+                champion_f1=champion_f1,
+            )
+            log.info("promotion.decided", name=name, **decision.as_tags())
+            return decision
+        log.warning(
+            "promotion.raced",
+            name=name,
+            version=version,
+            attempt=attempt,
+            champion_now=None if after is None else after.version,
+        )
+    raise PromotionError(f"{name} version {version}: the champion kept moving; gave up")

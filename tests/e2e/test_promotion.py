@@ -1,0 +1,150 @@
+"""Promotion against the real MLflow registry: aliases move only as the policy says, and
+racing promotions end with the best version as champion, never a missing one."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+from sklearn.dummy import DummyClassifier
+
+from crimes import registry
+from crimes.registry import Tag
+from crimes.settings import TrackingSettings
+from crimes.training import promotion
+
+pytestmark = pytest.mark.e2e
+
+FLOOR = 0.9
+TF = "tf-aaaaaaaaaaaaaaaa"
+
+
+@pytest.fixture
+def client(stack_env: dict[str, str]) -> Any:
+    import mlflow
+
+    return mlflow.MlflowClient(TrackingSettings().tracking_uri)
+
+
+@pytest.fixture
+def name() -> str:
+    return f"promotion_test_{uuid.uuid4().hex[:8]}"
+
+
+def register(client: Any, name: str, f1: float, transformation: str = TF) -> str:
+    """A real registered version (a tiny model) whose test F1 is `f1`."""
+    import mlflow
+
+    model = DummyClassifier(strategy="most_frequent").fit(
+        np.zeros((4, 1)), ["06", "06", "07", "06"]
+    )
+    mlflow.set_tracking_uri(TrackingSettings().tracking_uri)
+    with mlflow.start_run():
+        info = mlflow.sklearn.log_model(
+            model, name="model", registered_model_name=name, pip_requirements=["scikit-learn"]
+        )
+    version = str(info.registered_model_version)
+    client.set_model_version_tag(name, version, Tag.TRANSFORMATION_VERSION, transformation)
+    client.set_model_version_tag(name, version, "f1", repr(f1))
+    return version
+
+
+def rescorer(client: Any, name: str) -> Callable[[Any], float]:
+    # The champion's F1 on "the same test set": here what the version was registered with.
+    return lambda champion: float(client.get_model_version(name, champion.version).tags["f1"])
+
+
+def promote(client: Any, name: str, version: str, f1: float, tf: str = TF) -> Any:
+    return promotion.promote(client, name, version, f1, tf, rescorer(client, name), floor=FLOOR)
+
+
+def champion_of(client: Any, name: str) -> str:
+    return str(client.get_model_version_by_alias(name, registry.CHAMPION).version)
+
+
+def test_first_version_above_the_floor_is_champion(client: Any, name: str) -> None:
+    version = register(client, name, 0.95)
+    decision = promote(client, name, version, 0.95)
+    assert decision.promoted
+    assert champion_of(client, name) == version
+
+
+def test_first_version_below_the_floor_is_only_challenger(client: Any, name: str) -> None:
+    version = register(client, name, 0.5)
+    assert not promote(client, name, version, 0.5).promoted
+    assert promotion.current_champion(client, name) is None
+    assert str(client.get_model_version_by_alias(name, registry.CHALLENGER).version) == version
+
+
+def test_a_worse_candidate_is_challenger_and_the_champion_stays(client: Any, name: str) -> None:
+    first = register(client, name, 0.99)
+    promote(client, name, first, 0.99)
+    worse = register(client, name, 0.97)
+    decision = promote(client, name, worse, 0.97)
+    assert not decision.promoted
+    assert decision.champion_f1 == 0.99
+    assert champion_of(client, name) == first
+    assert str(client.get_model_version_by_alias(name, registry.CHALLENGER).version) == worse
+
+
+def test_a_better_or_equal_candidate_takes_champion(client: Any, name: str) -> None:
+    first = register(client, name, 0.97)
+    promote(client, name, first, 0.97)
+    better = register(client, name, 0.99)
+    assert promote(client, name, better, 0.99).promoted
+    assert champion_of(client, name) == better
+    equal = register(client, name, 0.99)
+    assert promote(client, name, equal, 0.99).promoted
+    assert champion_of(client, name) == equal
+
+
+def test_changed_features_are_judged_by_the_floor(client: Any, name: str) -> None:
+    first = register(client, name, 0.99)
+    promote(client, name, first, 0.99)
+    below = register(client, name, 0.8, transformation="tf-bbbbbbbbbbbbbbbb")
+    assert not promote(client, name, below, 0.8, tf="tf-bbbbbbbbbbbbbbbb").promoted
+    above = register(client, name, 0.92, transformation="tf-bbbbbbbbbbbbbbbb")
+    decision = promote(client, name, above, 0.92, tf="tf-bbbbbbbbbbbbbbbb")
+    assert decision.promoted
+    assert decision.champion_f1 is None  # the old champion could not score the new features
+    assert champion_of(client, name) == above
+
+
+def test_repeated_promotion_is_idempotent(client: Any, name: str) -> None:
+    version = register(client, name, 0.95)
+    promote(client, name, version, 0.95)
+    again = promote(client, name, version, 0.95)
+    assert again.promoted
+    assert champion_of(client, name) == version
+
+
+def test_racing_promotions_end_with_the_best_existing_version(client: Any, name: str) -> None:
+    base = register(client, name, 0.95)
+    promote(client, name, base, 0.95)
+    scores = [0.96, 0.99, 0.97, 0.98]
+    versions = [register(client, name, f1) for f1 in scores]
+    barrier = threading.Barrier(len(versions))
+    errors: list[BaseException] = []
+
+    def race(version: str, f1: float) -> None:
+        try:
+            barrier.wait()
+            promote(client, name, version, f1)
+        except BaseException as error:  # collected and re-raised in the test thread
+            errors.append(error)
+
+    threads = [
+        threading.Thread(target=race, args=pair) for pair in zip(versions, scores, strict=True)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not errors
+    best = versions[scores.index(max(scores))]
+    assert champion_of(client, name) == best
+    assert client.get_model_version(name, best).status == "READY"
