@@ -10,82 +10,56 @@ double, runs the ETL in one process and prints the wall time of each stage. The 
 from __future__ import annotations
 
 import argparse
-import os
-import tempfile
 import time
-import uuid
-from pathlib import Path
+from typing import Any
 
-from crimes import stack
+from _stack import data_file, throwaway_stack
+
 from crimes.etl import pipeline
 from crimes.portal_double import PortalDouble
-from crimes.settings import EtlSettings, StackSettings, lake_settings, tracking_settings
-from crimes.stack import backend
+from crimes.settings import EtlSettings
 from crimes.storage import Lake
 
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared/data/chicago_crimes_2024.csv.gz"
+
+def publish_full_year(data: str) -> tuple[dict[str, Any], float]:
+    """Run the ETL on the whole file served by the portal double; the manifest and wall time."""
+    with PortalDouble(data) as portal:
+        started = time.perf_counter()
+        manifest = pipeline.run_etl(EtlSettings(source=portal.url, year=2024), Lake())
+        return manifest, time.perf_counter() - started
+
+
+def report(manifest: dict[str, Any], wall: float) -> None:
+    import mlflow
+
+    metrics = mlflow.MlflowClient().get_run(manifest["etl_run_id"]).data.metrics
+    rows = manifest["rows"]
+    print(
+        f"rows raw {rows['raw']:,}  preprocessed {rows['preprocessed']:,}  train "
+        f"{rows['train']:,}  test {rows['test']:,}  classes {len(manifest['classes'])}"
+    )
+    dropped = [
+        f"{k.removeprefix('dropped_')}={int(v)}"
+        for k, v in sorted(metrics.items())
+        if k.startswith("dropped_")
+    ]
+    print("dropped: " + (", ".join(dropped) or "none"))
+    for stage in ("extract", "preprocess", "final"):
+        print(f"{stage:>10}: {metrics[f'{stage}_seconds']:.1f} s")
+    print(
+        "ETL wall time (extract from the portal double -> published + MLflow run): "
+        f"{wall:.1f} s  [target <= 120 s]"
+    )
+    print(f"dataset {manifest['dataset']}  transformation {manifest['transformation_version']}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--data", default=os.environ.get("CRIMES_TEST_DATA", str(DEFAULT_DATA)))
+    parser.add_argument("--data", default=data_file())
     parser.add_argument("--object-store", choices=("swift", "folder"), default="swift")
-    parser.add_argument("--postgres-url", default="postgresql://postgres@127.0.0.1:5432")
     args = parser.parse_args()
-
-    with tempfile.TemporaryDirectory(prefix="crimes-bench-") as state:
-        settings = StackSettings(
-            state_dir=Path(state),
-            object_store=args.object_store,
-            postgres_url=args.postgres_url or None,
-            mlflow_database=f"crimes_bench_{uuid.uuid4().hex[:8]}",
-            mlflow_port=stack.free_port(),
-            swift_port=stack.free_port(),
-            swift_backend_base_port=stack.free_port_block(3),
-        )
-        started = time.perf_counter()
-        stack.up(settings)
-        print(f"stack up: {time.perf_counter() - started:.1f} s")
-        try:
-            os.environ.update(stack.env_exports(settings))
-            lake_settings.cache_clear()
-            tracking_settings.cache_clear()
-            with PortalDouble(args.data) as portal:
-                etl = EtlSettings(source=portal.url, year=2024)
-                started = time.perf_counter()
-                manifest = pipeline.run_etl(etl, Lake())
-                wall = time.perf_counter() - started
-            import mlflow
-
-            metrics = mlflow.MlflowClient().get_run(manifest["etl_run_id"]).data.metrics
-            print(
-                f"rows raw {manifest['rows']['raw']:,}  preprocessed "
-                f"{manifest['rows']['preprocessed']:,}  train {manifest['rows']['train']:,}  "
-                f"test {manifest['rows']['test']:,}  classes {len(manifest['classes'])}"
-            )
-            print(
-                "dropped: "
-                + ", ".join(
-                    f"{k.removeprefix('dropped_')}={int(v)}"
-                    for k, v in sorted(metrics.items())
-                    if k.startswith("dropped_")
-                )
-                or "none"
-            )
-            for stage in ("extract", "preprocess", "final"):
-                print(f"{stage:>10}: {metrics[f'{stage}_seconds']:.1f} s")
-            print(
-                f"ETL wall time (extract from the portal double -> published + MLflow run): "
-                f"{wall:.1f} s  [target <= 120 s]"
-            )
-            print(
-                f"dataset {manifest['dataset']}  "
-                f"transformation {manifest['transformation_version']}"
-            )
-        finally:
-            stack.down(settings)
-            if settings.postgres_url:
-                backend.drop_database(settings)
+    with throwaway_stack(args.object_store):
+        report(*publish_full_year(args.data))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,52 @@
+"""A throw-away local stack (Swift S3 + MLflow on PostgreSQL) for the benchmarks."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from crimes import stack
+from crimes.settings import StackSettings, lake_settings, tracking_settings
+from crimes.stack import backend
+
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared/data/chicago_crimes_2024.csv.gz"
+POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432"
+
+
+def data_file() -> str:
+    return os.environ.get("CRIMES_TEST_DATA", str(DEFAULT_DATA))
+
+
+@contextmanager
+def throwaway_stack(object_store: str = "swift") -> Iterator[dict[str, str]]:
+    """Start a stack on free ports, export its client settings, and remove it all after."""
+    with tempfile.TemporaryDirectory(prefix="crimes-bench-") as state:
+        settings = StackSettings(
+            state_dir=Path(state),
+            object_store=object_store,  # type: ignore[arg-type]
+            postgres_url=POSTGRES_URL,
+            mlflow_database=f"crimes_bench_{uuid.uuid4().hex[:8]}",
+            mlflow_port=stack.free_port(),
+            swift_port=stack.free_port(),
+            swift_backend_base_port=stack.free_port_block(3),
+        )
+        started = time.perf_counter()
+        stack.up(settings)
+        print(f"stack up: {time.perf_counter() - started:.1f} s")
+        saved = dict(os.environ)
+        try:
+            env = stack.env_exports(settings)
+            os.environ.update(env)
+            lake_settings.cache_clear()
+            tracking_settings.cache_clear()
+            yield env
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+            stack.down(settings)
+            backend.drop_database(settings)

@@ -1,0 +1,38 @@
+"""A real Airflow (api-server, scheduler, dag-processor; metadata in PostgreSQL): triggering
+the ETL through the REST API makes its Asset start the training, with no other trigger."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from crimes import airflow_local, orchestration, stack
+from crimes.portal_double import PortalDouble
+from tests.e2e.conftest import YEAR
+
+pytestmark = pytest.mark.e2e
+
+
+def test_finishing_the_etl_starts_the_training(
+    airflow_env: dict[str, str], portal: PortalDouble, tmp_path: Path
+) -> None:
+    # Small search: this test is about the wiring, the training tests are about the models.
+    env = {**airflow_env, "CRIMES_TRAIN_TRIALS": "2", "CRIMES_TRAIN_CV_FOLDS": "2"}
+    port = stack.free_port()
+    airflow_local.start_services(env, tmp_path, port)
+    try:
+        api = airflow_local.AirflowApi(f"http://127.0.0.1:{port}")
+        for dag_id in (orchestration.ETL_DAG_ID, orchestration.TRAINING_DAG_ID):
+            api.wait_dag(dag_id)
+            api.unpause(dag_id)
+        run_id = api.trigger(orchestration.ETL_DAG_ID, {"source": portal.url, "year": YEAR})
+        etl = api.wait_run(orchestration.ETL_DAG_ID, run_id, timeout=300)
+        assert etl["state"] == "success", etl
+        training = api.wait_run(
+            orchestration.TRAINING_DAG_ID, run_type="asset_triggered", timeout=600
+        )
+        assert training["state"] == "success", training
+    finally:
+        stopped = airflow_local.stop_services(tmp_path)
+    assert set(stopped) == {f"airflow-{name}" for name in airflow_local.SERVICES}
