@@ -61,6 +61,7 @@ def test_dag_files_keep_heavy_imports_inside_tasks() -> None:
 
 
 def test_training_is_scheduled_on_the_etl_asset(dagbag: Any) -> None:
+    from airflow.sdk.definitions.asset import AssetAll
     from airflow.sdk.definitions.timetables.assets import AssetTriggeredTimetable
 
     etl = dagbag.dags[orchestration.ETL_DAG_ID]
@@ -68,6 +69,7 @@ def test_training_is_scheduled_on_the_etl_asset(dagbag: Any) -> None:
     assert isinstance(training.timetable, AssetTriggeredTimetable)
     (produced,) = next(t for t in etl.tasks if t.outlets).outlets
     condition = training.timetable.asset_condition
+    assert isinstance(condition, AssetAll)
     assert [a.name for a in condition.objects] == [produced.name]
     assert list(condition.objects) == [produced]
     assert {t.task_id for t in training.tasks} == {"train_dtc", "train_lda"}
