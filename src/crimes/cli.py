@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -14,7 +14,22 @@ app = typer.Typer(
     help="Chicago crimes: FBI code prediction (ETL, training, serving).", no_args_is_help=True
 )
 app.add_typer(stack_app, name="stack", help="The local stack: object store, MLflow, databases.")
-app.add_typer(serve_app, name="serve", help="Run a service: the model services (gRPC).")
+app.add_typer(
+    serve_app, name="serve", help="Run a service: the model services (gRPC) or the gateway."
+)
+
+
+@serve_app.command("gateway")
+def serve_gateway(
+    port: Annotated[int | None, typer.Option(help="HTTP port (CRIMES_GATEWAY_PORT).")] = None,
+    host: Annotated[str | None, typer.Option(help="Bind address (CRIMES_GATEWAY_HOST).")] = None,
+) -> None:
+    """The REST gateway (port 8800): validates, transforms once, asks both model services."""
+    from crimes.gateway.server import run
+    from crimes.gateway.settings import GatewaySettings
+
+    overrides: dict[str, Any] = {"port": port, "host": host}
+    run(GatewaySettings(**{k: v for k, v in overrides.items() if v is not None}))
 
 
 @app.command()

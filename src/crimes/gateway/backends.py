@@ -1,0 +1,181 @@
+"""The model services as the gateway sees them: one gRPC channel per model (round-robin over
+its replicas), its last known metadata, and calls with a deadline and safe retries."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+import numpy as np
+
+from crimes.logs import get_logger
+from crimes.proto_gen.inference import grpc_service_pb2 as pb
+from crimes.proto_gen.inference import grpc_service_pb2_grpc as pb_grpc
+from crimes.serving import codec
+
+log = get_logger(__name__)
+
+# Only UNAVAILABLE proves the call never reached a model (no connection, replica gone), so only
+# it is retried; a DEADLINE_EXCEEDED call may still be running and retrying would double it.
+RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE})
+
+
+class ModelCallError(Exception):
+    def __init__(self, code: grpc.StatusCode | None, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+    @property
+    def status(self) -> str:
+        if self.code == grpc.StatusCode.DEADLINE_EXCEEDED:
+            return "timeout"
+        if self.code in (grpc.StatusCode.UNAVAILABLE, None):
+            return "unavailable"
+        return "error"
+
+
+@dataclass
+class ServiceState:
+    """What a model service last said about itself."""
+
+    ready: bool = False
+    model_version: str | None = None
+    transformation_version: str | None = None
+    run_id: str | None = None
+    source: str | None = None
+    location: str | None = None
+    transformation_uri: str | None = None
+    error: str | None = None
+    checked_at: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "ready": self.ready,
+            "model_version": self.model_version,
+            "transformation_version": self.transformation_version,
+            "mlflow_run_id": self.run_id,
+            "source": self.source,
+            "location": self.location,
+            "error": self.error,
+        }
+
+
+def channel_options(deadline_seconds: float) -> list[tuple[str, Any]]:
+    return [
+        ("grpc.lb_policy_name", "round_robin"),
+        ("grpc.keepalive_time_ms", 30_000),
+        ("grpc.keepalive_timeout_ms", 10_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        # Re-resolve promptly when a replica disappears (scaling down, a crash).
+        ("grpc.dns_min_time_between_resolutions_ms", 1_000),
+        ("grpc.initial_reconnect_backoff_ms", 200),
+        ("grpc.max_reconnect_backoff_ms", 2_000),
+        ("grpc.enable_retries", 0),
+    ]
+
+
+def replicas(address: str) -> list[str]:
+    """The host:port of every replica an address names (DNS names resolve to all their IPs)."""
+    if address.startswith(("ipv4:", "ipv6:")):
+        return [part for part in address.split(":", 1)[1].split(",") if part]
+    target = address.removeprefix("dns:").lstrip("/")
+    host, _, port = target.rpartition(":")
+    try:
+        infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
+    except (OSError, ValueError):
+        return [target]
+    found = []
+    for family, _, _, _, sockaddr in infos:
+        ip = str(sockaddr[0])
+        item = f"[{ip}]:{port}" if family == socket.AF_INET6 else f"{ip}:{port}"
+        if item not in found:
+            found.append(item)
+    return found
+
+
+@dataclass
+class ModelService:
+    kind: str
+    model_name: str
+    address: str
+    deadline_seconds: float
+    retries: int
+    state: ServiceState = field(default_factory=ServiceState)
+
+    def __post_init__(self) -> None:
+        self.channel = grpc.aio.insecure_channel(
+            self.address, options=channel_options(self.deadline_seconds)
+        )
+        self.stub = pb_grpc.GRPCInferenceServiceStub(self.channel)
+
+    async def close(self) -> None:
+        await self.channel.close(grace=None)
+
+    async def refresh(self) -> ServiceState:
+        """Ask the service (any replica) for its readiness and metadata."""
+        self.state = await metadata_state(self.stub, self.model_name, self.deadline_seconds)
+        return self.state
+
+    async def infer(
+        self, features: np.ndarray, transformation_version: str, probabilities: bool
+    ) -> codec.InferOutput:
+        request = codec.infer_request(
+            self.model_name, features, transformation_version, probabilities=probabilities
+        )
+        deadline = time.monotonic() + self.deadline_seconds
+        attempt = 0
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise ModelCallError(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded")
+            try:
+                response = await self.stub.ModelInfer(request, timeout=remaining)
+                return codec.decode_infer_response(response)
+            except grpc.aio.AioRpcError as error:
+                if error.code() in RETRYABLE and attempt < self.retries:
+                    attempt += 1
+                    continue
+                raise ModelCallError(error.code(), error.details() or error.code().name) from error
+
+
+async def metadata_state(
+    stub: pb_grpc.GRPCInferenceServiceAsyncStub, model_name: str, deadline_seconds: float
+) -> ServiceState:
+    try:
+        ready = await stub.ModelReady(
+            pb.ModelReadyRequest(name=model_name), timeout=deadline_seconds
+        )
+        metadata = await stub.ModelMetadata(
+            pb.ModelMetadataRequest(name=model_name), timeout=deadline_seconds
+        )
+    except grpc.aio.AioRpcError as error:
+        return ServiceState(ready=False, error=error.details() or error.code().name,
+                            checked_at=time.time())  # fmt: skip
+    parameters = codec.parameters_dict(metadata.parameters)
+    return ServiceState(
+        ready=bool(ready.ready),
+        model_version=metadata.versions[0] if metadata.versions else None,
+        transformation_version=str(parameters.get(codec.TRANSFORMATION_VERSION) or "") or None,
+        run_id=str(parameters.get(codec.RUN_ID) or "") or None,
+        source=str(parameters.get(codec.SOURCE) or "") or None,
+        location=str(parameters.get(codec.LOCATION) or "") or None,
+        transformation_uri=str(parameters.get(codec.TRANSFORMATION_URI) or "") or None,
+        checked_at=time.time(),
+    )
+
+
+async def replica_states(service: ModelService) -> list[dict[str, Any]]:
+    """Each replica's own state, through a short-lived channel to that replica alone."""
+
+    async def one(target: str) -> dict[str, Any]:
+        async with grpc.aio.insecure_channel(target) as channel:
+            stub = pb_grpc.GRPCInferenceServiceStub(channel)
+            state = await metadata_state(stub, service.model_name, service.deadline_seconds)
+        return {"address": target, **state.as_dict()}
+
+    return list(await asyncio.gather(*(one(t) for t in replicas(service.address))))

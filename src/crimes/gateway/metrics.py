@@ -1,0 +1,45 @@
+"""The gateway's Prometheus metrics, in a registry of its own (one per app)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+
+class GatewayMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "crimes_gateway_requests_total",
+            "HTTP requests by route and status code.",
+            ["route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "crimes_gateway_request_seconds",
+            "HTTP request latency by route.",
+            ["route"],
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+            registry=self.registry,
+        )
+        self.model_calls = Counter(
+            "crimes_gateway_model_calls_total",
+            "Calls to the model services by model, served version and outcome.",
+            ["model", "version", "outcome"],
+            registry=self.registry,
+        )
+        self.model_latency = Histogram(
+            "crimes_gateway_model_call_seconds",
+            "Latency of the calls to the model services.",
+            ["model"],
+            buckets=(0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
+            registry=self.registry,
+        )
+        self.cache = Counter(
+            "crimes_gateway_cache_total",
+            "Prediction cache lookups by outcome (hit, miss, off).",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.rows = Counter(
+            "crimes_gateway_rows_total", "Records predicted.", registry=self.registry
+        )

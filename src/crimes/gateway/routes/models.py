@@ -1,0 +1,28 @@
+"""`GET /models`: what each model service serves, replica by replica."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import APIRouter
+
+from crimes.gateway.backends import replica_states
+from crimes.gateway.routes.deps import PredictorDep
+
+router = APIRouter(tags=["models"])
+
+
+@router.get("/models", summary="Each model service: replicas, readiness, versions, origin")
+async def list_models(predictor: PredictorDep) -> dict[str, Any]:
+    kinds = list(predictor.services)
+    found = await asyncio.gather(*(replica_states(predictor.services[k]) for k in kinds))
+    return {
+        kind: {
+            "model": predictor.services[kind].model_name,
+            "address": predictor.services[kind].address,
+            "replicas": replicas,
+            "ready_replicas": sum(1 for r in replicas if r["ready"]),
+        }
+        for kind, replicas in zip(kinds, found, strict=True)
+    }

@@ -1,0 +1,23 @@
+"""Run the gateway under uvicorn (uvloop + httptools, no access log: logs are structured)."""
+
+from __future__ import annotations
+
+from crimes.gateway.settings import GatewaySettings
+
+
+def run(settings: GatewaySettings) -> None:
+    import uvicorn
+
+    from crimes.gateway.app import create_app
+
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_level="warning",
+        # SIGTERM: stop accepting, let in-flight requests finish for this long.
+        timeout_graceful_shutdown=10,
+    )

@@ -1,0 +1,84 @@
+"""The fitted transformations the model services name, as fast per-row transformers.
+
+Fetched once per version: from MLflow (the run that trained the served model logged it), or
+else from the data lake's model bundle; its content hash must equal the version asked for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from crimes import registry, transformation
+from crimes.fast_transform import FastTransformer
+from crimes.logs import get_logger
+
+log = get_logger(__name__)
+
+
+class TransformationUnavailable(Exception):
+    pass
+
+
+class Transformations:
+    def __init__(self, tracking_uri: str) -> None:
+        self.tracking_uri = tracking_uri
+        self._by_version: dict[str, FastTransformer] = {}
+        self._loading: dict[str, asyncio.Task[FastTransformer]] = {}
+
+    def cached(self, version: str) -> FastTransformer | None:
+        return self._by_version.get(version)
+
+    async def get(self, version: str, uri: str | None, model_name: str) -> FastTransformer:
+        found = self._by_version.get(version)
+        if found is not None:
+            return found
+        task = self._loading.get(version)
+        if task is None:
+            task = asyncio.create_task(asyncio.to_thread(self._load, version, uri, model_name))
+            self._loading[version] = task
+            task.add_done_callback(lambda done: self._finished(version, done))
+        # A caller that gives up (its deadline) must not cancel the load the others wait on.
+        return await asyncio.shield(task)
+
+    def _finished(self, version: str, task: asyncio.Task[FastTransformer]) -> None:
+        self._loading.pop(version, None)
+        if not task.cancelled() and task.exception() is None:
+            self._by_version[version] = task.result()
+            log.info("gateway.transformation_loaded", version=version)
+
+    def _load(self, version: str, uri: str | None, model_name: str) -> FastTransformer:
+        problems = []
+        for source, load in (("mlflow", self._from_mlflow), ("lake", self._from_lake)):
+            try:
+                fitted = load(uri, model_name)
+            except Exception as error:
+                problems.append(f"{source}: {error}")
+                continue
+            if fitted is None:
+                continue
+            if transformation.version_id(fitted) == version:
+                return FastTransformer(fitted)
+            problems.append(f"{source}: holds another version")
+        raise TransformationUnavailable(
+            f"transformation {version} not found ({'; '.join(problems) or 'no source'})"
+        )
+
+    def _from_mlflow(self, uri: str | None, model_name: str) -> Any:
+        if not uri:
+            return None
+        import tempfile
+        from pathlib import Path
+
+        import mlflow
+
+        with tempfile.TemporaryDirectory() as folder:
+            path = mlflow.artifacts.download_artifacts(
+                artifact_uri=uri, dst_path=folder, tracking_uri=self.tracking_uri
+            )
+            return transformation.loads(Path(path).read_bytes())
+
+    def _from_lake(self, uri: str | None, model_name: str) -> Any:
+        from crimes.storage import Lake
+
+        return registry.read_bundle(Lake(), model_name).transformer
