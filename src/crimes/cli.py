@@ -32,6 +32,33 @@ def serve_gateway(
     run(GatewaySettings(**{k: v for k, v in overrides.items() if v is not None}))
 
 
+probe_app = typer.Typer(help="Health probes (exit 0 when healthy), for containers.")
+app.add_typer(probe_app, name="probe")
+
+
+@probe_app.command("grpc")
+def probe_grpc(
+    address: Annotated[str, typer.Argument(help="host:port of the gRPC server.")],
+    service: Annotated[str, typer.Option(help="Health service name ('' = whole server).")] = "",
+) -> None:
+    """Standard grpc.health.v1 check."""
+    from crimes.probe import grpc_serving
+
+    healthy, status = grpc_serving(address, service)
+    typer.echo(status)
+    raise typer.Exit(0 if healthy else 1)
+
+
+@probe_app.command("http")
+def probe_http(url: Annotated[str, typer.Argument(help="URL that must answer 200.")]) -> None:
+    """HTTP GET that must answer 200."""
+    from crimes.probe import http_ok
+
+    healthy, status = http_ok(url)
+    typer.echo(status)
+    raise typer.Exit(0 if healthy else 1)
+
+
 @app.command()
 def etl(
     source: Annotated[
