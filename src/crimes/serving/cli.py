@@ -1,0 +1,38 @@
+"""`crimes serve ...`: the project's services (the model services; the gateway joins this group).
+
+Imports stay inside the commands so `crimes --help` never loads gRPC, MLflow or scikit-learn.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+serve_app = typer.Typer(help="Run a service of the system.", no_args_is_help=True)
+
+PortOption = Annotated[
+    int | None, typer.Option(help="gRPC port (CRIMES_MODEL_PORT; 0 picks a free one).")
+]
+MetricsPortOption = Annotated[
+    int | None, typer.Option(help="Prometheus metrics HTTP port (CRIMES_MODEL_METRICS_PORT).")
+]
+
+
+def _run_model_service(deployment: str, port: int | None, metrics_port: int | None) -> None:
+    from crimes.serving.server import run
+    from crimes.serving.settings import load_settings
+
+    run(load_settings(deployment, port=port, metrics_port=metrics_port))
+
+
+@serve_app.command()
+def dtc(port: PortOption = None, metrics_port: MetricsPortOption = None) -> None:
+    """The Decision Tree model service (dtc_model_prod@champion; gRPC 50051, metrics 9151)."""
+    _run_model_service("dtc", port, metrics_port)
+
+
+@serve_app.command()
+def lda(port: PortOption = None, metrics_port: MetricsPortOption = None) -> None:
+    """The LDA model service (lda_model_prod@champion; gRPC 50052, metrics 9152)."""
+    _run_model_service("lda", port, metrics_port)

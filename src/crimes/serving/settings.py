@@ -1,0 +1,98 @@
+"""Settings of the generic model server, read from `CRIMES_MODEL_*` environment variables.
+
+The two deployments (`services/dtc`, `services/lda`) differ only in these values. A deployment
+name fills in its defaults (`DEPLOYMENTS`); anything set in the environment or passed
+explicitly wins over them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Final, Literal
+
+from pydantic import AliasChoices, Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from crimes import registry
+from crimes.settings import DEFAULT_STATE_DIR
+
+Deployment = Literal["dtc", "lda"]
+
+DEPLOYMENTS: Final[dict[str, dict[str, Any]]] = {
+    "dtc": {"name": registry.MODELS["dtc"], "port": 50051, "metrics_port": 9151},
+    "lda": {"name": registry.MODELS["lda"], "port": 50052, "metrics_port": 9152},
+}
+
+
+class ModelServerSettings(BaseSettings):
+    """One model service: which registered model it serves, where, and how it behaves."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CRIMES_MODEL_", extra="ignore", validate_by_name=True
+    )
+
+    deployment: Deployment | None = None
+    # The registered model served, and the alias followed.
+    name: str = Field(min_length=1)
+    alias: str = Field(default=registry.CHAMPION, min_length=1)
+
+    host: str = "127.0.0.1"
+    port: int = Field(ge=0, le=65535)
+    # Prometheus metrics over HTTP on their own port (0: any free port, logged at start).
+    metrics_port: int = Field(ge=0, le=65535)
+
+    tracking_uri: str = Field(
+        default="http://127.0.0.1:5001",
+        validation_alias=AliasChoices(
+            "CRIMES_MODEL_TRACKING_URI", "CRIMES_MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_URI"
+        ),
+    )
+    # How often the alias is checked; it is never checked per request.
+    poll_interval_seconds: float = Field(default=5.0, gt=0)
+    # A version that failed to load is not retried before this long (unless the alias moves).
+    retry_failed_after_seconds: float = Field(default=60.0, ge=0)
+    # Each MLflow HTTP call: a short timeout and few retries, so an unreachable server costs
+    # seconds at start (then the fallbacks serve) instead of MLflow's default minutes of backoff.
+    mlflow_timeout_seconds: float = Field(default=5.0, gt=0)
+    mlflow_max_retries: int = Field(default=1, ge=0, le=10)
+
+    # The last good model is kept here, under the registered model's name.
+    local_dir: Path = DEFAULT_STATE_DIR / "serving"
+    # Fallbacks when MLflow is unreachable at start, in order after the local copy.
+    use_lake_bundle: bool = True
+    bundle_path: Path | None = None
+
+    # Inputs: batches above this many rows are refused; a request's message-size limit.
+    max_batch_rows: int = Field(default=10_000, ge=1)
+    max_message_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    # Batches up to this many rows are predicted on the event loop (cheaper than a thread hop);
+    # larger ones in a worker thread, so they do not stall the small ones.
+    inline_rows: int = Field(default=64, ge=0)
+    predict_threads: int = Field(default=2, ge=1)
+
+    # gRPC transport: HTTP/2 keepalive pings, and how long in-flight calls may finish on SIGTERM.
+    keepalive_time_seconds: float = Field(default=30.0, gt=0)
+    keepalive_timeout_seconds: float = Field(default=10.0, gt=0)
+    min_client_ping_interval_seconds: float = Field(default=10.0, gt=0)
+    max_concurrent_rpcs: int | None = Field(default=None, ge=1)
+    grace_seconds: float = Field(default=10.0, ge=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _deployment_defaults(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("deployment") in DEPLOYMENTS:
+            for key, value in DEPLOYMENTS[data["deployment"]].items():
+                data.setdefault(key, value)
+        return data
+
+    @property
+    def local_copy_dir(self) -> Path:
+        return self.local_dir / self.name / "last-good"
+
+
+def load_settings(deployment: str | None = None, **overrides: Any) -> ModelServerSettings:
+    """Settings for a deployment: explicit overrides > environment > deployment defaults."""
+    given = {key: value for key, value in overrides.items() if value is not None}
+    if deployment is not None:
+        given["deployment"] = deployment
+    return ModelServerSettings(**given)

@@ -1,0 +1,213 @@
+"""Where a model service gets its model: the MLflow registry, then the fallback chain.
+
+The registry is the source of truth: `models:/<name>@<alias>` names the version to serve. When
+it cannot be reached at start, the service serves, in this order, its own last good copy on
+local disk, the fallback bundle published in the data lake, or a bundle folder named in its
+settings; the first that loads and passes the checks wins.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final, Protocol
+
+from crimes import registry, transformation
+from crimes.logs import get_logger
+from crimes.registry import ModelBundle, Tag
+from crimes.serving.errors import ModelLoadError
+from crimes.serving.model import LoadedModel, Source, prepare
+from crimes.serving.settings import ModelServerSettings
+
+log = get_logger("crimes.serving")
+
+TRANSFORMATION_ARTIFACT: Final = "transformation/transformation.joblib"
+
+
+class RegistryError(RuntimeError):
+    """The registry cannot name a version now: unreachable, or no such model/alias."""
+
+    def __init__(self, message: str, *, reachable: bool) -> None:
+        super().__init__(message)
+        self.reachable = reachable
+
+
+@dataclass(frozen=True)
+class VersionRef:
+    """A registered model version the alias points at."""
+
+    name: str
+    version: str
+    run_id: str
+    alias: str
+    tags: dict[str, str]
+
+
+class Registry(Protocol):
+    def resolve(self) -> VersionRef:
+        """The version the alias points at now; RegistryError when that cannot be known."""
+
+    def load(self, ref: VersionRef) -> LoadedModel:
+        """The checked model of that version; ModelLoadError when it cannot serve."""
+
+
+def configure_mlflow_client(settings: ModelServerSettings) -> None:
+    """Bound every MLflow HTTP call of this process (they are read per call from the env)."""
+    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(int(max(1, settings.mlflow_timeout_seconds)))
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(settings.mlflow_max_retries)
+    os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] = "1"
+
+
+class MlflowRegistry:
+    """The MLflow model registry, through MLflow's own client."""
+
+    def __init__(self, settings: ModelServerSettings) -> None:
+        from mlflow import MlflowClient
+
+        self.settings = settings
+        self.uri = settings.tracking_uri
+        self._client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
+
+    def resolve(self) -> VersionRef:
+        from mlflow.exceptions import MlflowException
+
+        name, alias = self.settings.name, self.settings.alias
+        try:
+            found = self._client.get_model_version_by_alias(name, alias)
+        except MlflowException as error:
+            # The server answered: the model or alias does not exist (yet).
+            if error.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+                raise RegistryError(
+                    f"{registry.model_uri(name, alias)} does not exist: {error.message}",
+                    reachable=True,
+                ) from error
+            raise RegistryError(
+                f"MLflow at {self.uri}: {error.message}", reachable=False
+            ) from error
+        except Exception as error:
+            raise RegistryError(f"MLflow at {self.uri}: {error!r}", reachable=False) from error
+        return VersionRef(
+            name=name,
+            version=str(found.version),
+            run_id=str(found.run_id or ""),
+            alias=alias,
+            tags={str(k): str(v) for k, v in (found.tags or {}).items()},
+        )
+
+    def load(self, ref: VersionRef) -> LoadedModel:
+        uri = f"models:/{ref.name}/{ref.version}"
+        try:
+            return self._load(ref, uri)
+        except ModelLoadError:
+            raise
+        except Exception as error:
+            raise ModelLoadError(f"{uri}: {error!r}") from error
+
+    def _load(self, ref: VersionRef, uri: str) -> LoadedModel:
+        import mlflow.artifacts
+        import mlflow.sklearn
+        from mlflow.models import Model
+
+        tagged = ref.tags.get(Tag.TRANSFORMATION_VERSION)
+        if not tagged:
+            raise ModelLoadError(f"{uri}: the version has no '{Tag.TRANSFORMATION_VERSION}' tag")
+        if not ref.run_id:
+            raise ModelLoadError(f"{uri}: the version has no run (its transformation lives there)")
+        with tempfile.TemporaryDirectory(prefix="crimes-serving-") as scratch:
+            model_dir = mlflow.artifacts.download_artifacts(
+                artifact_uri=uri,
+                dst_path=str(Path(scratch) / "model"),
+                tracking_uri=self.uri,
+                registry_uri=self.uri,
+            )
+            logged = Model.load(model_dir)
+            if "sklearn" not in logged.flavors:
+                raise ModelLoadError(
+                    f"{uri}: not an mlflow.sklearn model ({sorted(logged.flavors)})"
+                )
+            if logged.signature is None or logged.signature.inputs is None:
+                raise ModelLoadError(f"{uri}: no model signature was logged")
+            columns = [str(c) for c in logged.signature.inputs.input_names()]
+            model = mlflow.sklearn.load_model(model_dir)
+            transformer_file = mlflow.artifacts.download_artifacts(
+                run_id=ref.run_id,
+                artifact_path=TRANSFORMATION_ARTIFACT,
+                dst_path=str(Path(scratch) / "transformation"),
+                tracking_uri=self.uri,
+            )
+            transformer = transformation.loads(Path(transformer_file).read_bytes())
+        classes = [str(c) for c in getattr(model, "classes_", [])]
+        bundle = ModelBundle(
+            name=ref.name,
+            version=ref.version,
+            model=model,
+            transformer=transformer,
+            metadata={
+                "name": ref.name,
+                "version": ref.version,
+                "run_id": ref.run_id,
+                "transformation_version": tagged,
+                "classes": classes,
+                "feature_names": columns,
+                "metrics": {k: v for k, v in ref.tags.items() if k.startswith("test_")},
+                "tags": ref.tags,
+            },
+            source=uri,
+        )
+        return prepare(bundle, Source.MLFLOW, uri, alias=ref.alias, signature_columns=columns)
+
+
+@dataclass(frozen=True)
+class Fallback:
+    source: Source
+    read: Callable[[], ModelBundle]
+
+
+def fallbacks(settings: ModelServerSettings) -> list[Fallback]:
+    """The fallback chain of these settings, in the order it is tried."""
+    chain = [
+        Fallback(
+            Source.LOCAL_COPY,
+            lambda: registry.load_bundle_dir(settings.local_copy_dir, settings.name),
+        )
+    ]
+    if settings.use_lake_bundle:
+        chain.append(Fallback(Source.LAKE, lambda: _lake_bundle(settings.name)))
+    if settings.bundle_path is not None:
+        path = settings.bundle_path
+        chain.append(
+            Fallback(Source.BUNDLE_PATH, lambda: registry.load_bundle_dir(path, settings.name))
+        )
+    return chain
+
+
+def _lake_bundle(name: str) -> ModelBundle:
+    from crimes.storage import Lake
+
+    return registry.read_bundle(Lake(), name)
+
+
+def load_fallback(chain: list[Fallback], alias: str) -> tuple[LoadedModel | None, list[str]]:
+    """The first fallback that loads and passes the checks, and why the others did not."""
+    reasons: list[str] = []
+    for fallback in chain:
+        try:
+            bundle = fallback.read()
+            return prepare(bundle, fallback.source, bundle.source, alias=alias), reasons
+        except Exception as error:
+            reasons.append(f"{fallback.source}: {error}")
+            log.warning(
+                "model.fallback_unavailable", source=str(fallback.source), reason=str(error)
+            )
+    return None, reasons
+
+
+def save_local_copy(settings: ModelServerSettings, model: LoadedModel) -> None:
+    registry.save_bundle_dir(settings.local_copy_dir, model.bundle)
+
+
+def describe_error(error: BaseException) -> dict[str, Any]:
+    return {"error": str(error), "error_type": type(error).__name__}

@@ -1,0 +1,88 @@
+"""Small real models for the serving tests: synthetic records, the project's transformation,
+scikit-learn classifiers, as registry bundles (the format every fallback uses)."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+from sklearn.tree import DecisionTreeClassifier
+
+from crimes import contract, registry, synthetic, transformation
+from crimes.preprocess import preprocess
+
+Kind = Literal["dtc", "lda"]
+
+
+@dataclass(frozen=True)
+class Trained:
+    """A fitted transformation and classifier, and held-out rows already transformed."""
+
+    transformer: Any
+    model: Any
+    train: pd.DataFrame
+    test: npt.NDArray[np.float64]
+
+    @property
+    def transformation_version(self) -> str:
+        return transformation.version_id(self.transformer)
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [str(c) for c in self.train.columns]
+
+
+def train(kind: Kind, rows: int = 1500, seed: int = 7, max_depth: int | None = None) -> Trained:
+    data, _ = preprocess(synthetic.sample(rows, seed=seed))
+    cut = int(len(data) * 0.8)
+    features, target = data[list(contract.FEATURES)], data[contract.TARGET].astype(str)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        fitted, matrix = transformation.fit_transform(features.iloc[:cut], target.iloc[:cut])
+        test = transformation.transform(fitted, features.iloc[cut:]).to_numpy()
+    model: Any = (
+        DecisionTreeClassifier(random_state=seed, max_depth=max_depth)
+        if kind == "dtc"
+        else LinearDiscriminantAnalysis()
+    )
+    model.fit(matrix, target.iloc[:cut])
+    return Trained(transformer=fitted, model=model, train=matrix, test=test)
+
+
+def bundle(
+    trained: Trained, name: str, version: str, run_id: str = "run-1"
+) -> registry.ModelBundle:
+    return registry.ModelBundle(
+        name=name,
+        version=version,
+        model=trained.model,
+        transformer=trained.transformer,
+        metadata={
+            "name": name,
+            "version": version,
+            "run_id": run_id,
+            "transformation_version": trained.transformation_version,
+            "classes": [str(c) for c in trained.model.classes_],
+            "feature_names": trained.feature_names,
+            "metrics": {},
+        },
+    )
+
+
+def labels(trained: Trained, rows: npt.NDArray[np.float64]) -> list[str]:
+    """The classifier's own predictions (offline, in this process) for transformed rows."""
+    with warnings.catch_warnings():
+        # Fitted on named columns, given the same columns as an array: nothing to warn about.
+        warnings.simplefilter("ignore", UserWarning)
+        return [str(c) for c in trained.model.predict(rows)]
+
+
+def probabilities(trained: Trained, rows: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return np.asarray(trained.model.predict_proba(rows), dtype=np.float64)
