@@ -1,0 +1,160 @@
+"""The model lifecycle without gRPC: the fallback chain at start, and what a poll does."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from crimes import registry
+from crimes.serving.metrics import Metrics
+from crimes.serving.model import Source
+from crimes.serving.runtime import (
+    FAILED,
+    FALLBACK,
+    LOADED,
+    SKIPPED,
+    UNCHANGED,
+    UNREACHABLE,
+    ModelRuntime,
+)
+from crimes.serving.settings import ModelServerSettings
+from crimes.serving.sources import fallbacks
+from crimes.settings import lake_settings
+from crimes.storage import Lake
+from tests.serving.harness import NAME, FakeRegistry, settings
+from tests.serving.models import Trained, bundle
+
+
+@pytest.fixture
+def lake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Lake]:
+    monkeypatch.setenv("CRIMES_LAKE_ROOT", f"file://{tmp_path}/lake")
+    lake_settings.cache_clear()
+    yield Lake()
+    lake_settings.cache_clear()
+
+
+def _runtime(config: ModelServerSettings, fake: FakeRegistry) -> ModelRuntime:
+    return ModelRuntime(config, fake, fallbacks(config), Metrics(config.name))
+
+
+def _down() -> FakeRegistry:
+    fake = FakeRegistry()
+    fake.reachable = False
+    return fake
+
+
+def test_chain_prefers_the_local_copy_then_the_lake_then_the_bundle_path(
+    tmp_path: Path, lake: Lake, dtc: Trained, dtc_other: Trained, lda: Trained
+) -> None:
+    config = settings(tmp_path, use_lake_bundle=True, bundle_path=tmp_path / "given")
+    registry.save_bundle_dir(tmp_path / "given", bundle(lda, NAME, "1"))
+    registry.write_bundle(lake, bundle(dtc_other, NAME, "2"))
+    registry.save_bundle_dir(config.local_copy_dir, bundle(dtc, NAME, "3"))
+
+    def served() -> tuple[str, Source]:
+        runtime = _runtime(config, _down())
+        assert asyncio.run(runtime.start()) == FALLBACK
+        assert runtime.current is not None
+        return runtime.current.version, runtime.current.source
+
+    assert served() == ("3", Source.LOCAL_COPY)
+    # A corrupted local copy is passed over, not served.
+    (config.local_copy_dir / "model.joblib").write_bytes(b"not a pickle")
+    assert served() == ("2", Source.LAKE)
+    lake.fs.rm(lake._path(registry.bundle_pointer(NAME)))
+    assert served() == ("1", Source.BUNDLE_PATH)
+
+
+def test_with_nothing_to_serve_the_runtime_is_not_ready(tmp_path: Path, lake: Lake) -> None:
+    runtime = _runtime(
+        settings(tmp_path, use_lake_bundle=True, bundle_path=tmp_path / "x"), _down()
+    )
+    assert asyncio.run(runtime.start()) == FAILED
+    assert not runtime.ready
+
+
+def test_the_registry_wins_over_every_fallback_and_leaves_a_local_copy(
+    tmp_path: Path, dtc: Trained, lda: Trained
+) -> None:
+    config = settings(tmp_path, bundle_path=tmp_path / "given")
+    registry.save_bundle_dir(tmp_path / "given", bundle(lda, NAME, "1"))
+    fake = FakeRegistry()
+    fake.publish("7", bundle(dtc, NAME, "7"))
+    runtime = _runtime(config, fake)
+    assert asyncio.run(runtime.start()) == LOADED
+    assert runtime.current is not None
+    assert (runtime.current.version, runtime.current.source) == ("7", Source.MLFLOW)
+    copy = registry.load_bundle_dir(config.local_copy_dir)
+    assert (copy.version, copy.transformation_version) == ("7", dtc.transformation_version)
+
+
+def test_a_version_that_fails_at_start_falls_back(
+    tmp_path: Path, dtc: Trained, lda: Trained
+) -> None:
+    config = settings(tmp_path, bundle_path=tmp_path / "given")
+    registry.save_bundle_dir(tmp_path / "given", bundle(lda, NAME, "1"))
+    fake = FakeRegistry()
+    fake.publish("2", RuntimeError("signature mismatch"))
+    runtime = _runtime(config, fake)
+    assert asyncio.run(runtime.start()) == FALLBACK
+    assert runtime.current is not None
+    assert (runtime.current.version, runtime.current.source) == ("1", Source.BUNDLE_PATH)
+
+
+def test_polls_follow_the_alias(tmp_path: Path, dtc: Trained, dtc_other: Trained) -> None:
+    fake = FakeRegistry()
+    fake.publish("1", bundle(dtc, NAME, "1"))
+    runtime = _runtime(settings(tmp_path, retry_failed_after_seconds=0.2), fake)
+
+    async def scenario() -> list[str]:
+        outcomes = [await runtime.start(), await runtime.poll_once()]
+        fake.reachable = False
+        outcomes.append(await runtime.poll_once())
+        fake.reachable = True
+        fake.publish("2", RuntimeError("broken"))
+        outcomes += [await runtime.poll_once(), await runtime.poll_once()]
+        await asyncio.sleep(0.25)
+        outcomes.append(await runtime.poll_once())  # retried after the window, fails again
+        fake.publish("3", bundle(dtc_other, NAME, "3"))
+        outcomes += [await runtime.poll_once(), await runtime.poll_once()]
+        return outcomes
+
+    assert asyncio.run(scenario()) == [
+        LOADED,
+        UNCHANGED,
+        UNREACHABLE,
+        FAILED,
+        SKIPPED,
+        FAILED,
+        LOADED,
+        UNCHANGED,
+    ]
+    assert runtime.current is not None
+    assert runtime.current.version == "3"
+    assert fake.loads == ["1", "2", "2", "3"]
+
+
+def test_after_a_fallback_start_the_registry_takes_over_when_it_returns(
+    tmp_path: Path, dtc: Trained, dtc_other: Trained
+) -> None:
+    config = settings(tmp_path)
+    registry.save_bundle_dir(config.local_copy_dir, bundle(dtc, NAME, "1"))
+    fake = FakeRegistry()
+    fake.reachable = False
+    runtime = _runtime(config, fake)
+
+    async def scenario() -> list[str]:
+        outcomes = [await runtime.start(), await runtime.poll_once()]
+        fake.reachable = True
+        fake.publish("1", bundle(dtc, NAME, "1"))
+        outcomes.append(await runtime.poll_once())  # the same version: nothing to load
+        fake.publish("2", bundle(dtc_other, NAME, "2"))
+        outcomes.append(await runtime.poll_once())
+        return outcomes
+
+    assert asyncio.run(scenario()) == [FALLBACK, UNREACHABLE, UNCHANGED, LOADED]
+    assert runtime.current is not None
+    assert (runtime.current.version, runtime.current.source) == ("2", Source.MLFLOW)
