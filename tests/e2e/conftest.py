@@ -23,6 +23,8 @@ YEAR = 2024
 # Enough real rows for most FBI codes and for the rare-class policy to matter; the whole file
 # is the benchmark's job (bench/etl_full.py).
 ROWS = 40_000
+# Optuna trials of the training DAG run by the tests.
+TRIALS = 3
 
 
 def _clear_settings_caches() -> None:
@@ -100,4 +102,18 @@ def published(airflow_env: dict[str, str], portal: PortalDouble) -> dict[str, An
         airflow_env, "etl_chicago_crimes", conf={"source": portal.url, "year": YEAR}
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return datasets.current_manifest(Lake(), YEAR)
+
+
+@pytest.fixture(scope="session")
+def trained(airflow_env: dict[str, str], published: dict[str, Any]) -> dict[str, Any]:
+    """Airflow has run the training DAG on the published data; the manifest it trained on."""
+    from crimes import airflow_local, datasets
+    from crimes.storage import Lake
+
+    result = airflow_local.dags_test(
+        airflow_env, "train_chicago_crimes", conf={"trials": TRIALS, "cv_folds": 2}
+    )
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    # The manifest the training read (other tests may have re-published the same data since).
     return datasets.current_manifest(Lake(), YEAR)

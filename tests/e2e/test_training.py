@@ -9,26 +9,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-from crimes import airflow_local, datasets, registry
+from crimes import datasets, registry
 from crimes.registry import Tag
 from crimes.settings import TrackingSettings
 from crimes.storage import Lake
 from crimes.training import evaluate
-from tests.e2e.conftest import YEAR
+from tests.e2e.conftest import TRIALS, YEAR
 
 pytestmark = pytest.mark.e2e
-
-TRIALS = 3
-
-
-@pytest.fixture(scope="module")
-def trained(airflow_env: dict[str, str], published: dict[str, Any]) -> dict[str, Any]:
-    result = airflow_local.dags_test(
-        airflow_env, "train_chicago_crimes", conf={"trials": TRIALS, "cv_folds": 2}
-    )
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
-    # The manifest the training read (other tests may have re-published the same data since).
-    return datasets.current_manifest(Lake(), YEAR)
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,91 @@
+"""Real service processes for end-to-end tests: `crimes serve dtc|lda|gateway` on free ports,
+started with the stack's environment, ready when their health check says so."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from crimes import stack
+from crimes.probe import grpc_serving, http_ok
+from crimes.registry import MODELS
+
+CRIMES = str(Path(sys.executable).parent / "crimes")
+
+
+@dataclass
+class Service:
+    kind: str
+    port: int
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def healthy(self) -> bool:
+        if self.kind == "gateway":
+            return http_ok(f"{self.url}/health/live")[0]
+        return grpc_serving(self.address, MODELS[self.kind], timeout=1.0)[0]
+
+    def wait_healthy(self, timeout: float = 90.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.kind} exited {self.process.returncode}:\n{self.tail()}")
+            if self.healthy():
+                return
+            time.sleep(0.2)
+        raise TimeoutError(f"{self.kind} not healthy in {timeout} s:\n{self.tail()}")
+
+    def tail(self, lines: int = 30) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self, sig: signal.Signals = signal.SIGTERM, timeout: float = 20.0) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def start(
+    kind: str, env: dict[str, str], folder: Path, port: int | None = None, *extra: str
+) -> Service:
+    port = port or stack.free_port()
+    args = [CRIMES, "serve", kind, "--port", str(port)]
+    service_env = {**os.environ, **env}
+    if kind != "gateway":
+        args += ["--metrics-port", str(stack.free_port())]
+        service_env["CRIMES_MODEL_LOCAL_DIR"] = str(folder / f"{kind}-{port}")
+    log = folder / f"{kind}-{port}.log"
+    process = subprocess.Popen(
+        [*args, *extra], env=service_env, stdout=log.open("wb"), stderr=subprocess.STDOUT
+    )
+    return Service(kind=kind, port=port, process=process, log=log)
+
+
+@contextmanager
+def running(
+    kind: str, env: dict[str, str], folder: Path, port: int | None = None
+) -> Iterator[Service]:
+    service = start(kind, env, folder, port)
+    try:
+        service.wait_healthy()
+        yield service
+    finally:
+        service.stop()

@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+import asyncio
+import time
+
+from crimes.gateway.backends import replicas
+from crimes.gateway.cache import PredictionCache, cache_key
+from crimes.stack import free_port
+
+
+def test_replicas_of_each_address_form() -> None:
+    assert replicas("ipv4:127.0.0.1:50051,127.0.0.1:50053") == [
+        "127.0.0.1:50051",
+        "127.0.0.1:50053",
+    ]
+    assert replicas("dns:///127.0.0.1:50051") == ["127.0.0.1:50051"]
+    assert replicas("127.0.0.1:50051") == ["127.0.0.1:50051"]
+    assert replicas("dns:///no-such-host.invalid:1") == ["no-such-host.invalid:1"]
+
+
+def test_cache_keys_change_with_either_model_version() -> None:
+    row = {"iucr": "0930", "beat": 412}
+    base = cache_key(row, {"dtc": "1", "lda": "1"})
+    assert base == cache_key(dict(reversed(list(row.items()))), {"lda": "1", "dtc": "1"})
+    assert base != cache_key(row, {"dtc": "2", "lda": "1"})
+    assert base != cache_key(row, {"dtc": "1", "lda": "2"})
+    assert base != cache_key({**row, "beat": 413}, {"dtc": "1", "lda": "1"})
+
+
+def test_redis_down_is_no_cache_and_costs_nothing_after_the_first_try() -> None:
+    async def scenario() -> tuple[object, float]:
+        cache = PredictionCache(f"redis://127.0.0.1:{free_port()}/0", ttl_seconds=10)
+        assert await cache.get("k") is None
+        await cache.put("k", {"x": 1})
+        started = time.perf_counter()
+        for _ in range(100):
+            await cache.get("k")
+        elapsed = time.perf_counter() - started
+        await cache.close()
+        return await PredictionCache(None, 10).get("k"), elapsed
+
+    missing, elapsed = asyncio.run(scenario())
+    assert missing is None
+    assert elapsed < 0.05  # not retried per request while it is down
+
+
+def test_real_redis_round_trip() -> None:
+    async def scenario() -> object:
+        cache = PredictionCache("redis://127.0.0.1:6379/0", ttl_seconds=5)
+        await cache.put("crimes:test:key", {"models": {}, "unknown": []})
+        value = await cache.get("crimes:test:key")
+        await cache.close()
+        return value
+
+    assert asyncio.run(scenario()) == {"models": {}, "unknown": []}
