@@ -37,7 +37,16 @@ class Trained:
         return [str(c) for c in self.train.columns]
 
 
-def train(kind: Kind, rows: int = 1500, seed: int = 7, max_depth: int | None = None) -> Trained:
+def train(
+    kind: Kind,
+    rows: int = 1500,
+    seed: int = 7,
+    max_depth: int | None = None,
+    *,
+    on_array: bool = False,
+) -> Trained:
+    """A model trained on synthetic rows; `on_array` fits on the bare matrix, as the training
+    does (no feature names in the classifier), else on the named frame."""
     data, _ = preprocess(synthetic.sample(rows, seed=seed))
     cut = int(len(data) * 0.8)
     features, target = data[list(contract.FEATURES)], data[contract.TARGET].astype(str)
@@ -50,7 +59,7 @@ def train(kind: Kind, rows: int = 1500, seed: int = 7, max_depth: int | None = N
         if kind == "dtc"
         else LinearDiscriminantAnalysis()
     )
-    model.fit(matrix, target.iloc[:cut])
+    model.fit(matrix.to_numpy() if on_array else matrix, target.iloc[:cut])
     return Trained(transformer=fitted, model=model, train=matrix, test=test)
 
 

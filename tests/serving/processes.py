@@ -1,0 +1,179 @@
+"""Model services as real processes (`crimes serve dtc|lda`) on free ports, and registering
+models in a real MLflow server the way the training does."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from crimes import registry, stack, transformation
+from crimes.proto_gen.inference import grpc_service_pb2 as pb
+from crimes.proto_gen.inference import grpc_service_pb2_grpc as pb_grpc
+from crimes.registry import Tag
+from crimes.serving import codec
+from tests.serving.models import Trained
+
+CRIMES = str(Path(sys.executable).parent / "crimes")
+
+
+@dataclass
+class ServiceProcess:
+    name: str
+    port: int
+    metrics_port: int
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def channel(self) -> grpc.Channel:
+        return grpc.insecure_channel(self.address)
+
+    def health(self, service: str | None = None) -> str:
+        with self.channel() as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            try:
+                answer = stub.Check(
+                    health_pb2.HealthCheckRequest(
+                        service=self.name if service is None else service
+                    ),
+                    timeout=2,
+                )
+            except grpc.RpcError as error:
+                return f"error: {error.code().name}"
+        return str(health_pb2.HealthCheckResponse.ServingStatus.Name(answer.status))
+
+    def wait_until(self, status: str, timeout: float = 90.0) -> None:
+        """Wait for the model's health status (never a fixed sleep: the probe decides)."""
+        deadline = time.monotonic() + timeout
+        while (current := self.health()) != status:
+            if self.process.poll() is not None:
+                raise AssertionError(
+                    f"{self.name} exited {self.process.returncode}:\n{self.tail()}"
+                )
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{self.name} is {current}, not {status}:\n{self.tail()}")
+            time.sleep(0.1)
+
+    def wait_for_log(self, event: str, timeout: float = 60.0, **fields: Any) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for entry in self.logs():
+                if entry.get("event") == event and all(
+                    entry.get(k) == v for k, v in fields.items()
+                ):
+                    return entry
+            time.sleep(0.1)
+        raise AssertionError(f"no {event} {fields} in the log of {self.name}:\n{self.tail()}")
+
+    def metadata(self) -> dict[str, Any]:
+        with self.channel() as channel:
+            answer = pb_grpc.GRPCInferenceServiceStub(channel).ModelMetadata(
+                pb.ModelMetadataRequest(name=self.name), timeout=5
+            )
+        return {"version": answer.versions[0], **codec.parameters_dict(answer.parameters)}
+
+    def logs(self) -> list[dict[str, Any]]:
+        entries = []
+        for line in self.log.read_text(errors="replace").splitlines():
+            if line.startswith("{"):
+                try:
+                    entries.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue
+        return entries
+
+    def tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self, timeout: float = 30.0) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return int(self.process.returncode)
+
+
+def start_service(
+    deployment: str, name: str, env: dict[str, str], folder: Path, **settings: Any
+) -> ServiceProcess:
+    """`crimes serve <deployment>` for the registered model `name`, with CRIMES_MODEL_* settings."""
+    port, metrics_port = stack.free_port(), stack.free_port()
+    folder.mkdir(parents=True, exist_ok=True)
+    service_env = {
+        **os.environ,
+        **env,
+        "CRIMES_MODEL_NAME": name,
+        "CRIMES_MODEL_LOCAL_DIR": str(folder / "serving"),
+        "CRIMES_MODEL_POLL_INTERVAL_SECONDS": "0.3",
+        "CRIMES_MODEL_GRACE_SECONDS": "5",
+        **{f"CRIMES_MODEL_{key.upper()}": str(value) for key, value in settings.items()},
+    }
+    log = folder / f"{name}-{port}.log"
+    process = subprocess.Popen(
+        [CRIMES, "serve", deployment, "--port", str(port), "--metrics-port", str(metrics_port)],
+        env=service_env,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    return ServiceProcess(name, port, metrics_port, process, log)
+
+
+def register(
+    trained: Trained,
+    name: str,
+    *,
+    alias: str | None = registry.CHAMPION,
+    tags: dict[str, str] | None = None,
+) -> tuple[str, str]:
+    """Log and register a model the way the training does; its (version, run id)."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    client = mlflow.MlflowClient()
+    mlflow.set_experiment("model-service-tests")
+    with mlflow.start_run() as run, tempfile.TemporaryDirectory() as scratch:
+        path = Path(scratch) / "transformation.joblib"
+        path.write_bytes(transformation.dumps(trained.transformer))
+        mlflow.log_artifact(str(path), artifact_path="transformation")
+        sample = trained.train.head(20)
+        info = mlflow.sklearn.log_model(
+            trained.model,
+            name="model",
+            signature=infer_signature(sample, trained.model.predict(sample.to_numpy())),
+            pip_requirements=["scikit-learn", "numpy", "skops"],
+            registered_model_name=name,
+            skops_trusted_types=["sklearn.tree._tree.Tree"],
+        )
+    version = str(info.registered_model_version)
+    for key, value in {
+        Tag.TRANSFORMATION_VERSION: trained.transformation_version,
+        Tag.DATASET: "synthetic-test",
+        **(tags or {}),
+    }.items():
+        client.set_model_version_tag(name, version, key, value)
+    if alias:
+        client.set_registered_model_alias(name, alias, version)
+    return version, run.info.run_id
+
+
+def move_alias(name: str, version: str, alias: str = registry.CHAMPION) -> None:
+    import mlflow
+
+    mlflow.MlflowClient().set_registered_model_alias(name, alias, version)
