@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import threading
 from collections.abc import Iterator
@@ -312,3 +313,26 @@ def test_reflection_lists_the_services_and_serves_the_protocol_file(
     services, files = asyncio.run(scenario())
     assert {"inference.GRPCInferenceService", "grpc.health.v1.Health"} <= set(services)
     assert any(b"inference/grpc_service.proto" in f and b"ModelInfer" in f for f in files)
+
+
+def test_an_unexpected_error_is_internal_never_unknown(tmp_path: Path, dtc: Trained) -> None:
+    registry = FakeRegistry()
+    registry.publish("1", bundle(dtc, NAME, "1"))
+
+    def broken(rows: np.ndarray) -> np.ndarray:
+        raise ZeroDivisionError("a bug")
+
+    async def scenario() -> None:
+        async with running(settings(tmp_path), registry) as live:
+            await until(lambda: live.server.runtime.ready)
+            current = live.server.runtime.current
+            assert current is not None
+            live.server.runtime.current = dataclasses.replace(current, direct_labels=broken)
+            with pytest.raises(grpc.aio.AioRpcError) as failed:
+                await _infer(live, dtc, dtc.test[:2])
+            assert failed.value.code() == grpc.StatusCode.INTERNAL
+            assert "internal error (ZeroDivisionError)" in str(failed.value.details())
+            live.server.runtime.current = current
+            assert (await _infer(live, dtc, dtc.test[:2])).model_version == "1"
+
+    asyncio.run(scenario())

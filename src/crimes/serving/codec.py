@@ -100,9 +100,10 @@ def decode_infer_request(request: pb.ModelInferRequest, max_rows: int) -> InferI
     tensor = request.inputs[0]
     if tensor.name != INPUT:
         raise InvalidInput(f"unknown input tensor '{tensor.name}': the model's input is '{INPUT}'")
-    for key, why in _UNSUPPORTED_PARAMETERS.items():
-        if key in tensor.parameters:
-            raise InvalidInput(f"input '{INPUT}': {why}")
+    if tensor.parameters:
+        for key, why in _UNSUPPORTED_PARAMETERS.items():
+            if key in tensor.parameters:
+                raise InvalidInput(f"input '{INPUT}': {why}")
     datatype = tensor.datatype
     if datatype not in _DTYPES:
         raise InvalidInput(
@@ -195,9 +196,10 @@ def _requested_outputs(
             )
         if output.name in names:
             raise InvalidInput(f"output '{output.name}' is requested twice")
-        for key, why in _UNSUPPORTED_PARAMETERS.items():
-            if key in output.parameters:
-                raise InvalidInput(f"output '{output.name}': {why}")
+        if output.parameters:
+            for key, why in _UNSUPPORTED_PARAMETERS.items():
+                if key in output.parameters:
+                    raise InvalidInput(f"output '{output.name}': {why}")
         names.append(output.name)
     return tuple(names) or DEFAULT_OUTPUTS
 

@@ -218,19 +218,19 @@ def _direct_labels(model: Any) -> LabelFunction | None:
 
     The server checks every input itself (2-D float64, finite, the right width), so the
     validation scikit-learn repeats on each call (~70 us, most of a one-row prediction) buys
-    nothing. These are the classifiers' own computations: the tree's documented
-    `check_input=False` path on float32 (what its validation converts to), and LDA's
-    `argmax(X @ coef_.T + intercept_)`. Anything else goes through `predict`.
+    nothing. These are the classifiers' own computations after that validation: the fitted
+    tree (`tree_`) on float32 rows (what the validation converts to), the class of the largest
+    leaf value; LDA's `argmax(X @ coef_.T + intercept_)`. Anything else goes through `predict`.
     """
     from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
     from sklearn.tree import DecisionTreeClassifier
 
     if isinstance(model, DecisionTreeClassifier) and model.n_outputs_ == 1:
+        tree, classes = model.tree_, model.classes_
 
         def tree_labels(features: FloatMatrix) -> npt.NDArray[Any]:
-            return model.predict(  # type: ignore[no-any-return]
-                np.ascontiguousarray(features, dtype=np.float32), check_input=False
-            )
+            leaves = tree.predict(np.ascontiguousarray(features, dtype=np.float32))
+            return classes.take(np.argmax(leaves, axis=1), axis=0)  # type: ignore[no-any-return]
 
         return tree_labels
     if (

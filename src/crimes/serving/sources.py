@@ -13,7 +13,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, Protocol
+from typing import Final, Protocol
 
 from crimes import registry, transformation
 from crimes.logs import get_logger
@@ -207,7 +207,3 @@ def load_fallback(chain: list[Fallback], alias: str) -> tuple[LoadedModel | None
 
 def save_local_copy(settings: ModelServerSettings, model: LoadedModel) -> None:
     registry.save_bundle_dir(settings.local_copy_dir, model.bundle)
-
-
-def describe_error(error: BaseException) -> dict[str, Any]:
-    return {"error": str(error), "error_type": type(error).__name__}

@@ -1,0 +1,243 @@
+"""Benchmark (not a test): one model service process, through the Open Inference Protocol.
+
+Trains a model on the real 2024 file (its first `--rows` rows; synthetic records when the file
+is absent), writes it as a model bundle and starts `crimes serve dtc|lda` on free ports serving
+that bundle (MLflow pointed at a closed port: the fallback path; once loaded, a model serves
+the same whatever its source). Then, over loopback gRPC:
+
+- single-row ModelInfer at concurrency 1 (a blocking client) and 16 (an asyncio client);
+- 1,000-row ModelInfer batches, labels only and with probabilities;
+- the service's peak resident memory (VmHWM).
+
+Targets on this 2-core machine: single-row p50 <= 0.5 ms at concurrency 1, >= 3,000 single-row
+requests/s at concurrency 16, peak memory <= 400 MB. Client and server share the two cores.
+
+    .venv/bin/python bench/model_service.py [--model dtc|lda] [--rows N] [--seconds S]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import grpc
+import grpc.aio
+import numpy as np
+import numpy.typing as npt
+from _stack import data_file
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from crimes import contract, registry, stack, transformation
+from crimes.proto_gen.inference import grpc_service_pb2 as pb
+from crimes.proto_gen.inference import grpc_service_pb2_grpc as pb_grpc
+from crimes.serving import codec
+
+Matrix = npt.NDArray[np.float64]
+
+
+def build_bundle(kind: str, data: str, rows: int, folder: Path) -> tuple[str, Matrix, str]:
+    """Train on the data's first rows; the bundle's transformation version, test rows, source."""
+    import pandas as pd
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+    from sklearn.tree import DecisionTreeClassifier
+
+    from crimes import synthetic
+    from crimes.preprocess import preprocess
+
+    if Path(data).is_file():
+        raw = pd.read_csv(data, dtype=str, keep_default_na=False, na_values=[""], nrows=rows)
+        source = f"{Path(data).name} (first {rows:,} rows)"
+    else:
+        raw, source = synthetic.sample(rows), f"SYNTHETIC sample ({rows:,} rows)"
+    frame, _ = preprocess(raw)
+    cut = int(len(frame) * 0.7)
+    features, target = frame[list(contract.FEATURES)], frame[contract.TARGET].astype(str)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        fitted, train = transformation.fit_transform(features.iloc[:cut], target.iloc[:cut])
+        test = transformation.transform(fitted, features.iloc[cut:]).to_numpy()
+    model: Any = (
+        DecisionTreeClassifier(random_state=42) if kind == "dtc" else LinearDiscriminantAnalysis()
+    )
+    model.fit(train.to_numpy(), target.iloc[:cut].to_numpy())
+    name = registry.MODELS[kind]
+    version = transformation.version_id(fitted)
+    registry.save_bundle_dir(
+        folder,
+        registry.ModelBundle(
+            name=name,
+            version="1",
+            model=model,
+            transformer=fitted,
+            metadata={
+                "name": name,
+                "version": "1",
+                "run_id": "bench",
+                "transformation_version": version,
+                "classes": [str(c) for c in model.classes_],
+                "feature_names": [str(c) for c in train.columns],
+                "metrics": {},
+            },
+        ),
+    )
+    return version, test, source
+
+
+def start_service(kind: str, bundle: Path, scratch: Path) -> tuple[subprocess.Popen[bytes], int]:
+    port = stack.free_port()
+    env = {
+        **os.environ,
+        "CRIMES_MODEL_TRACKING_URI": f"http://127.0.0.1:{stack.free_port()}",
+        "CRIMES_MODEL_BUNDLE_PATH": str(bundle),
+        "CRIMES_MODEL_USE_LAKE_BUNDLE": "false",
+        "CRIMES_MODEL_LOCAL_DIR": str(scratch / "serving"),
+        "CRIMES_MODEL_POLL_INTERVAL_SECONDS": "5",
+    }
+    command = [
+        str(Path(sys.executable).parent / "crimes"),
+        *("serve", kind, "--port", str(port), "--metrics-port", str(stack.free_port())),
+    ]
+    log = (scratch / "service.log").open("wb")
+    return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT), port
+
+
+def wait_serving(address: str, name: str, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 120
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise SystemExit(f"the service exited with {process.returncode}")
+            try:
+                answer = stub.Check(health_pb2.HealthCheckRequest(service=name), timeout=1)
+                if answer.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            time.sleep(0.1)
+    raise SystemExit("the service did not become ready")
+
+
+def blocking(
+    address: str, requests: list[pb.ModelInferRequest], count: int
+) -> tuple[list[float], float]:
+    """Latencies of `count` calls, one at a time, and the wall time they took."""
+    with grpc.insecure_channel(address) as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        for request in requests[:200]:
+            stub.ModelInfer(request)
+        latencies = []
+        started = time.perf_counter()
+        for i in range(count):
+            begin = time.perf_counter()
+            stub.ModelInfer(requests[i % len(requests)])
+            latencies.append(time.perf_counter() - begin)
+        return latencies, time.perf_counter() - started
+
+
+async def concurrent(
+    address: str, requests: list[pb.ModelInferRequest], concurrency: int, seconds: float
+) -> tuple[list[float], float]:
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        await asyncio.gather(*(stub.ModelInfer(r) for r in requests[:concurrency]))
+        latencies: list[float] = []
+        end = time.perf_counter() + seconds
+
+        async def worker(offset: int) -> None:
+            index = offset
+            while time.perf_counter() < end:
+                begin = time.perf_counter()
+                await stub.ModelInfer(requests[index % len(requests)])
+                latencies.append(time.perf_counter() - begin)
+                index += concurrency
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(k) for k in range(concurrency)))
+        return latencies, time.perf_counter() - started
+
+
+def peak_memory_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def row(what: str, latencies: list[float], wall: float, unit_rows: int = 1) -> str:
+    ms = np.percentile(np.array(latencies) * 1000, [50, 99])
+    rate = len(latencies) / wall
+    return (
+        f"{what:<38} {len(latencies):>7,} {rate:>10,.0f} {rate * unit_rows:>12,.0f} "
+        f"{ms[0]:>8.3f} {ms[1]:>8.3f}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", choices=sorted(registry.MODELS), default="dtc")
+    parser.add_argument("--data", default=data_file())
+    parser.add_argument("--rows", type=int, default=60_000, help="rows of the file to train on")
+    parser.add_argument("--seconds", type=float, default=10.0, help="of the concurrent run")
+    parser.add_argument("--count", type=int, default=10_000, help="single-row calls at c=1")
+    args = parser.parse_args()
+    name = registry.MODELS[args.model]
+    with tempfile.TemporaryDirectory(prefix="crimes-bench-serving-") as folder:
+        scratch = Path(folder)
+        started = time.perf_counter()
+        version, test, source = build_bundle(args.model, args.data, args.rows, scratch / "bundle")
+        print(f"model: {name} ({args.model}) on {source}, {test.shape[1]} features, "
+              f"trained in {time.perf_counter() - started:.1f} s")  # fmt: skip
+        process, port = start_service(args.model, scratch / "bundle", scratch)
+        address = f"127.0.0.1:{port}"
+        try:
+            started = time.perf_counter()
+            wait_serving(address, name, process)
+            print(f"service ready in {time.perf_counter() - started:.1f} s (pid {process.pid})")
+            singles = [codec.infer_request(name, test[i : i + 1], version) for i in range(1000)]
+            batches = [
+                codec.infer_request(name, test[i : i + 1000], version)
+                for i in range(0, len(test) - 1000, 1000)
+            ][:20]
+            with_probabilities = [
+                codec.infer_request(name, test[i : i + 1000], version, probabilities=True)
+                for i in range(0, len(test) - 1000, 1000)
+            ][:20]
+            results = [
+                row("single row, concurrency 1", *blocking(address, singles, args.count)),
+                row(
+                    "single row, concurrency 16",
+                    *asyncio.run(concurrent(address, singles, 16, args.seconds)),
+                ),
+                row("1,000-row batch, labels", *blocking(address, batches, 200), 1000),
+                row(
+                    "1,000-row batch, + probabilities",
+                    *blocking(address, with_probabilities, 200),
+                    1000,
+                ),
+            ]
+            memory = peak_memory_mb(process.pid)
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+    print(
+        f"\n{'ModelInfer':<38} {'calls':>7} {'calls/s':>10} {'rows/s':>12} "
+        f"{'p50 ms':>8} {'p99 ms':>8}"
+    )
+    print("\n".join(results))
+    print(f"\npeak memory of the service (VmHWM): {memory:.0f} MB")
+    print(
+        f"load average during the run: {os.getloadavg()[0]:.2f} (2 cores, shared with the client)"
+    )
+
+
+if __name__ == "__main__":
+    main()
