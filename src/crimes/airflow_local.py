@@ -237,6 +237,7 @@ class AirflowApi:
         dag_id: str,
         run_id: str | None = None,
         run_type: str | None = None,
+        after: str = "",
         timeout: float = 600,
     ) -> dict[str, Any]:
         """Until the run (or, without an id, the first run of the DAG of `run_type`) ends."""
@@ -248,6 +249,9 @@ class AirflowApi:
                 if run_id is not None and run["dag_run_id"] != run_id:
                     continue
                 if run_type is not None and run.get("run_type") != run_type:
+                    continue
+                # ISO timestamps of one server compare as text.
+                if after and str(run.get("run_after") or "") < after:
                     continue
                 if run["state"] in ("success", "failed"):
                     return run

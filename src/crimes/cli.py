@@ -124,6 +124,18 @@ def train(
 
 
 @app.command()
+def retrain(
+    source: Annotated[
+        str | None, typer.Option(help="Data source for this ETL run (default: as the demo).")
+    ] = None,
+) -> None:
+    """Rerun ETL + training through the running demo's Airflow (the retraining loop)."""
+    from crimes import demo as demo_job
+
+    demo_job.retrain(typer.echo, source)
+
+
+@app.command()
 def demo() -> None:
     """Start the local stack and run the ETL end to end, printing where the outputs are."""
     from crimes import demo as demo_job

@@ -1,4 +1,10 @@
-"""`make demo`: the local stack up, then the ETL end to end, then where everything is.
+"""`make demo`: the whole system on one machine, without Docker.
+
+The local stack (object store, MLflow and its database), then Airflow (api-server, scheduler,
+dag-processor): the ETL DAG is triggered through Airflow's REST API and its Asset triggers the
+training DAG. Then the model services (DTC with two replicas, to show per-model scaling, and
+LDA) and the gateway, and the reference example sent to `POST /predict`. Every process is
+recorded under the stack's state folder, so `make down` (`crimes stack down`) stops them all.
 
 The data source: CRIMES_SOURCE when set (an API URL or a local file); otherwise the real portal
 when it answers; otherwise an explicitly labelled synthetic sample, announced loudly and tagged
@@ -7,19 +13,22 @@ as synthetic in MLflow, so the demo always runs.
 
 from __future__ import annotations
 
+import json
 import os
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
 
-from crimes import datasets, stack
+from crimes import airflow_local, orchestration, stack
 from crimes.etl.extract import SYNTHETIC_SCHEME
 from crimes.logs import get_logger
+from crimes.registry import MODELS
 from crimes.settings import (
     PORTAL_URL,
-    EtlSettings,
     StackSettings,
     lake_settings,
     tracking_settings,
@@ -28,6 +37,9 @@ from crimes.settings import (
 log = get_logger(__name__)
 
 SYNTHETIC_SOURCE = SYNTHETIC_SCHEME
+STEPS = 6
+# A model service's Prometheus port: its gRPC port + this.
+METRICS_OFFSET = 100
 
 
 def portal_answers(url: str = PORTAL_URL, timeout: float = 5.0) -> bool:
@@ -43,10 +55,10 @@ def portal_answers(url: str = PORTAL_URL, timeout: float = 5.0) -> bool:
 def choose_source(announce: Callable[[str], None]) -> str:
     named = os.environ.get("CRIMES_SOURCE")
     if named:
-        announce(f"data source: {named} (CRIMES_SOURCE)")
+        announce(f"      data source: {named} (CRIMES_SOURCE)")
         return named
     if portal_answers():
-        announce(f"data source: the Chicago Data Portal ({PORTAL_URL})")
+        announce(f"      data source: the Chicago Data Portal ({PORTAL_URL})")
         return PORTAL_URL
     announce(
         "!! The Chicago Data Portal is unreachable and CRIMES_SOURCE names no file:\n"
@@ -57,50 +69,204 @@ def choose_source(announce: Callable[[str], None]) -> str:
     return SYNTHETIC_SOURCE
 
 
-def run(announce: Callable[[str], None] = print) -> dict[str, Any]:
-    from crimes.etl.pipeline import run_etl
-    from crimes.storage import Lake
+class Progress:
+    def __init__(self, announce: Callable[[str], None]) -> None:
+        self.announce = announce
+        self.step = 0
+        self.started = time.perf_counter()
 
-    total = time.perf_counter()
-    announce("[1/3] starting the local stack (object store, MLflow and its database)...")
+    def __call__(self, what: str) -> None:
+        self.step += 1
+        elapsed = time.perf_counter() - self.started
+        self.announce(f"[{self.step}/{STEPS}] {what}  ({elapsed:5.1f} s)")
+
+
+def _wait(check: Callable[[], bool], what: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.5)
+    raise RuntimeError(f"{what} did not happen within {timeout:.0f} s")
+
+
+def _launch(state_dir: Path, name: str, args: list[str], env: dict[str, str]) -> None:
+    from crimes.stack import procs
+
+    store = procs.PidStore(state_dir / "pids")
+    if store.running(name):
+        return
+    procs.launch(
+        name,
+        [str(Path(sys.executable).parent / "crimes"), *args],
+        env={**os.environ, **env},
+        log_path=state_dir / "logs" / f"{name}.log",
+        cwd=state_dir,
+        address=name,
+        store=store,
+    )
+
+
+def _airflow(settings: StackSettings, state_dir: Path, env: dict[str, str]) -> dict[str, str]:
+    home = state_dir / "airflow"
+    database = "crimes_airflow"
+    if settings.postgres_url:
+        from crimes.stack import backend
+
+        backend.ensure_database(settings.model_copy(update={"mlflow_database": database}))
+    air = airflow_local.environment(
+        home, airflow_local.metadata_url(settings.postgres_url, database, home), extra=env
+    )
+    airflow_local.migrate(air)
+    return airflow_local.start_services(air, state_dir, settings.airflow_port)
+
+
+def run(announce: Callable[[str], None] = print) -> dict[str, Any]:
+    from crimes.gateway.schemas import EXAMPLE
+    from crimes.probe import grpc_serving, http_ok
+
+    progress = Progress(announce)
     settings = StackSettings()
+    state_dir = settings.state_dir.resolve()
+
+    progress("starting the local stack (object store, MLflow and its database)")
     for part in stack.up(settings):
-        announce(f"      {part.name:<8} {part.address:<45} {'healthy' if part.healthy else 'DOWN'}")
-    os.environ.update(stack.env_exports(settings))
+        status = "healthy" if part.healthy else "DOWN"
+        announce(f"      {part.name:<16} {part.address:<48} {status}")
+    env = stack.env_exports(settings)
+    os.environ.update(env)
     lake_settings.cache_clear()
     tracking_settings.cache_clear()
+    source = choose_source(announce)
 
-    announce("[2/3] running the ETL (extract -> preprocess -> split + transform -> publish)...")
-    etl = EtlSettings(source=choose_source(announce))
-    started = time.perf_counter()
-    lake = Lake()
-    manifest = run_etl(etl, lake)
-    announce(f"      done in {time.perf_counter() - started:.1f} s")
+    progress("starting Airflow (api-server, scheduler, dag-processor)")
+    _airflow(settings, state_dir, env)
+    api = airflow_local.AirflowApi(f"http://127.0.0.1:{settings.airflow_port}")
+    for dag_id in (orchestration.ETL_DAG_ID, orchestration.TRAINING_DAG_ID):
+        api.wait_dag(dag_id)
+        api.unpause(dag_id)
 
+    progress("ETL: triggered through Airflow's REST API, waiting for it")
+    run_id = api.trigger(orchestration.ETL_DAG_ID, {"source": source})
+    etl = api.wait_run(orchestration.ETL_DAG_ID, run_id, timeout=1800)
+    if etl["state"] != "success":
+        raise RuntimeError(f"the ETL run failed: see Airflow ({api.base_url})")
+
+    progress("training: started by the ETL's Asset, waiting for it")
+    # Only a run the Asset started after this ETL counts (not one of an earlier demo).
+    training = api.wait_run(
+        orchestration.TRAINING_DAG_ID,
+        run_type="asset_triggered",
+        after=str(etl.get("start_date") or ""),
+        timeout=1800,
+    )
+    if training["state"] != "success":
+        raise RuntimeError(f"the training run failed: see Airflow ({api.base_url})")
+
+    progress(f"starting the model services (dtc x{settings.dtc_replicas}, lda x1)")
+    dtc_ports = [settings.dtc_port + 2 * i for i in range(settings.dtc_replicas)]
+    for i, port in enumerate(dtc_ports):
+        _launch(
+            state_dir,
+            f"dtc-{i + 1}",
+            ["serve", "dtc", "--port", str(port), "--metrics-port", str(port + METRICS_OFFSET)],
+            {"CRIMES_MODEL_LOCAL_DIR": str(state_dir / "serving" / f"dtc-{i + 1}")},
+        )
+    _launch(
+        state_dir,
+        "lda-1",
+        [
+            "serve",
+            "lda",
+            "--port",
+            str(settings.lda_port),
+            "--metrics-port",
+            str(settings.lda_port + METRICS_OFFSET),
+        ],
+        {"CRIMES_MODEL_LOCAL_DIR": str(state_dir / "serving" / "lda-1")},
+    )
+    replicas = [("dtc", port) for port in dtc_ports] + [("lda", settings.lda_port)]
+    for kind, port in replicas:
+        address = f"127.0.0.1:{port}"
+
+        def serving(address: str = address, name: str = MODELS[kind]) -> bool:
+            return grpc_serving(address, name)[0]
+
+        _wait(serving, f"{kind} at {address}", 120)
+
+    progress("starting the gateway and asking it the reference example")
+    gateway = f"http://127.0.0.1:{settings.gateway_port}"
+    _launch(
+        state_dir,
+        "gateway",
+        ["serve", "gateway", "--port", str(settings.gateway_port)],
+        {
+            "CRIMES_GATEWAY_DTC_ADDRESS": "ipv4:" + ",".join(f"127.0.0.1:{p}" for p in dtc_ports),
+            "CRIMES_GATEWAY_LDA_ADDRESS": f"dns:///127.0.0.1:{settings.lda_port}",
+            "CRIMES_GATEWAY_TRACKING_URI": tracking_settings().tracking_uri,
+            "CRIMES_GATEWAY_REDIS_URL": os.environ.get(
+                "CRIMES_GATEWAY_REDIS_URL", "redis://127.0.0.1:6379/0"
+            ),
+        },
+    )
+    _wait(lambda: http_ok(f"{gateway}/health/ready")[0], "gateway readiness", 60)
+    answer = _ask(gateway, EXAMPLE)
+    models = httpx.get(f"{gateway}/models", timeout=10, trust_env=False).json()
+
+    announce("")
+    announce(f"POST {gateway}/predict (the reference example) ->")
+    announce(f"      {json.dumps(answer)}")
+    for kind, info in models.items():
+        versions = ", ".join(
+            f"{r['address']} v{r['model_version']} ({r['source']})" for r in info["replicas"]
+        )
+        announce(f"      {kind}: {info['ready_replicas']} ready replica(s): {versions}")
+    announce("")
+    announce(f"Gateway docs  {gateway}/docs")
+    announce(f"MLflow UI     {tracking_settings().tracking_uri}")
+    announce(f"Airflow UI    {api.base_url}")
+    announce(f"demo ready in {time.perf_counter() - progress.started:.1f} s; `make down` stops it")
+    return {"answer": answer, "models": models}
+
+
+def _ask(gateway: str, features: dict[str, Any]) -> Any:
+    deadline = time.monotonic() + 60
+    while True:
+        response = httpx.post(
+            f"{gateway}/predict", json={"features": features}, timeout=10, trust_env=False
+        )
+        if response.status_code == 200 or time.monotonic() > deadline:
+            return response.json()
+        time.sleep(1)
+
+
+def retrain(announce: Callable[[str], None] = print, source: str | None = None) -> dict[str, Any]:
+    """Rerun ETL + training through the running demo's Airflow; the running model services
+    pick up a new champion by themselves (they watch the alias), the gateway shows it."""
+    settings = StackSettings()
+    os.environ.update(stack.env_exports(settings))
+    api = airflow_local.AirflowApi(f"http://127.0.0.1:{settings.airflow_port}")
+    conf = {"source": source or choose_source(announce)}
+    run_id = api.trigger(orchestration.ETL_DAG_ID, conf)
+    announce(f"ETL run {run_id} triggered; waiting")
+    etl = api.wait_run(orchestration.ETL_DAG_ID, run_id, timeout=1800)
+    if etl["state"] != "success":
+        raise RuntimeError(f"the ETL run failed: see Airflow ({api.base_url})")
+    announce("ETL done; the training was started by its Asset; waiting")
+    training = api.wait_run(
+        orchestration.TRAINING_DAG_ID,
+        run_type="asset_triggered",
+        after=str(etl.get("start_date") or ""),
+        timeout=1800,
+    )
+    if training["state"] != "success":
+        raise RuntimeError(f"the training run failed: see Airflow ({api.base_url})")
     import mlflow
 
-    tracking = tracking_settings()
-    experiment = mlflow.MlflowClient(tracking.tracking_uri).get_run(manifest["etl_run_id"])
-    rows = manifest["rows"]
-    announce("[3/3] outputs:")
-    lines = {
-        "manifest": lake.url(datasets.pointer_key(etl.year)),
-        "raw": lake.url(manifest["files"]["raw"]["crimes.parquet"]["key"]),
-        "preprocessed": lake.url(manifest["files"]["preprocessed"]["crimes.parquet"]["key"]),
-        "final": lake.url(datasets.final_prefix(etl.year, manifest["dataset"])),
-        "data_info": lake.url(datasets.data_info_prefix(etl.year, manifest["dataset"])),
-        "transformation": manifest["transformation_version"],
-        "rows": (
-            f"raw {rows['raw']:,}, preprocessed {rows['preprocessed']:,}, "
-            f"train {rows['train']:,}, test {rows['test']:,}, classes {len(manifest['classes'])}"
-        ),
-        "MLflow UI": tracking.tracking_uri,
-        "ETL run": (
-            f"{tracking.tracking_uri}/#/experiments/{experiment.info.experiment_id}"
-            f"/runs/{manifest['etl_run_id']}"
-        ),
+    client = mlflow.MlflowClient(tracking_settings().tracking_uri)
+    champions = {
+        kind: str(client.get_model_version_by_alias(name, "champion").version)
+        for kind, name in MODELS.items()
     }
-    for name, value in lines.items():
-        announce(f"      {name:<15} {value}")
-    announce(f"demo ready in {time.perf_counter() - total:.1f} s; `make down` stops the stack.")
-    return manifest
+    announce(f"champions now: {champions} (services reload within their poll interval)")
+    return champions

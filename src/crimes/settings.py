@@ -103,6 +103,12 @@ class StackSettings(BaseSettings):
     swift_access_key: str = "test:tester"
     swift_secret_key: SecretStr = SecretStr("testing")
     start_timeout_seconds: float = 90.0
+    # What `crimes demo` adds on top: Airflow's API, the model services and the gateway.
+    airflow_port: int = 8080
+    gateway_port: int = 8800
+    dtc_port: int = 50051
+    lda_port: int = 50052
+    dtc_replicas: int = Field(default=2, ge=1, le=8)
 
 
 class TrainingSettings(BaseSettings):
