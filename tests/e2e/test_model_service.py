@@ -295,6 +295,9 @@ def test_an_alias_move_is_picked_up_without_failing_a_request(
     assert loaded["source"] == "mlflow"
     copy = registry.load_bundle_dir(service.log.parent / "serving" / service.name / "last-good")
     assert copy.version == version
+    # Structured logs only: one JSON object a line, MLflow's downloads included.
+    lines = service.log.read_text().splitlines()
+    assert [line for line in lines if not line.startswith("{")] == []
 
 
 def test_a_version_that_fails_its_checks_leaves_the_old_one_serving(

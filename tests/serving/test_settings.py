@@ -14,7 +14,15 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("CRIMES_MODEL_NAME", "CRIMES_MODEL_PORT", "CRIMES_MODEL_METRICS_PORT"):
+    # The end-to-end fixtures export the stack's tracking URI for the whole session.
+    for name in (
+        "CRIMES_MODEL_NAME",
+        "CRIMES_MODEL_PORT",
+        "CRIMES_MODEL_METRICS_PORT",
+        "CRIMES_MODEL_TRACKING_URI",
+        "CRIMES_MLFLOW_TRACKING_URI",
+        "MLFLOW_TRACKING_URI",
+    ):
         monkeypatch.delenv(name, raising=False)
 
 

@@ -29,7 +29,13 @@ async def live() -> dict[str, str]:
 @router.get("/health/ready", summary="At least one model service can answer")
 async def ready(predictor: PredictorDep) -> Any:
     models = {k: s.state.as_dict() for k, s in predictor.services.items()}
-    ready = any(m["ready"] for m in models.values())
+    for kind, service in predictor.services.items():
+        version = service.state.transformation_version
+        # Answering needs the model's transformation too (it is fetched in the background).
+        models[kind]["transformation_loaded"] = bool(
+            version and predictor.transformations.cached(version)
+        )
+    ready = any(m["ready"] and m["transformation_loaded"] for m in models.values())
     return JSONResponse(
         status_code=200 if ready else 503,
         content={"status": "ready" if ready else "not ready", "models": models},
