@@ -55,10 +55,12 @@ class Registry(Protocol):
 
 
 def configure_mlflow_client(settings: ModelServerSettings) -> None:
-    """Bound every MLflow HTTP call of this process (they are read per call from the env)."""
+    """Bound every MLflow HTTP call of this process (MLflow reads these per call), and keep
+    its download progress bars out of the service's structured log."""
     os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(int(max(1, settings.mlflow_timeout_seconds)))
     os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(settings.mlflow_max_retries)
     os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] = "1"
+    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
 
 
 class MlflowRegistry:
