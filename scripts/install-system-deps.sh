@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Installs the system packages the local stack needs beyond the Python venv: OpenStack Swift
-# (object, container, account and proxy servers) from Debian, which `crimes stack up` runs as a
-# real S3 API when CRIMES_STACK_OBJECT_STORE=swift. Idempotent: does nothing when Swift is there.
+# Installs the system packages the project needs beyond the Python venv, from Debian:
+# OpenStack Swift (object, container, account and proxy servers), which `crimes stack up` runs as
+# a real S3 API when CRIMES_STACK_OBJECT_STORE=swift, and docker-compose, whose parser checks
+# compose.yaml without a Docker engine. Idempotent: does nothing when everything is there.
 set -euo pipefail
 
-PACKAGES=(swift swift-proxy swift-account swift-container swift-object)
+PACKAGES=(swift swift-proxy swift-account swift-container swift-object docker-compose)
 # Overridable only so that tests can exercise the install path without touching the system.
 BIN_DIR=${CRIMES_SWIFT_BIN_DIR:-/usr/bin}
 SWIFT_CONF=${CRIMES_SWIFT_CONF:-/etc/swift/swift.conf}
@@ -12,6 +13,8 @@ BINARIES=(
   "$BIN_DIR/swift-proxy-server" "$BIN_DIR/swift-object-server" "$BIN_DIR/swift-container-server"
   "$BIN_DIR/swift-account-server" "$BIN_DIR/swift-ring-builder"
 )
+# The compose parser is looked for on the real system only (tests fake the Swift binaries).
+[[ -n "${CRIMES_SWIFT_BIN_DIR:-}" ]] || BINARIES+=(/usr/bin/docker-compose)
 
 missing=()
 for bin in "${BINARIES[@]}"; do
@@ -19,7 +22,7 @@ for bin in "${BINARIES[@]}"; do
 done
 [[ -f "$SWIFT_CONF" ]] || missing+=("$SWIFT_CONF")
 if [[ ${#missing[@]} -eq 0 ]]; then
-  echo "install-system-deps: Swift already installed, nothing to do"
+  echo "install-system-deps: already installed, nothing to do"
   exit 0
 fi
 echo "install-system-deps: missing ${missing[*]}"

@@ -26,6 +26,7 @@ class Service:
     port: int
     process: subprocess.Popen[bytes]
     log: Path
+    metrics_port: int | None = None
 
     @property
     def address(self) -> str:
@@ -69,14 +70,16 @@ def start(
     port = port or stack.free_port()
     args = [CRIMES, "serve", kind, "--port", str(port)]
     service_env = {**os.environ, **env}
+    metrics_port = None
     if kind != "gateway":
-        args += ["--metrics-port", str(stack.free_port())]
+        metrics_port = stack.free_port()
+        args += ["--metrics-port", str(metrics_port)]
         service_env["CRIMES_MODEL_LOCAL_DIR"] = str(folder / f"{kind}-{port}")
     log = folder / f"{kind}-{port}.log"
     process = subprocess.Popen(
         [*args, *extra], env=service_env, stdout=log.open("wb"), stderr=subprocess.STDOUT
     )
-    return Service(kind=kind, port=port, process=process, log=log)
+    return Service(kind=kind, port=port, process=process, log=log, metrics_port=metrics_port)
 
 
 @contextmanager

@@ -20,7 +20,7 @@ def test_finishing_the_etl_starts_the_training(
     # Small search: this test is about the wiring, the training tests are about the models.
     env = {**airflow_env, "CRIMES_TRAIN_TRIALS": "2", "CRIMES_TRAIN_CV_FOLDS": "2"}
     port = stack.free_port()
-    airflow_local.start_services(env, tmp_path, port)
+    services_env = airflow_local.start_services(env, tmp_path, port)
     try:
         api = airflow_local.AirflowApi(f"http://127.0.0.1:{port}")
         for dag_id in (orchestration.ETL_DAG_ID, orchestration.TRAINING_DAG_ID):
@@ -33,6 +33,12 @@ def test_finishing_the_etl_starts_the_training(
             orchestration.TRAINING_DAG_ID, run_type="asset_triggered", timeout=600
         )
         assert training["state"] == "success", training
+        # The health checks compose runs in the Airflow containers.
+        for job in ("SchedulerJob", "DagProcessorJob"):
+            check = airflow_local.airflow(
+                services_env, "jobs", "check", "--job-type", job, "--local", check=False
+            )
+            assert check.returncode == 0, check.stdout + check.stderr
     finally:
         stopped = airflow_local.stop_services(tmp_path)
     assert set(stopped) == {f"airflow-{name}" for name in airflow_local.SERVICES}
