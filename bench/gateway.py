@@ -1,0 +1,375 @@
+"""Benchmark (not a test): the gateway's `POST /predict` and `/predict/batch` under wrk, beside
+an in-process baseline shaped like the reference implementation, in one run on real services.
+
+1. A throw-away stack (Swift S3 + MLflow on PostgreSQL); the ETL on real 2024 rows (the first
+   `--rows` of the file through the portal double; `--rows 0`: the whole file); both models
+   trained, registered and promoted (`--trials` Optuna trials, 2-fold CV).
+2. Real processes: `crimes serve dtc`, `crimes serve lda`, `crimes serve gateway`, and the
+   baseline (bench/gateway_baseline.py: one uvicorn worker that builds a pandas DataFrame per
+   request, runs the fitted scikit-learn pipeline and both models' `predict` in-process).
+3. wrk (Debian package `wrk`) POSTs real test records (1,000 distinct ones, in turn) to
+   `/predict` at 1, 8 and 32 connections, and 1,000-record batches to `/predict/batch`, against
+   both systems, ~10 s per point; requests/s, p50/p90/p99, and each server process's CPU use.
+
+Targets on this 2-core machine for the gateway: p50 <= 2 ms at concurrency 1, >= 1,500
+requests/s at concurrency 32, >= 50,000 rows/s in 1,000-record batches. The load generator
+shares the two cores with the servers (and the gateway with both model services).
+
+    .venv/bin/python bench/gateway.py [--rows N] [--trials N] [--seconds S]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gateway_wrk
+import httpx
+from _stack import data_file, throwaway_stack
+from gateway_wrk import WrkResult
+
+from crimes import datasets, registry, stack
+from crimes.gateway.schemas import EXAMPLE
+from crimes.probe import grpc_serving
+from crimes.storage import Lake
+
+YEAR = 2024
+BENCH = Path(__file__).resolve().parent
+CRIMES = str(Path(sys.executable).parent / "crimes")
+TICKS = os.sysconf("SC_CLK_TCK")
+
+TARGET_P50_MS = 2.0
+TARGET_RATE_C32 = 1_500.0
+TARGET_BATCH_ROWS = 50_000.0
+
+
+@dataclass
+class Process:
+    """A server process started by the bench, with its log file."""
+
+    name: str
+    port: int
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
+
+    def alive(self) -> None:
+        if self.process.poll() is not None:
+            raise RuntimeError(f"{self.name} exited {self.process.returncode}:\n{self.tail()}")
+
+    def tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def start(name: str, args: list[str], port: int, folder: Path, env: dict[str, str]) -> Process:
+    log = folder / f"{name}.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            args, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT
+        )
+    return Process(name=name, port=port, process=process, log=log)
+
+
+def wait_until(what: Process, ready: Callable[[], bool], timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        what.alive()
+        try:
+            if ready():
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(f"{what.name} not ready within {timeout:.0f} s:\n{what.tail()}")
+
+
+def answers(url: str, path: str, body: dict[str, Any]) -> bool:
+    return httpx.post(url + path, json=body, timeout=10, trust_env=False).status_code == 200
+
+
+def serving(address: str, name: str) -> Callable[[], bool]:
+    return lambda: grpc_serving(address, name, timeout=1.0)[0]
+
+
+@contextmanager
+def services(folder: Path) -> Iterator[dict[str, Process]]:
+    """Both model services, the gateway and the baseline, ready; all stopped on the way out."""
+    with ExitStack() as started:
+        running: dict[str, Process] = {}
+
+        def launch(name: str, args: list[str], port: int, env: dict[str, str]) -> Process:
+            running[name] = start(name, args, port, folder, env)
+            started.callback(running[name].stop)
+            return running[name]
+
+        for kind in ("dtc", "lda"):
+            port = stack.free_port()
+            launch(
+                kind,
+                [
+                    CRIMES,
+                    "serve",
+                    kind,
+                    "--port",
+                    str(port),
+                    "--metrics-port",
+                    str(stack.free_port()),
+                ],
+                port,
+                {"CRIMES_MODEL_LOCAL_DIR": str(folder / f"serving-{kind}")},
+            )
+        port = stack.free_port()
+        launch(
+            "baseline",
+            [sys.executable, str(BENCH / "gateway_baseline.py"), "--port", str(port)],
+            port,
+            {},
+        )
+        for kind in ("dtc", "lda"):
+            wait_until(running[kind], serving(running[kind].address, registry.MODELS[kind]))
+        port = stack.free_port()
+        gateway = launch(
+            "gateway",
+            [CRIMES, "serve", "gateway", "--port", str(port)],
+            port,
+            {
+                "CRIMES_GATEWAY_DTC_ADDRESS": f"dns:///{running['dtc'].address}",
+                "CRIMES_GATEWAY_LDA_ADDRESS": f"dns:///{running['lda'].address}",
+                "CRIMES_GATEWAY_TRACKING_URI": os.environ["MLFLOW_TRACKING_URI"],
+            },
+        )
+        # The first answers wait for the transformation to be fetched: warm both systems.
+        body = {"features": EXAMPLE}
+        wait_until(gateway, lambda: answers(gateway.url, "/predict", body))
+        baseline = running["baseline"]
+        wait_until(baseline, lambda: answers(baseline.url, "/predict", body))
+        yield running
+
+
+def publish_and_train(data: str, rows: int, trials: int) -> None:
+    from crimes.etl import pipeline as etl
+    from crimes.portal_double import PortalDouble
+    from crimes.settings import EtlSettings, TrainingSettings
+    from crimes.training import pipeline as training
+
+    started = time.perf_counter()
+    with PortalDouble(data, rows=rows or None) as portal:
+        manifest = etl.run_etl(EtlSettings(source=portal.url, year=YEAR), Lake())
+    print(
+        f"ETL: {manifest['rows']['train']:,} train / {manifest['rows']['test']:,} test rows, "
+        f"{time.perf_counter() - started:.1f} s"
+    )
+    started = time.perf_counter()
+    summaries = training.run_training(TrainingSettings(year=YEAR, trials=trials, cv_folds=2))
+    for summary in summaries:
+        f1 = summary["metrics"].get("test_f1_weighted", float("nan"))
+        print(f"trained {summary['name']} v{summary['version']}: test F1 {f1:.4f}, "
+              f"promoted={summary['promoted']} ({summary['reason']})")  # fmt: skip
+        if not summary["promoted"]:
+            raise SystemExit(f"{summary['name']} has no champion: nothing to serve")
+    print(f"training: {time.perf_counter() - started:.1f} s ({trials} trials, 2-fold CV)")
+
+
+def write_bodies(folder: Path, batch_size: int, batches: int) -> tuple[Path, Path, int]:
+    """Real test records as request bodies: single records, and batches; the batch row count."""
+    test = datasets.load_final(Lake(), YEAR).features_test
+    # to_json writes NaN as null, numpy scalars as JSON numbers and booleans as true/false.
+    records: list[dict[str, Any]] = json.loads(test.to_json(orient="records", double_precision=15))
+    if not records:
+        raise SystemExit("the published test split is empty")
+    singles = folder / "singles.jsonl"
+    singles.write_text("".join(json.dumps({"features": r}) + "\n" for r in records[:1000]))
+    wanted = batch_size * batches
+    pool = (records * (wanted // len(records) + 1))[:wanted]
+    many = folder / "batches.jsonl"
+    many.write_text(
+        "".join(
+            json.dumps({"features": pool[i : i + batch_size]}) + "\n"
+            for i in range(0, wanted, batch_size)
+        )
+    )
+    return singles, many, batch_size
+
+
+def agreement(gateway: str, baseline: str, bodies: Path) -> str:
+    """Whether both systems answer the same codes for the first batch of real records."""
+    body = json.loads(bodies.read_text().splitlines()[0])
+    with httpx.Client(timeout=60, trust_env=False) as client:
+        ours = client.post(gateway + "/predict/batch", json=body)
+        theirs = client.post(baseline + "/predict/batch", json=body)
+    if ours.status_code != 200 or theirs.status_code != 200:
+        return f"batch answers: gateway {ours.status_code}, baseline {theirs.status_code}"
+    same = sum(a == b for a, b in zip(ours.json(), theirs.json(), strict=True))
+    return f"gateway and baseline agree on {same:,} of {len(body['features']):,} records"
+
+
+@dataclass(frozen=True)
+class Point:
+    system: str
+    what: str
+    result: WrkResult
+    rows_per_request: int
+    cpu: dict[str, float]  # process name -> CPU % of one core during the run
+
+
+def measure(
+    system: str,
+    what: str,
+    url: str,
+    bodies: Path,
+    connections: int,
+    rows_per_request: int,
+    watched: list[Process],
+    script: Path,
+    args: argparse.Namespace,
+) -> Point:
+    for process in watched:
+        process.alive()
+    before = {p.name: p.cpu_seconds() for p in watched}
+    result, raw = gateway_wrk.run(url, script, bodies, connections, args.seconds, args.threads)
+    cpu = {
+        p.name: 100 * (p.cpu_seconds() - before[p.name]) / max(result.seconds, 1e-9)
+        for p in watched
+    }
+    point = Point(system, what, result, rows_per_request, cpu)
+    print(f"  {system:<8} {what:<28} {line(point)}", flush=True)
+    if not result.ok:
+        print(raw)
+    return point
+
+
+def line(point: Point) -> str:
+    r = point.result
+    return (
+        f"{r.rate:>9,.0f} req/s  {r.rate * point.rows_per_request:>9,.0f} rows/s  "
+        f"p50 {r.p50_ms:7.2f}  p90 {r.p90_ms:7.2f}  p99 {r.p99_ms:7.2f} ms  errors {r.errors}"
+    )
+
+
+def table(points: list[Point]) -> str:
+    rows = [
+        "| system | load | requests/s | rows/s | p50 ms | p90 ms | p99 ms | errors "
+        "| server CPU (% of one core) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for p in points:
+        r = p.result
+        cpu = ", ".join(f"{name} {value:.0f}" for name, value in p.cpu.items())
+        rows.append(
+            f"| {p.system} | {p.what} | {r.rate:,.0f} | {r.rate * p.rows_per_request:,.0f} "
+            f"| {r.p50_ms:.2f} | {r.p90_ms:.2f} | {r.p99_ms:.2f} | {r.errors} | {cpu} |"
+        )
+    return "\n".join(rows)
+
+
+def verdicts(points: list[Point]) -> list[str]:
+    def find(what: str) -> WrkResult:
+        return next(p.result for p in points if p.system == "gateway" and p.what == what)
+
+    single_c1 = find("/predict c=1")
+    single_c32 = find("/predict c=32")
+    batch = next(p for p in points if p.system == "gateway" and p.what.startswith("/predict/b"))
+    batch_rows = batch.result.rate * batch.rows_per_request
+
+    def verdict(held: bool) -> str:
+        return "MET" if held else "MISSED"
+
+    return [
+        f"gateway p50 at concurrency 1: {single_c1.p50_ms:.2f} ms "
+        f"(target <= {TARGET_P50_MS:g} ms): {verdict(single_c1.p50_ms <= TARGET_P50_MS)}",
+        f"gateway requests/s at concurrency 32: {single_c32.rate:,.0f} "
+        f"(target >= {TARGET_RATE_C32:,.0f}): {verdict(single_c32.rate >= TARGET_RATE_C32)}",
+        f"gateway batch rows/s: {batch_rows:,.0f} (target >= {TARGET_BATCH_ROWS:,.0f}): "
+        f"{verdict(batch_rows >= TARGET_BATCH_ROWS and batch.result.ok)}",
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default=data_file())
+    parser.add_argument("--rows", type=int, default=60_000, help="rows of the file; 0: all")
+    parser.add_argument("--trials", type=int, default=2, help="Optuna trials of the DTC")
+    parser.add_argument("--seconds", type=float, default=10.0, help="per wrk run")
+    parser.add_argument("--threads", type=int, default=1, help="wrk threads (-t)")
+    parser.add_argument("--connections", default="1,8,32", help="single-record points")
+    parser.add_argument("--batch-connections", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=1000)
+    parser.add_argument("--skip-baseline", action="store_true")
+    args = parser.parse_args()
+    gateway_wrk.require_wrk()  # before minutes of setup
+    began = time.perf_counter()
+    points: list[Point] = []
+    with throwaway_stack(), tempfile.TemporaryDirectory(prefix="crimes-bench-gw-") as scratch:
+        folder = Path(scratch)
+        publish_and_train(args.data, args.rows, args.trials)
+        singles, batches, batch_rows = write_bodies(folder, args.batch_size, 5)
+        script = gateway_wrk.write_script(folder)
+        with services(folder) as running:
+            gateway, baseline = running["gateway"], running["baseline"]
+            print(agreement(gateway.url, baseline.url, batches))
+            print(f"servers ready at {time.perf_counter() - began:.0f} s; example wrk run:")
+            example = gateway_wrk.command(
+                gateway.url + "/predict", script, singles, 32, args.seconds, args.threads
+            )
+            print("  " + shlex.join(example))
+            systems = [("gateway", gateway.url, [gateway, running["dtc"], running["lda"]])]
+            if not args.skip_baseline:
+                systems.append(("baseline", baseline.url, [baseline]))
+            jobs = [
+                (system, f"/predict c={c}", url + "/predict", singles, c, 1, watched)
+                for c in (int(c) for c in args.connections.split(","))
+                for system, url, watched in systems
+            ] + [
+                (system, f"/predict/batch {batch_rows:,} rows c={args.batch_connections}",
+                 url + "/predict/batch", batches, args.batch_connections, batch_rows, watched)
+                for system, url, watched in systems
+            ]  # fmt: skip
+            for system, what, url, bodies, connections, rows, watched in jobs:
+                points.append(
+                    measure(system, what, url, bodies, connections, rows, watched, script, args)
+                )
+    print()
+    python = os.path.relpath(sys.executable) if sys.executable.startswith(os.getcwd()) else "python"
+    print(f"command: {shlex.join([python, *sys.argv])}  "
+          f"(wrk -t{args.threads}, {args.seconds:g} s per point; client and servers share "
+          f"{os.cpu_count()} cores)")  # fmt: skip
+    print()
+    print(table(points))
+    print()
+    print("\n".join(verdicts(points)))
+    print(f"\nwhole bench: {time.perf_counter() - began:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
