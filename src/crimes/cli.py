@@ -124,6 +124,30 @@ def train(
 
 
 @app.command()
+def sample(
+    year: Annotated[int, typer.Option(help="Year of the published data.")] = 2024,
+    seed: Annotated[int | None, typer.Option(help="Pick reproducibly.")] = None,
+) -> None:
+    """A random real record of the published test split as a ready `/predict` body (stdout),
+    with its true FBI code (stderr): `crimes sample | curl -d @- ...`."""
+    import random
+
+    from crimes import contract, datasets, storage
+    from crimes.storage import Lake
+
+    lake = Lake()
+    final = datasets.current_manifest(lake, year)["files"]["final"]
+    rows = storage.read_parquet_bytes(storage.read_file(lake, final["features_test.parquet"]))
+    targets = storage.read_parquet_bytes(storage.read_file(lake, final["y_test.parquet"]))
+    index = random.Random(seed).randrange(len(rows))
+    # Through JSON, as a client sends it: plain types, null for a missing coordinate.
+    record = json.loads(rows.iloc[[index]].to_json(orient="records"))[0]
+    body = contract.CrimeFeatures.model_validate(record).model_dump()
+    typer.echo(json.dumps({"features": body}))
+    typer.echo(f"true fbi_code: {targets.iloc[index, 0]!s}", err=True)
+
+
+@app.command()
 def retrain(
     source: Annotated[
         str | None, typer.Option(help="Data source for this ETL run (default: as the demo).")

@@ -120,7 +120,7 @@ class TrainingSettings(BaseSettings):
 
     year: int = Field(default=2024, ge=2001, le=2100)
     # Sized so the whole training DAG fits 10 minutes on 2 cores with the full 2024 data.
-    trials: int = Field(default=20, ge=1, le=500)
+    trials: int = Field(default=12, ge=1, le=500)
     cv_folds: int = Field(default=3, ge=2, le=10)
     seed: int = 42
     n_jobs: int = Field(default=2, ge=1)

@@ -280,3 +280,21 @@ def test_schemathesis_finds_no_server_errors(gateway: services.Service, http: ht
 
         check()
     assert checked >= 300
+
+
+def test_crimes_sample_is_a_ready_request(http: httpx.Client) -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    crimes = str(Path(sys.executable).parent / "crimes")
+    sampled = subprocess.run(
+        [crimes, "sample", "--seed", "7"], capture_output=True, text=True, check=True
+    )
+    assert sampled.stderr.startswith("true fbi_code: ")
+    truth = sampled.stderr.split(": ", 1)[1].strip()
+    response = http.post(
+        "/predict", content=sampled.stdout, headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 200
+    assert response.json()["dtc_fbi_code_output"] == truth

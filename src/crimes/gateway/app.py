@@ -74,6 +74,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _unexpected_error)
     app.middleware("http")(_observe)
+    # Known before the lifespan runs, so the body limit holds from the first request.
+    app.state.settings = settings
     return app
 
 
@@ -111,7 +113,15 @@ async def _observe(
     request: Request, call_next: Callable[[Request], Awaitable[Response]]
 ) -> Response:
     started = time.perf_counter()
-    response = await call_next(request)
+    limit = request.app.state.settings.max_body_bytes
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > limit:
+        response: Response = JSONResponse(
+            status_code=413,
+            content={"detail": [{"field": "body", "message": f"larger than {limit} bytes"}]},
+        )
+    else:
+        response = await call_next(request)
     metrics: Any = getattr(request.app.state, "metrics", None)
     if metrics is not None:
         route = request.scope.get("route")

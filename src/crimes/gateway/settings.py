@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -30,3 +30,7 @@ class GatewaySettings(BaseSettings):
     # MLflow, to fetch a transformation the model services name by its run; the data lake's
     # model bundles are the fallback.
     tracking_uri: str = Field(default="http://127.0.0.1:5001")
+    # Optional protection of the predict endpoints: clients send it as `X-API-Key`.
+    api_key: SecretStr | None = None
+    # Larger request bodies are refused with 413 before they are read.
+    max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)

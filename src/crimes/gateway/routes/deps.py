@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import secrets
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Header, HTTPException, Request
 
 from crimes.gateway.metrics import GatewayMetrics
 from crimes.gateway.predict import Predictor
@@ -24,6 +25,15 @@ def _settings(request: Request) -> GatewaySettings:
 def _metrics(request: Request) -> GatewayMetrics:
     metrics: GatewayMetrics = request.app.state.metrics
     return metrics
+
+
+def require_api_key(request: Request, x_api_key: Annotated[str | None, Header()] = None) -> None:
+    """When the deployment sets an API key, the predict endpoints require it."""
+    expected = _settings(request).api_key
+    if expected is not None and not secrets.compare_digest(
+        (x_api_key or "").encode(), expected.get_secret_value().encode()
+    ):
+        raise HTTPException(status_code=401, detail="missing or wrong X-API-Key header")
 
 
 PredictorDep = Annotated[Predictor, Depends(_predictor)]

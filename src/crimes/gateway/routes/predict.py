@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, Response
+from fastapi import APIRouter, Depends, HTTPException, Query, Response
 from fastapi.responses import JSONResponse
 
 from crimes.gateway.predict import BatchResult, ModelResult
-from crimes.gateway.routes.deps import PredictorDep, SettingsDep
+from crimes.gateway.routes.deps import PredictorDep, SettingsDep, require_api_key
 from crimes.gateway.schemas import (
     BatchRequest,
     ErrorBody,
@@ -18,7 +18,7 @@ from crimes.gateway.schemas import (
     VerboseAnswer,
 )
 
-router = APIRouter(tags=["predict"])
+router = APIRouter(tags=["predict"], dependencies=[Depends(require_api_key)])
 
 FAILED: dict[int | str, dict[str, Any]] = {
     503: {"model": ErrorBody, "description": "both model services failed"}

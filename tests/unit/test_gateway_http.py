@@ -1,0 +1,63 @@
+"""The gateway's HTTP edge in-process (no model service needed): API key, body size limit,
+field-naming 422s, welcome and liveness."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+from pydantic import SecretStr
+
+from crimes.gateway.app import create_app
+from crimes.gateway.schemas import EXAMPLE
+from crimes.gateway.settings import GatewaySettings
+from crimes.stack import free_port
+
+
+@pytest.fixture
+def client() -> Iterator[TestClient]:
+    nowhere = f"ipv4:127.0.0.1:{free_port()}"
+    settings = GatewaySettings(
+        dtc_address=nowhere,
+        lda_address=nowhere,
+        api_key=SecretStr("s3cret"),
+        max_body_bytes=4096,
+        deadline_seconds=0.3,
+    )
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client
+
+
+def test_the_api_key_guards_the_predict_endpoints(client: TestClient) -> None:
+    for headers in ({}, {"X-API-Key": "wrong"}):
+        response = client.post("/predict", json={"features": EXAMPLE}, headers=headers)
+        assert response.status_code == 401
+        assert "X-API-Key" in response.json()["detail"]
+    # With the key the request goes through to the models (none is up here: 503, named).
+    response = client.post("/predict", json={"features": EXAMPLE}, headers={"X-API-Key": "s3cret"})
+    assert response.status_code == 503
+    assert set(response.json()["detail"]["failures"]) == {"dtc", "lda"}
+    assert client.get("/health/live").status_code == 200  # health stays open
+
+
+def test_bodies_over_the_limit_are_413(client: TestClient) -> None:
+    response = client.post(
+        "/predict/batch",
+        json={"features": [EXAMPLE] * 50},
+        headers={"X-API-Key": "s3cret"},
+    )
+    assert response.status_code == 413
+    assert response.json()["detail"][0]["field"] == "body"
+
+
+def test_validation_names_each_field(client: TestClient) -> None:
+    bad = {**EXAMPLE, "beat": 0, "ward": "x"}
+    response = client.post("/predict", json={"features": bad}, headers={"X-API-Key": "s3cret"})
+    assert response.status_code == 422
+    assert {p["field"] for p in response.json()["detail"]} == {"features.beat", "features.ward"}
+
+
+def test_not_ready_without_models(client: TestClient) -> None:
+    assert client.get("/health/ready").status_code == 503
+    assert "Bienvenido" in client.get("/").json()["message"]
