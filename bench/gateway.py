@@ -368,7 +368,8 @@ def main() -> None:
     print(table(points))
     print()
     print("\n".join(verdicts(points)))
-    print(f"\nwhole bench: {time.perf_counter() - began:.0f} s")
+    print(f"\nwhole bench: {time.perf_counter() - began:.0f} s; load average at the end "
+          f"{os.getloadavg()[0]:.2f} (over 2 means other work shared the cores)")  # fmt: skip
 
 
 if __name__ == "__main__":
