@@ -45,7 +45,7 @@ unit: install
 	$(BIN)/pytest -m "not e2e"
 
 test: install system-deps lint
-	$(BIN)/pytest
+	$(BIN)/pytest --durations=15
 
 demo: install
 	$(BIN)/crimes demo
@@ -54,7 +54,11 @@ down: install
 	$(BIN)/crimes stack down
 
 bench: install system-deps
+	@command -v wrk >/dev/null || apt-get install -y --no-install-recommends wrk
 	$(BIN)/python bench/etl_full.py
+	$(BIN)/python bench/training_full.py
+	$(BIN)/python bench/model_service.py
+	$(BIN)/python bench/gateway.py
 
 clean: down
 	rm -rf .crimes
