@@ -148,3 +148,30 @@ def test_racing_promotions_end_with_the_best_existing_version(client: Any, name:
     best = versions[scores.index(max(scores))]
     assert champion_of(client, name) == best
     assert client.get_model_version(name, best).status == "READY"
+
+
+def test_racing_challengers_all_land(client: Any, name: str) -> None:
+    """Losers racing for `challenger` collide in the registry's insert; none may fail."""
+    base = register(client, name, 0.99)
+    promote(client, name, base, 0.99)
+    versions = [register(client, name, 0.90 + i / 100) for i in range(4)]
+    barrier = threading.Barrier(len(versions))
+    errors: list[BaseException] = []
+
+    def race(version: str, f1: float) -> None:
+        try:
+            barrier.wait()
+            promote(client, name, version, f1)
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [
+        threading.Thread(target=race, args=(v, 0.90 + i / 100)) for i, v in enumerate(versions)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not errors
+    assert champion_of(client, name) == base
+    assert str(client.get_model_version_by_alias(name, registry.CHALLENGER).version) in versions

@@ -106,6 +106,21 @@ def wait_ready(client: Any, name: str, version: str, timeout: float = 120.0) -> 
         time.sleep(0.5)
 
 
+def set_alias(client: Any, name: str, alias: str, version: str, attempts: int = 5) -> None:
+    """Move an alias; a concurrent write of the same alias makes the registry's insert collide
+    (a unique-key error), which only means someone else wrote it first: write again."""
+    for attempt in range(1, attempts + 1):
+        try:
+            client.set_registered_model_alias(name, alias, version)
+            return
+        except Exception as error:
+            text = str(error)
+            if attempt == attempts or not ("UniqueViolation" in text or "duplicate key" in text):
+                raise
+            log.warning("promotion.alias_write_collided", name=name, alias=alias, attempt=attempt)
+            time.sleep(0.05 * attempt)
+
+
 def promote(
     client: Any,
     name: str,
@@ -135,7 +150,7 @@ def promote(
             floor,
             candidate_is_newer=champion is None or int(version) > int(champion.version),
         )
-        client.set_registered_model_alias(name, CHAMPION if promoted else CHALLENGER, version)
+        set_alias(client, name, CHAMPION if promoted else CHALLENGER, version)
         after = current_champion(client, name)
         expected = version if promoted else (None if champion is None else str(champion.version))
         if (None if after is None else str(after.version)) == expected:
