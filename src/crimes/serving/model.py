@@ -40,11 +40,12 @@ class Source(enum.StrEnum):
 
 
 def configure_thread() -> None:
-    """Per-thread scikit-learn settings of every thread that predicts.
+    """Settings of every thread that predicts (scikit-learn's configuration is per thread).
 
     Inputs are checked finite before they reach the model, so scikit-learn's own check (a pass
-    over the data per call) is redundant. The classifiers were fitted on named columns and are
-    given arrays of exactly those columns, so scikit-learn's feature-name warning is noise.
+    over the data per call) is redundant. Classifiers fitted on named columns are given arrays
+    of exactly those columns, so scikit-learn's feature-name warning is noise (that filter is
+    process-wide: this runs in model server processes only).
     """
     sklearn.set_config(assume_finite=True)
     warnings.filterwarnings("ignore", message="X does not have valid feature names")
