@@ -121,6 +121,28 @@ def _airflow(settings: StackSettings, state_dir: Path, env: dict[str, str]) -> d
     return airflow_local.start_services(air, state_dir, settings.airflow_port)
 
 
+def etl_then_training(
+    api: airflow_local.AirflowApi, source: str, step: Callable[[str], None]
+) -> None:
+    """Trigger the ETL through Airflow's REST API and wait for it, then for the training its
+    Asset starts."""
+    step("ETL: triggered through Airflow's REST API, waiting for it")
+    run_id = api.trigger(orchestration.ETL_DAG_ID, {"source": source})
+    etl = api.wait_run(orchestration.ETL_DAG_ID, run_id, timeout=1800)
+    if etl["state"] != "success":
+        raise RuntimeError(f"the ETL run failed: see Airflow ({api.base_url})")
+    step("training: started by the ETL's Asset, waiting for it")
+    # Only a run the Asset started after this ETL counts (not one of an earlier run).
+    training = api.wait_run(
+        orchestration.TRAINING_DAG_ID,
+        run_type="asset_triggered",
+        after=str(etl.get("start_date") or ""),
+        timeout=1800,
+    )
+    if training["state"] != "success":
+        raise RuntimeError(f"the training run failed: see Airflow ({api.base_url})")
+
+
 def run(announce: Callable[[str], None] = print) -> dict[str, Any]:
     from crimes.gateway.schemas import EXAMPLE
     from crimes.probe import grpc_serving, http_ok
@@ -146,22 +168,7 @@ def run(announce: Callable[[str], None] = print) -> dict[str, Any]:
         api.wait_dag(dag_id)
         api.unpause(dag_id)
 
-    progress("ETL: triggered through Airflow's REST API, waiting for it")
-    run_id = api.trigger(orchestration.ETL_DAG_ID, {"source": source})
-    etl = api.wait_run(orchestration.ETL_DAG_ID, run_id, timeout=1800)
-    if etl["state"] != "success":
-        raise RuntimeError(f"the ETL run failed: see Airflow ({api.base_url})")
-
-    progress("training: started by the ETL's Asset, waiting for it")
-    # Only a run the Asset started after this ETL counts (not one of an earlier demo).
-    training = api.wait_run(
-        orchestration.TRAINING_DAG_ID,
-        run_type="asset_triggered",
-        after=str(etl.get("start_date") or ""),
-        timeout=1800,
-    )
-    if training["state"] != "success":
-        raise RuntimeError(f"the training run failed: see Airflow ({api.base_url})")
+    etl_then_training(api, source, progress)
 
     progress(f"starting the model services (dtc x{settings.dtc_replicas}, lda x1)")
     dtc_ports = [settings.dtc_port + 2 * i for i in range(settings.dtc_replicas)]
@@ -246,21 +253,7 @@ def retrain(announce: Callable[[str], None] = print, source: str | None = None) 
     settings = StackSettings()
     os.environ.update(stack.env_exports(settings))
     api = airflow_local.AirflowApi(f"http://127.0.0.1:{settings.airflow_port}")
-    conf = {"source": source or choose_source(announce)}
-    run_id = api.trigger(orchestration.ETL_DAG_ID, conf)
-    announce(f"ETL run {run_id} triggered; waiting")
-    etl = api.wait_run(orchestration.ETL_DAG_ID, run_id, timeout=1800)
-    if etl["state"] != "success":
-        raise RuntimeError(f"the ETL run failed: see Airflow ({api.base_url})")
-    announce("ETL done; the training was started by its Asset; waiting")
-    training = api.wait_run(
-        orchestration.TRAINING_DAG_ID,
-        run_type="asset_triggered",
-        after=str(etl.get("start_date") or ""),
-        timeout=1800,
-    )
-    if training["state"] != "success":
-        raise RuntimeError(f"the training run failed: see Airflow ({api.base_url})")
+    etl_then_training(api, source or choose_source(announce), announce)
     import mlflow
 
     client = mlflow.MlflowClient(tracking_settings().tracking_uri)

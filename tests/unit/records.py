@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from crimes.gateway.schemas import EXAMPLE
+
 CSV_RECORD: dict[str, Any] = {
     "id": "900001",
     "case_number": "ZZ100001",
@@ -42,24 +44,8 @@ API_RECORD: dict[str, Any] = {
     },
 }
 
-REFERENCE_EXAMPLE: dict[str, Any] = {
-    "arrest": False,
-    "beat": 412,
-    "community_area": 46,
-    "description": "THEFT / RECOVERY - AUTOMOBILE",
-    "dia_mes": 4,
-    "dia_semana": 1,
-    "district": 4,
-    "domestic": False,
-    "hora": 5,
-    "iucr": "0930",
-    "latitude": 41.743747398,
-    "location_description": "STREET",
-    "longitude": -87.566115082,
-    "mes": 6,
-    "primary_type": "MOTOR VEHICLE THEFT",
-    "ward": 7,
-}
+# The reference's example record, as the gateway documents it.
+REFERENCE_EXAMPLE: dict[str, Any] = dict(EXAMPLE)
 
 
 def record(base: dict[str, Any] | None = None, **changes: Any) -> dict[str, Any]:
