@@ -61,3 +61,43 @@ def test_validation_names_each_field(client: TestClient) -> None:
 def test_not_ready_without_models(client: TestClient) -> None:
     assert client.get("/health/ready").status_code == 503
     assert "Bienvenido" in client.get("/").json()["message"]
+
+
+def test_the_openapi_schema_documents_the_bodies_the_routes_parse(client: TestClient) -> None:
+    schema = client.get("/openapi.json").json()
+    for path, model in (("/predict", "PredictRequest"), ("/predict/batch", "BatchRequest")):
+        body = schema["paths"][path]["post"]["requestBody"]
+        assert body["required"] is True
+        assert body["content"]["application/json"]["schema"] == {
+            "$ref": f"#/components/schemas/{model}"
+        }
+        assert model in schema["components"]["schemas"]
+    assert "CrimeFeatures" in schema["components"]["schemas"]
+    assert not [p for p in schema["paths"] if p.startswith("/_docs")]
+
+
+def test_not_json_and_non_objects_are_422_naming_the_body(client: TestClient) -> None:
+    key = {"X-API-Key": "s3cret"}
+    for path in ("/predict", "/predict/batch"):
+        response = client.post(
+            path, content=b"{not json", headers={**key, "Content-Type": "application/json"}
+        )
+        assert response.status_code == 422
+        assert response.json()["detail"][0]["type"] == "json_invalid"
+        for payload in (None, [1], 3, "x"):
+            response = client.post(path, json=payload, headers=key)
+            assert response.status_code == 422
+            assert response.json()["detail"][0]["field"] == "body"
+    response = client.post("/predict/batch", json={"features": [EXAMPLE, {**EXAMPLE, "hora": 99}]},
+                           headers=key)  # fmt: skip
+    assert [p["field"] for p in response.json()["detail"]] == ["features.1.hora"]
+
+
+def test_metrics_count_requests_per_route_template_and_status(client: TestClient) -> None:
+    client.post("/predict/batch", json={"features": [EXAMPLE] * 50}, headers={"X-API-Key": "x"})
+    client.post("/predict", json={}, headers={"X-API-Key": "s3cret"})
+    client.get("/no/such/path")
+    text = client.get("/metrics").text
+    assert 'crimes_gateway_requests_total{route="unmatched",status="413"} 1.0' in text
+    assert 'crimes_gateway_requests_total{route="/predict",status="422"} 1.0' in text
+    assert 'crimes_gateway_requests_total{route="unmatched",status="404"} 1.0' in text

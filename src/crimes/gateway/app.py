@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request, Response
+from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from crimes import registry
 from crimes.gateway.backends import ModelService
@@ -19,6 +21,7 @@ from crimes.gateway.cache import PredictionCache
 from crimes.gateway.metrics import GatewayMetrics
 from crimes.gateway.predict import Predictor
 from crimes.gateway.routes import health, models, predict
+from crimes.gateway.schemas import BatchRequest, PredictRequest
 from crimes.gateway.settings import GatewaySettings
 from crimes.gateway.transformations import Transformations
 from crimes.logs import get_logger
@@ -73,10 +76,43 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _unexpected_error)
-    app.middleware("http")(_observe)
+    app.add_middleware(ObserveMiddleware)
     # Known before the lifespan runs, so the body limit holds from the first request.
     app.state.settings = settings
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = _openapi(app)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's schema, with the request bodies the predict routes parse themselves (they
+    reference them with `openapi_extra`): their component schemas come from FastAPI itself,
+    through a route per body that declares it and is then left out of the paths."""
+    bodies = APIRouter()
+
+    @bodies.post("/_docs/predict-request")
+    async def predict_request(body: PredictRequest) -> None:  # never served
+        return None
+
+    @bodies.post("/_docs/batch-request")
+    async def batch_request(body: BatchRequest) -> None:  # never served
+        return None
+
+    schema = get_openapi(
+        title=app.title,
+        version=app.version,
+        openapi_version=app.openapi_version,
+        description=app.description,
+        routes=[*app.routes, *bodies.routes],
+    )
+    for route in bodies.routes:
+        schema["paths"].pop(getattr(route, "path"), None)  # noqa: B009
+    return schema
 
 
 async def _refresh_forever(predictor: Predictor, every: float) -> None:
@@ -109,23 +145,43 @@ async def _unexpected_error(request: Request, error: Exception) -> Response:
     return JSONResponse(status_code=500, content={"detail": "internal error"})
 
 
-async def _observe(
-    request: Request, call_next: Callable[[Request], Awaitable[Response]]
-) -> Response:
-    started = time.perf_counter()
-    limit = request.app.state.settings.max_body_bytes
-    length = request.headers.get("content-length", "")
-    if length.isdigit() and int(length) > limit:
-        response: Response = JSONResponse(
-            status_code=413,
-            content={"detail": [{"field": "body", "message": f"larger than {limit} bytes"}]},
-        )
-    else:
-        response = await call_next(request)
-    metrics: Any = getattr(request.app.state, "metrics", None)
-    if metrics is not None:
-        route = request.scope.get("route")
-        name = getattr(route, "path", "unmatched")
-        metrics.requests.labels(name, str(response.status_code)).inc()
-        metrics.latency.labels(name).observe(time.perf_counter() - started)
-    return response
+class ObserveMiddleware:
+    """Request count and latency per route template and status, and the body size limit (413
+    before the body is read). Plain ASGI: no per-request task or body stream wrapping."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        state = scope["app"].state
+        limit: int = state.settings.max_body_bytes
+        status = 500  # unless the app answers: an exception escaping it is a 500
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                if value.isdigit() and int(value) > limit:
+                    status = 413
+                break
+        try:
+            if status == 413:
+                problem = {"field": "body", "message": f"larger than {limit} bytes"}
+                response = JSONResponse(status_code=413, content={"detail": [problem]})
+                await response(scope, receive, send)
+            else:
+
+                async def observed_send(message: Message) -> None:
+                    nonlocal status
+                    if message["type"] == "http.response.start":
+                        status = message["status"]
+                    await send(message)
+
+                await self.app(scope, receive, observed_send)
+        finally:
+            metrics: Any = getattr(state, "metrics", None)
+            if metrics is not None:
+                name = getattr(scope.get("route"), "path", "unmatched")
+                metrics.requests.labels(name, str(status)).inc()
+                metrics.latency.labels(name).observe(time.perf_counter() - started)

@@ -12,24 +12,28 @@ from crimes.gateway.predict import Predictor
 from crimes.gateway.settings import GatewaySettings
 
 
-def _predictor(request: Request) -> Predictor:
+async def _predictor(request: Request) -> Predictor:
     predictor: Predictor = request.app.state.predictor
     return predictor
 
 
-def _settings(request: Request) -> GatewaySettings:
+async def _settings(request: Request) -> GatewaySettings:
     settings: GatewaySettings = request.app.state.settings
     return settings
 
 
-def _metrics(request: Request) -> GatewayMetrics:
+async def _metrics(request: Request) -> GatewayMetrics:
     metrics: GatewayMetrics = request.app.state.metrics
     return metrics
 
 
-def require_api_key(request: Request, x_api_key: Annotated[str | None, Header()] = None) -> None:
-    """When the deployment sets an API key, the predict endpoints require it."""
-    expected = _settings(request).api_key
+async def require_api_key(
+    request: Request, x_api_key: Annotated[str | None, Header()] = None
+) -> None:
+    """When the deployment sets an API key, the predict endpoints require it. (Dependencies
+    are `async def`: a plain `def` would run in the thread pool on every request.)"""
+    settings: GatewaySettings = request.app.state.settings
+    expected = settings.api_key
     if expected is not None and not secrets.compare_digest(
         (x_api_key or "").encode(), expected.get_secret_value().encode()
     ):

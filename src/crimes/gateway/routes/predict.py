@@ -1,14 +1,19 @@
-"""`POST /predict` (the reference's contract), `/predict/batch`, and the verbose `/v2/predict`."""
+"""`POST /predict` (the reference's contract), `/predict/batch`, and the verbose `/v2/predict`.
+
+`/predict` and `/predict/batch` parse their bodies and serialize their answers themselves
+(routes/body.py): their `response_model`s and `openapi_extra` bodies keep the OpenAPI schema
+what it was.
+"""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Response
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 
-from crimes.gateway.predict import BatchResult, ModelResult
-from crimes.gateway.routes.deps import PredictorDep, SettingsDep, require_api_key
+from crimes.gateway.predict import BatchResult, ModelResult, Predictor
+from crimes.gateway.routes.body import json_response, parse, request_body
+from crimes.gateway.routes.deps import require_api_key
 from crimes.gateway.schemas import (
     BatchRequest,
     ErrorBody,
@@ -17,6 +22,7 @@ from crimes.gateway.schemas import (
     PredictResponse,
     VerboseAnswer,
 )
+from crimes.gateway.settings import GatewaySettings
 
 router = APIRouter(tags=["predict"], dependencies=[Depends(require_api_key)])
 
@@ -25,18 +31,20 @@ FAILED: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _headers(response: Response, result: BatchResult) -> None:
+def _headers(result: BatchResult) -> dict[str, str]:
+    headers = {}
     for kind, model in result.models.items():
         if model.model_version:
-            response.headers[f"X-Model-Version-{kind.upper()}"] = model.model_version
+            headers[f"X-Model-Version-{kind.upper()}"] = model.model_version
         if model.transformation_version:
-            response.headers["X-Transformation-Version"] = model.transformation_version
+            headers["X-Transformation-Version"] = model.transformation_version
     if result.failures:
-        response.headers["X-Partial-Failure"] = "; ".join(
+        headers["X-Partial-Failure"] = "; ".join(
             f"{kind}={reason}" for kind, reason in result.failures.items()
         )[:512]
     if result.cached:
-        response.headers["X-Cache"] = "hit"
+        headers["X-Cache"] = "hit"
+    return headers
 
 
 def _all_failed(result: BatchResult) -> None:
@@ -56,20 +64,31 @@ def _code(model: ModelResult, row: int) -> str | None:
     return model.labels[row] if model.status == "ok" and model.labels is not None else None
 
 
+def _codes(model: ModelResult, rows: int) -> list[str | None]:
+    if model.status == "ok" and model.labels is not None:
+        return list(model.labels)
+    return [None] * rows
+
+
 @router.post(
     "/predict",
     response_model=PredictResponse,
     responses=FAILED,
     summary="FBI code of one crime record from both models",
+    openapi_extra=request_body(PredictRequest),
 )
 @router.post("/predict/", response_model=PredictResponse, include_in_schema=False)
-async def predict(request: PredictRequest, predictor: PredictorDep, response: Response) -> Any:
-    result = await predictor.predict_one(request.features.model_dump())
+async def predict(request: Request) -> Response:
+    body = await parse(request, PredictRequest)
+    predictor: Predictor = request.app.state.predictor
+    result = await predictor.predict_one(body.features.model_dump())
     _all_failed(result)
-    _headers(response, result)
-    return PredictResponse(
-        dtc_fbi_code_output=_code(result.models["dtc"], 0),
-        lda_fbi_code_output=_code(result.models["lda"], 0),
+    return json_response(
+        {
+            "dtc_fbi_code_output": _code(result.models["dtc"], 0),
+            "lda_fbi_code_output": _code(result.models["lda"], 0),
+        },
+        _headers(result),
     )
 
 
@@ -78,34 +97,45 @@ async def predict(request: PredictRequest, predictor: PredictorDep, response: Re
     response_model=list[PredictResponse],
     responses=FAILED,
     summary="FBI codes of many crime records, answered in the same order",
+    openapi_extra=request_body(BatchRequest),
 )
-async def predict_batch(
-    request: BatchRequest, predictor: PredictorDep, settings: SettingsDep, response: Response
-) -> Any:
-    if len(request.features) > settings.max_batch_records:
-        return JSONResponse(
-            status_code=422,
-            content={
+async def predict_batch(request: Request) -> Response:
+    body = await parse(request, BatchRequest)
+    settings: GatewaySettings = request.app.state.settings
+    count = len(body.features)
+    if count > settings.max_batch_records:
+        return json_response_status(
+            422,
+            {
                 "detail": [
                     {
                         "field": "features",
                         "message": f"at most {settings.max_batch_records} records per batch, "
-                        f"got {len(request.features)}",
+                        f"got {count}",
                         "type": "too_long",
                     }
                 ]
             },
         )
-    result = await predictor.predict([r.model_dump() for r in request.features])
+    predictor: Predictor = request.app.state.predictor
+    # One dump of the whole body (in pydantic-core), not one call per record.
+    result = await predictor.predict(body.model_dump()["features"])
     _all_failed(result)
-    _headers(response, result)
-    return [
-        PredictResponse(
-            dtc_fbi_code_output=_code(result.models["dtc"], i),
-            lda_fbi_code_output=_code(result.models["lda"], i),
-        )
-        for i in range(len(request.features))
-    ]
+    dtc = _codes(result.models["dtc"], count)
+    lda = _codes(result.models["lda"], count)
+    return json_response(
+        [
+            {"dtc_fbi_code_output": d, "lda_fbi_code_output": m}
+            for d, m in zip(dtc, lda, strict=True)
+        ],
+        _headers(result),
+    )
+
+
+def json_response_status(status: int, content: Any) -> Response:
+    response = json_response(content)
+    response.status_code = status
+    return response
 
 
 def _answer(model: ModelResult, probabilities: bool) -> ModelAnswer:
@@ -130,14 +160,16 @@ def _answer(model: ModelResult, probabilities: bool) -> ModelAnswer:
     summary="Verbose: per model the code, status, versions, latency (and probabilities)",
 )
 async def predict_verbose(
-    request: PredictRequest,
-    predictor: PredictorDep,
+    body: PredictRequest,
+    request: Request,
     response: Response,
     probabilities: Annotated[bool, Query(description="Add class probabilities.")] = False,
 ) -> Any:
-    result = await predictor.predict_one(request.features.model_dump(), probabilities)
+    # Not a hot path: FastAPI parses the body (its 422s merge body and query problems).
+    predictor: Predictor = request.app.state.predictor
+    result = await predictor.predict_one(body.features.model_dump(), probabilities)
     _all_failed(result)
-    _headers(response, result)
+    response.headers.update(_headers(result))
     return VerboseAnswer(
         dtc=_answer(result.models["dtc"], probabilities),
         lda=_answer(result.models["lda"], probabilities),
