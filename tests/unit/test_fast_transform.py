@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from crimes import contract, synthetic, transformation
-from crimes.fast_transform import FastTransformer
+from crimes.fast_transform import PER_ROW_MAX, FastTransformer
 from crimes.preprocess import preprocess
 from tests.unit.records import REFERENCE_EXAMPLE
 
@@ -56,3 +56,20 @@ def test_rows_from_a_frame_or_from_json_agree(fitted: Any) -> None:
     json_rows = json.loads(data[list(contract.FEATURES)].to_json(orient="records"))
     fast = FastTransformer(fitted)
     assert np.array_equal(fast.transform(frame_rows)[0], fast.transform(json_rows)[0])
+
+
+def test_the_batch_path_equals_the_per_row_path_and_the_pipeline(fitted: Any) -> None:
+    data, _ = preprocess(synthetic.sample(300, seed=5))
+    rows: list[dict[Any, Any]] = data[list(contract.FEATURES)].to_dict("records")
+    rows[3] = {**rows[3], "iucr": "9999", "beat": 9999, "description": "NEW"}
+    rows[7] = {**rows[7], "latitude": None, "longitude": None, "location_description": None}
+    del rows[11]["longitude"]  # a missing key is a null, as in the per-row path
+    fast = FastTransformer(fitted)
+    assert len(rows) > PER_ROW_MAX
+    batch, batch_unknown = fast.transform(rows)
+    singles = [fast.transform([row]) for row in rows]
+    assert np.array_equal(batch, np.vstack([matrix for matrix, _ in singles]))
+    assert batch_unknown == [names[0] for _, names in singles]
+    assert set(batch_unknown[3]) >= {"iucr", "description", "beat"}
+    complete = [{**row, "longitude": row.get("longitude")} for row in rows]
+    assert np.array_equal(batch, pipeline(fitted, complete))
