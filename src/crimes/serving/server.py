@@ -311,5 +311,22 @@ async def serve(settings: ModelServerSettings) -> None:
 
 
 def run(settings: ModelServerSettings) -> None:
+    # The served model families load their BLAS (numpy's, scipy's) here, so that the limit
+    # below reaches every BLAS the process will use: a limit skips libraries loaded later.
+    import sklearn.discriminant_analysis
+    import sklearn.tree  # noqa: F401
+    from threadpoolctl import threadpool_info, threadpool_limits
+
     configure_mlflow_client(settings)
-    asyncio.run(serve(settings))
+    limits = threadpool_limits(limits=settings.blas_threads, user_api="blas")
+    blas = sorted({info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"})
+    log.info("server.runtime", event_loop=settings.event_loop, blas_threads=blas)
+    try:
+        if settings.event_loop == "uvloop":
+            import uvloop
+
+            uvloop.run(serve(settings))
+        else:
+            asyncio.run(serve(settings))
+    finally:
+        limits.restore_original_limits()
