@@ -55,6 +55,8 @@ down: install
 
 bench: install system-deps
 	@command -v wrk >/dev/null || apt-get install -y --no-install-recommends wrk
+	@pkg-config --exists grpc++ 2>/dev/null || \
+		apt-get install -y --no-install-recommends g++ pkg-config libgrpc++-dev
 	$(BIN)/python bench/etl_full.py
 	$(BIN)/python bench/training_full.py
 	$(BIN)/python bench/model_service.py

@@ -5,7 +5,10 @@ is absent), writes it as a model bundle and starts `crimes serve dtc|lda` on fre
 that bundle (MLflow pointed at a closed port: the fallback path; once loaded, a model serves
 the same whatever its source). Then, over loopback gRPC:
 
-- single-row ModelInfer at concurrency 1 (a blocking client) and 16 (an asyncio client);
+- single-row ModelInfer at concurrency 1 and 16 from `bench/grpc_load.cc`, a C++ load generator
+  (what wrk is for HTTP; built here with g++ against Debian's libgrpc++-dev), and from Python
+  clients (a blocking one at concurrency 1, an asyncio one at 16), which cost about as much CPU
+  per call as the service itself and share its two cores;
 - 1,000-row ModelInfer batches, labels only and with probabilities;
 - the service's peak resident memory (VmHWM).
 
@@ -19,7 +22,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
+import shutil
+import struct
 import subprocess
 import sys
 import tempfile
@@ -173,6 +179,58 @@ async def concurrent(
         return latencies, time.perf_counter() - started
 
 
+LOAD_GENERATOR = Path(__file__).resolve().parent / "grpc_load.cc"
+INFER_METHOD = "/inference.GRPCInferenceService/ModelInfer"
+LIVE_METHOD = "/inference.GRPCInferenceService/ServerLive"
+
+
+def build_load_generator(folder: Path) -> Path | None:
+    """The C++ load generator, compiled for this run; None (and why) when it cannot be."""
+    pkg = subprocess.run(
+        ["pkg-config", "--cflags", "--libs", "grpc++"], capture_output=True, text=True
+    ) if shutil.which("pkg-config") else None  # fmt: skip
+    if shutil.which("g++") is None or pkg is None or pkg.returncode != 0:
+        print("C++ load generator skipped: apt-get install g++ pkg-config libgrpc++-dev")
+        return None
+    binary = folder / "grpc_load"
+    subprocess.run(
+        ["g++", "-O2", "-std=c++17", str(LOAD_GENERATOR), "-o", str(binary), *pkg.stdout.split()],
+        check=True,
+    )
+    return binary
+
+
+def write_requests(path: Path, requests: list[Any]) -> Path:
+    with path.open("wb") as out:
+        for request in requests:
+            data = request.SerializeToString()
+            out.write(struct.pack("<I", len(data)) + data)
+    return path
+
+
+def load_generator(
+    binary: Path, address: str, method: str, requests: Path, concurrency: int, **run: float
+) -> dict[str, Any]:
+    """One grpc_load run: `count=N` calls in all or `seconds=S` of calls."""
+    command = [str(binary), "--target", address, "--method", method, "--requests", str(requests)]
+    command += ["--concurrency", str(concurrency)]
+    for key, value in run.items():
+        command += [f"--{key}", str(value)]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    result: dict[str, Any] = json.loads(done.stdout)
+    if result["errors"]:
+        raise SystemExit(f"grpc_load: {result['errors']} failed calls: {result['first_error']}")
+    return result
+
+
+def generated_row(what: str, result: dict[str, Any]) -> str:
+    rate = result["calls_per_second"]
+    return (
+        f"{what:<46} {result['calls']:>7,} {rate:>10,.0f} {rate:>12,.0f} "
+        f"{result['p50_ms']:>8.3f} {result['p99_ms']:>8.3f}"
+    )
+
+
 def peak_memory_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -185,7 +243,7 @@ def row(what: str, latencies: list[float], wall: float, unit_rows: int = 1) -> s
     ms = np.percentile(np.array(latencies) * 1000, [50, 99])
     rate = len(latencies) / wall
     return (
-        f"{what:<38} {len(latencies):>7,} {rate:>10,.0f} {rate * unit_rows:>12,.0f} "
+        f"{what:<46} {len(latencies):>7,} {rate:>10,.0f} {rate * unit_rows:>12,.0f} "
         f"{ms[0]:>8.3f} {ms[1]:>8.3f}"
     )
 
@@ -221,17 +279,37 @@ def main() -> None:
                 for i in range(0, len(test) - 1000, 1000)
             ][:20]
             live = [pb.ServerLiveRequest()]
-            results = [
-                row("ServerLive (gRPC floor), concurrency 1", *blocking(address, live, args.count)),
+            results = []
+            binary = build_load_generator(scratch)
+            if binary is not None:
+                single_file = write_requests(scratch / "singles.bin", singles)
+                live_file = write_requests(scratch / "live.bin", live)
+                results += [
+                    generated_row(
+                        f"C++ client: {what}, concurrency {c}",
+                        load_generator(binary, address, method, path, c, **run),
+                    )
+                    for what, method, path in (
+                        ("ServerLive (gRPC floor)", LIVE_METHOD, live_file),
+                        ("ModelInfer single row", INFER_METHOD, single_file),
+                    )
+                    for c, run in ((1, {"count": args.count}), (16, {"seconds": args.seconds}))
+                ]
+            results += [
                 row(
-                    "ServerLive (gRPC floor), concurrency 16",
+                    "Python client: ServerLive (gRPC floor), c 1",
+                    *blocking(address, live, args.count),
+                ),
+                row(
+                    "Python client: ServerLive (gRPC floor), c 16",
                     *asyncio.run(concurrent(address, live * 16, 16, args.seconds)),
                 ),
                 row(
-                    "ModelInfer single row, concurrency 1", *blocking(address, singles, args.count)
+                    "Python client: ModelInfer single row, c 1",
+                    *blocking(address, singles, args.count),
                 ),
                 row(
-                    "ModelInfer single row, concurrency 16",
+                    "Python client: ModelInfer single row, c 16",
                     *asyncio.run(concurrent(address, singles, 16, args.seconds)),
                 ),
                 row("ModelInfer 1,000 rows, labels", *blocking(address, batches, 200), 1000),
@@ -245,7 +323,7 @@ def main() -> None:
         finally:
             process.terminate()
             process.wait(timeout=30)
-    print(f"\n{'call':<38} {'calls':>7} {'calls/s':>10} {'rows/s':>12} {'p50 ms':>8} {'p99 ms':>8}")
+    print(f"\n{'call':<46} {'calls':>7} {'calls/s':>10} {'rows/s':>12} {'p50 ms':>8} {'p99 ms':>8}")
     print("\n".join(results))
     print(f"\npeak memory of the service (VmHWM): {memory:.0f} MB")
     print(
