@@ -77,22 +77,7 @@ def build_bundle(kind: str, data: str, rows: int, folder: Path) -> tuple[str, Ma
     name = registry.MODELS[kind]
     version = transformation.version_id(fitted)
     registry.save_bundle_dir(
-        folder,
-        registry.ModelBundle(
-            name=name,
-            version="1",
-            model=model,
-            transformer=fitted,
-            metadata={
-                "name": name,
-                "version": "1",
-                "run_id": "bench",
-                "transformation_version": version,
-                "classes": [str(c) for c in model.classes_],
-                "feature_names": [str(c) for c in train.columns],
-                "metrics": {},
-            },
-        ),
+        folder, registry.bundle_of(name, "1", "bench", model, fitted, trained_on=source)
     )
     return version, test, source
 

@@ -85,6 +85,39 @@ class ModelBundle:
         }
 
 
+def bundle_of(
+    name: str,
+    version: str,
+    run_id: str,
+    model: Any,
+    transformer: Any,
+    *,
+    metrics: dict[str, float] | None = None,
+    **extra: Any,
+) -> ModelBundle:
+    """A model version as a bundle; what a model service checks is derived, never restated.
+
+    The transformation version, the classes and the input columns come from the fitted objects
+    themselves, so a bundle cannot name a transformation or columns its model was not made with.
+    """
+    return ModelBundle(
+        name=name,
+        version=version,
+        model=model,
+        transformer=transformer,
+        metadata={
+            **extra,
+            "name": name,
+            "version": version,
+            "run_id": run_id,
+            "transformation_version": transformation.version_id(transformer),
+            "classes": [str(c) for c in model.classes_],
+            "feature_names": [str(c) for c in transformer.get_feature_names_out()],
+            "metrics": metrics or {},
+        },
+    )
+
+
 def _dumps(value: Any) -> bytes:
     buffer = io.BytesIO()
     joblib.dump(value, buffer)

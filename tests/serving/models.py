@@ -66,21 +66,7 @@ def train(
 def bundle(
     trained: Trained, name: str, version: str, run_id: str = "run-1"
 ) -> registry.ModelBundle:
-    return registry.ModelBundle(
-        name=name,
-        version=version,
-        model=trained.model,
-        transformer=trained.transformer,
-        metadata={
-            "name": name,
-            "version": version,
-            "run_id": run_id,
-            "transformation_version": trained.transformation_version,
-            "classes": [str(c) for c in trained.model.classes_],
-            "feature_names": trained.feature_names,
-            "metrics": {},
-        },
-    )
+    return registry.bundle_of(name, version, run_id, trained.model, trained.transformer)
 
 
 def labels(trained: Trained, rows: npt.NDArray[np.float64]) -> list[str]:

@@ -152,22 +152,15 @@ def train(
             mlflow.log_metric("champion_f1_weighted_rescored", decision.champion_f1)
         bundle = None
         if decision.promoted:
-            bundle = registry.ModelBundle(
-                name=name,
-                version=version,
-                model=fitted.model,
-                transformer=final.transformer,
-                metadata={
-                    "name": name,
-                    "version": version,
-                    "run_id": run.info.run_id,
-                    "transformation_version": final.transformation_version,
-                    "classes": [str(c) for c in fitted.model.classes_],
-                    "feature_names": list(final.X_test.columns),
-                    "metrics": result.metrics,
-                    "hyperparameters": fitted.params,
-                    **{k: v for k, v in lineage.items() if k != Tag.TRANSFORMATION_VERSION},
-                },
+            bundle = registry.bundle_of(
+                name,
+                version,
+                run.info.run_id,
+                fitted.model,
+                final.transformer,
+                metrics=result.metrics,
+                hyperparameters=fitted.params,
+                **{k: v for k, v in lineage.items() if k != Tag.TRANSFORMATION_VERSION},
             )
             registry.write_bundle(lake, bundle)
     summary = {
