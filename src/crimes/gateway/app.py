@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -52,6 +53,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         app.state.predictor = predictor
         refresher = asyncio.create_task(_refresh_forever(predictor, settings.refresh_seconds))
         log.info("gateway.started", dtc=settings.dtc_address, lda=settings.lda_address)
+        gc.freeze()  # see Transformations._finished
         try:
             yield
         finally:

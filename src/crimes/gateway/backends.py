@@ -23,6 +23,11 @@ log = get_logger(__name__)
 # it is retried; a DEADLINE_EXCEEDED call may still be running and retrying would double it.
 RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE})
 
+# Models that compute on float32 features whatever they are given: scikit-learn's trees cast X
+# to float32 before anything else, so FP32 features give them exactly the same answers (and the
+# same probabilities) with half the bytes on the wire. Any other model gets FP64.
+FLOAT32_MODEL_CLASSES = frozenset({"DecisionTreeClassifier"})
+
 
 class ModelCallError(Exception):
     def __init__(self, code: grpc.StatusCode | None, message: str) -> None:
@@ -50,6 +55,7 @@ class ServiceState:
     source: str | None = None
     location: str | None = None
     transformation_uri: str | None = None
+    model_class: str | None = None
     error: str | None = None
     checked_at: float = 0.0
 
@@ -124,9 +130,14 @@ class ModelService:
     async def infer(
         self, features: np.ndarray, transformation_version: str, probabilities: bool
     ) -> codec.InferOutput:
-        request = codec.infer_request(
-            self.model_name, features, transformation_version, probabilities=probabilities
-        )
+        if self.state.model_class in FLOAT32_MODEL_CLASSES:
+            request = float32_request(
+                self.model_name, features, transformation_version, probabilities
+            )
+        else:
+            request = codec.infer_request(
+                self.model_name, features, transformation_version, probabilities=probabilities
+            )
         deadline = time.monotonic() + self.deadline_seconds
         attempt = 0
         while True:
@@ -141,6 +152,21 @@ class ModelService:
                     attempt += 1
                     continue
                 raise ModelCallError(error.code(), error.details() or error.code().name) from error
+
+
+def float32_request(
+    model_name: str, features: np.ndarray, transformation_version: str, probabilities: bool
+) -> pb.ModelInferRequest:
+    """`codec.infer_request`'s message with the features as a raw FP32 tensor."""
+    matrix = np.ascontiguousarray(features, dtype="<f4")
+    request = pb.ModelInferRequest(model_name=model_name)
+    request.parameters[codec.TRANSFORMATION_VERSION].string_param = transformation_version
+    request.inputs.add(name=codec.INPUT, datatype="FP32", shape=list(matrix.shape))
+    request.raw_input_contents.append(matrix.tobytes())
+    if probabilities:
+        request.outputs.add(name=codec.LABELS)
+        request.outputs.add(name=codec.PROBABILITIES)
+    return request
 
 
 async def metadata_state(
@@ -165,6 +191,7 @@ async def metadata_state(
         source=str(parameters.get(codec.SOURCE) or "") or None,
         location=str(parameters.get(codec.LOCATION) or "") or None,
         transformation_uri=str(parameters.get(codec.TRANSFORMATION_URI) or "") or None,
+        model_class=str(parameters.get(codec.MODEL_CLASS) or "") or None,
         checked_at=time.time(),
     )
 

@@ -14,6 +14,7 @@ import numpy as np
 from crimes.fast_transform import FastTransformer
 from crimes.gateway.backends import ModelCallError, ModelService
 from crimes.gateway.cache import PredictionCache, cache_key
+from crimes.gateway.coalesce import Coalescer
 from crimes.gateway.metrics import GatewayMetrics
 from crimes.gateway.transformations import Transformations, TransformationUnavailable
 from crimes.logs import get_logger
@@ -60,6 +61,7 @@ class Predictor:
         self.transformations = transformations
         self.metrics = metrics
         self.cache = cache
+        self.coalescers = {kind: Coalescer(service) for kind, service in services.items()}
 
     async def refresh(self) -> None:
         await asyncio.gather(*(s.refresh() for s in self.services.values()))
@@ -115,7 +117,10 @@ class Predictor:
     async def predict(self, rows: list[dict[str, Any]], probabilities: bool = False) -> BatchResult:
         self.metrics.rows.inc(len(rows))
         matrices: dict[str, tuple[np.ndarray, list[list[str]]]] = {}
-        unknown: list[list[str]] = [[] for _ in rows]
+        # Each row's unknown categories: the first transformation's lists, merged with those
+        # of another version only when the two services use different ones.
+        unknown: list[list[str]] = []
+        merged: set[str] = set()
 
         async def features_for(service: ModelService) -> tuple[str, np.ndarray]:
             state = service.state
@@ -136,8 +141,14 @@ class Predictor:
                 if version not in matrices:
                     matrices[version] = fast.transform(rows)
             matrix, row_unknown = matrices[version]
-            for i, names in enumerate(row_unknown):
-                unknown[i] = sorted(set(unknown[i]) | set(names))
+            if version not in merged:  # each version's unknowns once
+                merged.add(version)
+                if not unknown:
+                    unknown[:] = [sorted(set(names)) if names else names for names in row_unknown]
+                else:
+                    for i, names in enumerate(row_unknown):
+                        if names:
+                            unknown[i] = sorted(set(unknown[i]) | set(names))
             return version, matrix
 
         async def call(kind: str, service: ModelService) -> ModelResult:
@@ -146,7 +157,13 @@ class Predictor:
                 for attempt in range(2):
                     version, matrix = await features_for(service)
                     try:
-                        output = await service.infer(matrix, version, probabilities)
+                        if len(matrix) == 1:
+                            # A single record may share its call with concurrent ones.
+                            output = await self.coalescers[kind].infer(
+                                matrix, version, probabilities
+                            )
+                        else:
+                            output = await service.infer(matrix, version, probabilities)
                         break
                     except ModelCallError as error:
                         # The service swapped to a model made with other features since our
@@ -182,7 +199,8 @@ class Predictor:
 
         async def bounded(kind: str, service: ModelService) -> ModelResult:
             try:
-                return await asyncio.wait_for(call(kind, service), service.deadline_seconds)
+                async with asyncio.timeout(service.deadline_seconds):
+                    return await call(kind, service)
             except TimeoutError:
                 self.metrics.model_calls.labels(
                     kind, service.state.model_version or "", "timeout"
@@ -196,4 +214,6 @@ class Predictor:
 
         kinds = list(self.services)
         results = await asyncio.gather(*(bounded(k, self.services[k]) for k in kinds))
+        if not unknown:  # no transformation ran (both services failed before)
+            unknown = [[] for _ in rows]
         return BatchResult(models=dict(zip(kinds, results, strict=True)), unknown=unknown)

@@ -1,0 +1,121 @@
+"""Single-record predictions merged into shared ModelInfer calls while a model service is busy.
+
+Under concurrent load most of a single-record call's cost is per call (HTTP/2 framing, protobuf,
+the service's per-call work), not per row. While at most `max_in_flight` calls to a service are
+in flight, a record goes out alone (no added latency at low load); beyond that, arriving records
+wait in a queue, and when a call returns the queue leaves as one call (up to `max_rows` rows).
+Every record gets exactly its own row of the answer, or the call's error; a caller that gives up
+(its deadline) leaves the queue, and never cancels a call other records share.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from crimes.gateway.backends import ModelCallError, ModelService
+from crimes.serving import codec
+
+MAX_IN_FLIGHT = 2
+MAX_ROWS = 256
+
+
+@dataclass(frozen=True)
+class _Waiting:
+    features: npt.NDArray[np.float64]  # [1, F]
+    answer: asyncio.Future[codec.InferOutput]
+
+
+def row_of(output: codec.InferOutput, index: int) -> codec.InferOutput:
+    """One row of a call's answer, as if that row had been sent alone."""
+    return codec.InferOutput(
+        model_version=output.model_version,
+        transformation_version=output.transformation_version,
+        labels=[output.labels[index]],
+        probabilities=None
+        if output.probabilities is None
+        else output.probabilities[index : index + 1],
+        classes=output.classes,
+    )
+
+
+class Coalescer:
+    def __init__(
+        self, service: ModelService, max_in_flight: int = MAX_IN_FLIGHT, max_rows: int = MAX_ROWS
+    ) -> None:
+        self.service = service
+        self.max_in_flight = max_in_flight
+        self.max_rows = max_rows
+        self.in_flight = 0
+        # Records share a call only with records of the same transformation and outputs.
+        self._queues: dict[tuple[str, bool], list[_Waiting]] = {}
+        self._calls: set[asyncio.Task[None]] = set()
+        self.merged_calls = 0  # calls that carried more than one record (for tests, metrics)
+
+    async def infer(
+        self, features: npt.NDArray[np.float64], version: str, probabilities: bool
+    ) -> codec.InferOutput:
+        """The answer for one record (`features` [1, F])."""
+        if self.in_flight < self.max_in_flight and not self._queues:
+            self.in_flight += 1
+            try:
+                return await self.service.infer(features, version, probabilities)
+            finally:
+                self.in_flight -= 1
+                self._pump()
+        answer: asyncio.Future[codec.InferOutput] = asyncio.get_running_loop().create_future()
+        self._queues.setdefault((version, probabilities), []).append(_Waiting(features, answer))
+        # Cancelled here (the caller's deadline), the future is done: the queue skips it.
+        return await answer
+
+    def _pump(self) -> None:
+        while self.in_flight < self.max_in_flight and self._queues:
+            key, queue = next(iter(self._queues.items()))
+            live = [waiting for waiting in queue if not waiting.answer.done()]
+            batch, rest = live[: self.max_rows], live[self.max_rows :]
+            if rest:
+                self._queues[key] = rest
+            else:
+                del self._queues[key]
+            if not batch:
+                continue
+            self.in_flight += 1
+            call = asyncio.get_running_loop().create_task(self._send(key, batch))
+            self._calls.add(call)
+            call.add_done_callback(self._calls.discard)
+
+    async def _send(self, key: tuple[str, bool], batch: list[_Waiting]) -> None:
+        version, probabilities = key
+        try:
+            features = (
+                batch[0].features
+                if len(batch) == 1
+                else np.concatenate([waiting.features for waiting in batch])
+            )
+            if len(batch) > 1:
+                self.merged_calls += 1
+            output = await self.service.infer(features, version, probabilities)
+        except asyncio.CancelledError:  # the gateway shutting down
+            for waiting in batch:
+                waiting.answer.cancel()
+            raise
+        except Exception as error:
+            for waiting in batch:
+                if not waiting.answer.done():
+                    # Each caller its own exception object (raising one object in many tasks
+                    # would chain their tracebacks together).
+                    waiting.answer.set_exception(
+                        ModelCallError(error.code, error.message)
+                        if isinstance(error, ModelCallError)
+                        else error
+                    )
+        else:
+            for index, waiting in enumerate(batch):
+                if not waiting.answer.done():
+                    waiting.answer.set_result(row_of(output, index))
+        finally:
+            self.in_flight -= 1
+            self._pump()

@@ -1,0 +1,137 @@
+"""Concurrent single-record calls merged into shared model calls: each record gets exactly its
+own row, or the call's error; a caller that gives up leaves the queue."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import grpc
+import numpy as np
+import pytest
+
+from crimes.gateway.backends import ModelCallError
+from crimes.gateway.coalesce import Coalescer
+from crimes.serving import codec
+
+
+class FakeService:
+    """Answers each row's first feature as its label, after a delay; fails when told to."""
+
+    def __init__(self, delay: float = 0.02) -> None:
+        self.delay = delay
+        self.calls: list[int] = []
+        self.fail_next: ModelCallError | None = None
+
+    async def infer(
+        self, features: np.ndarray, version: str, probabilities: bool
+    ) -> codec.InferOutput:
+        self.calls.append(len(features))
+        failure, self.fail_next = self.fail_next, None
+        await asyncio.sleep(self.delay)
+        if failure is not None:
+            raise failure
+        return codec.InferOutput(
+            model_version="3",
+            transformation_version=version,
+            labels=[f"{int(row[0])}" for row in features],
+            probabilities=np.asarray(features[:, :2], dtype=np.float64) if probabilities else None,
+            classes=("a", "b") if probabilities else None,
+        )
+
+
+def row(value: int) -> np.ndarray:
+    return np.array([[value, value + 0.5, 0.0]], dtype=np.float64)
+
+
+def coalescer(service: FakeService, **options: Any) -> Coalescer:
+    return Coalescer(service, **options)  # type: ignore[arg-type]
+
+
+def test_each_record_gets_its_own_row_from_shared_calls() -> None:
+    async def scenario() -> tuple[list[codec.InferOutput], FakeService, int]:
+        service = FakeService()
+        merger = coalescer(service)
+        answers = await asyncio.gather(*(merger.infer(row(i), "tf-1", True) for i in range(50)))
+        return answers, service, merger.in_flight
+
+    answers, service, in_flight = asyncio.run(scenario())
+    assert [a.labels for a in answers] == [[str(i)] for i in range(50)]
+    for i, answer in enumerate(answers):
+        assert answer.probabilities is not None
+        assert answer.probabilities.tolist() == [[i, i + 0.5]]
+        assert answer.classes == ("a", "b")
+    # Two calls alone (nothing in flight yet), then the 48 waiting records in one call.
+    assert service.calls == [1, 1, 48]
+    assert in_flight == 0
+
+
+def test_at_most_max_rows_per_call_and_versions_never_mix() -> None:
+    async def scenario() -> tuple[list[codec.InferOutput], FakeService]:
+        service = FakeService()
+        merger = coalescer(service, max_in_flight=1, max_rows=10)
+        calls = [merger.infer(row(i), f"tf-{i % 2}", False) for i in range(41)]
+        return list(await asyncio.gather(*calls)), service
+
+    answers, service = asyncio.run(scenario())
+    assert [a.labels[0] for a in answers] == [str(i) for i in range(41)]
+    assert [a.transformation_version for a in answers] == [f"tf-{i % 2}" for i in range(41)]
+    assert max(service.calls) <= 10
+    assert sum(service.calls) == 41
+
+
+def test_a_failed_shared_call_fails_each_of_its_records() -> None:
+    async def scenario() -> list[Any]:
+        service = FakeService()
+        merger = coalescer(service, max_in_flight=1)
+        first = asyncio.ensure_future(merger.infer(row(0), "tf-1", False))
+        queued = [asyncio.ensure_future(merger.infer(row(i), "tf-1", False)) for i in range(1, 6)]
+        await asyncio.sleep(0)  # the first in flight alone, the others queued
+        service.fail_next = ModelCallError(grpc.StatusCode.UNAVAILABLE, "replica gone")
+        assert (await first).labels == ["0"]
+        failures = list(await asyncio.gather(*queued, return_exceptions=True))
+        assert service.calls == [1, 5]
+        return failures
+
+    failures = asyncio.run(scenario())
+    assert all(isinstance(f, ModelCallError) for f in failures)
+    assert all(f.status == "unavailable" and f.message == "replica gone" for f in failures)
+    assert len({id(f) for f in failures}) == len(failures)  # one exception per caller
+
+
+def test_a_caller_past_its_deadline_leaves_the_queue() -> None:
+    async def scenario() -> tuple[list[Any], FakeService]:
+        service = FakeService(delay=0.05)
+        merger = coalescer(service, max_in_flight=1)
+
+        async def impatient(value: int) -> Any:
+            try:
+                async with asyncio.timeout(0.01):
+                    return await merger.infer(row(value), "tf-1", False)
+            except TimeoutError:
+                return "timeout"
+
+        results = await asyncio.gather(
+            merger.infer(row(0), "tf-1", False),
+            impatient(1),
+            merger.infer(row(2), "tf-1", False),
+        )
+        return list(results), service
+
+    results, service = asyncio.run(scenario())
+    assert results[0].labels == ["0"]
+    assert results[1] == "timeout"
+    assert results[2].labels == ["2"]
+    assert service.calls == [1, 1]  # the impatient record was never sent
+
+
+@pytest.mark.parametrize("probabilities", [False, True])
+def test_alone_when_idle(probabilities: bool) -> None:
+    async def scenario() -> tuple[codec.InferOutput, FakeService]:
+        service = FakeService(delay=0)
+        merger = coalescer(service)
+        return await merger.infer(row(7), "tf-1", probabilities), service
+
+    answer, service = asyncio.run(scenario())
+    assert answer.labels == ["7"]
+    assert service.calls == [1]
