@@ -3,10 +3,6 @@ models in a real MLflow server the way the training does."""
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -17,27 +13,22 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from crimes import registry, stack, transformation
+from crimes import registry, transformation
 from crimes.proto_gen.inference import grpc_service_pb2 as pb
 from crimes.proto_gen.inference import grpc_service_pb2_grpc as pb_grpc
 from crimes.registry import Tag
 from crimes.serving import codec
+from tests.e2e import services
 from tests.serving.models import Trained
 
 CRIMES = str(Path(sys.executable).parent / "crimes")
 
 
 @dataclass
-class ServiceProcess:
-    name: str
-    port: int
-    metrics_port: int
-    process: subprocess.Popen[bytes]
-    log: Path
+class ServiceProcess(services.Service):
+    """A model service process, seen through the protocol: health, readiness, metadata."""
 
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
+    name: str = ""
 
     def channel(self) -> grpc.Channel:
         return grpc.insecure_channel(self.address)
@@ -68,17 +59,6 @@ class ServiceProcess:
                 raise AssertionError(f"{self.name} is {current}, not {status}:\n{self.tail()}")
             time.sleep(0.1)
 
-    def wait_for_log(self, event: str, timeout: float = 60.0, **fields: Any) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for entry in self.logs():
-                if entry.get("event") == event and all(
-                    entry.get(k) == v for k, v in fields.items()
-                ):
-                    return entry
-            time.sleep(0.1)
-        raise AssertionError(f"no {event} {fields} in the log of {self.name}:\n{self.tail()}")
-
     def metadata(self) -> dict[str, Any]:
         with self.channel() as channel:
             answer = pb_grpc.GRPCInferenceServiceStub(channel).ModelMetadata(
@@ -86,38 +66,12 @@ class ServiceProcess:
             )
         return {"version": answer.versions[0], **codec.parameters_dict(answer.parameters)}
 
-    def logs(self) -> list[dict[str, Any]]:
-        entries = []
-        for line in self.log.read_text(errors="replace").splitlines():
-            if line.startswith("{"):
-                try:
-                    entries.append(json.loads(line))
-                except json.JSONDecodeError:
-                    continue
-        return entries
-
-    def tail(self, lines: int = 40) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-
-    def stop(self, timeout: float = 30.0) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return int(self.process.returncode)
-
 
 def start_service(
     deployment: str, name: str, env: dict[str, str], folder: Path, **settings: Any
 ) -> ServiceProcess:
     """`crimes serve <deployment>` for the registered model `name`, with CRIMES_MODEL_* settings."""
-    port, metrics_port = stack.free_port(), stack.free_port()
-    folder.mkdir(parents=True, exist_ok=True)
     service_env = {
-        **os.environ,
         **env,
         "CRIMES_MODEL_NAME": name,
         "CRIMES_MODEL_LOCAL_DIR": str(folder / "serving"),
@@ -125,14 +79,7 @@ def start_service(
         "CRIMES_MODEL_GRACE_SECONDS": "5",
         **{f"CRIMES_MODEL_{key.upper()}": str(value) for key, value in settings.items()},
     }
-    log = folder / f"{name}-{port}.log"
-    process = subprocess.Popen(
-        [CRIMES, "serve", deployment, "--port", str(port), "--metrics-port", str(metrics_port)],
-        env=service_env,
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-    )
-    return ServiceProcess(name, port, metrics_port, process, log)
+    return services.launch(ServiceProcess, deployment, service_env, folder, name=name)
 
 
 def register(
