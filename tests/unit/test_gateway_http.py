@@ -101,3 +101,18 @@ def test_metrics_count_requests_per_route_template_and_status(client: TestClient
     assert 'crimes_gateway_requests_total{route="unmatched",status="413"} 1.0' in text
     assert 'crimes_gateway_requests_total{route="/predict",status="422"} 1.0' in text
     assert 'crimes_gateway_requests_total{route="unmatched",status="404"} 1.0' in text
+
+
+def test_the_key_is_checked_after_json_syntax_and_before_validation(client: TestClient) -> None:
+    """FastAPI's order for a declared body and a key dependency, kept by the routes that parse
+    their bodies themselves."""
+    for path in ("/predict", "/predict/batch"):
+        broken = client.post(path, content=b"{", headers={"Content-Type": "application/json"})
+        assert broken.status_code == 422
+        assert client.post(path, json={"features": {"beat": 0}}).status_code == 401
+        assert client.post(path, json={"features": EXAMPLE}).status_code == 401
+    schema = client.get("/openapi.json").json()
+    for path in ("/predict", "/predict/batch", "/v2/predict"):
+        operation = schema["paths"][path]["post"]
+        assert "x-api-key" in [p["name"] for p in operation["parameters"]]
+        assert "422" in operation["responses"]

@@ -185,5 +185,5 @@ class ObserveMiddleware:
             metrics: Any = getattr(state, "metrics", None)
             if metrics is not None:
                 name = getattr(scope.get("route"), "path", "unmatched")
-                metrics.requests.labels(name, str(status)).inc()
-                metrics.latency.labels(name).observe(time.perf_counter() - started)
+                metrics.labelled(metrics.requests, name, str(status)).inc()
+                metrics.labelled(metrics.latency, name).observe(time.perf_counter() - started)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.metrics import MetricWrapperBase
 
 
 class GatewayMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self.requests = Counter(
             "crimes_gateway_requests_total",
             "HTTP requests by route and status code.",
@@ -43,3 +47,12 @@ class GatewayMetrics:
         self.rows = Counter(
             "crimes_gateway_rows_total", "Records predicted.", registry=self.registry
         )
+
+    def labelled(self, metric: MetricWrapperBase, *values: str) -> Any:
+        """`metric.labels(*values)`, looked up once: `labels()` checks and locks on every call,
+        and each request updates several metrics."""
+        key = (id(metric), values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*values)
+        return child

@@ -86,15 +86,15 @@ class Predictor:
                 key = cache_key(row, versions)
                 hit = await self.cache.get(key)
                 if hit is not None:
-                    self.metrics.cache.labels("hit").inc()
+                    self.metrics.labelled(self.metrics.cache, "hit").inc()
                     return BatchResult(
                         models={k: ModelResult(**v) for k, v in hit["models"].items()},
                         unknown=hit["unknown"],
                         cached=True,
                     )
-                self.metrics.cache.labels("miss").inc()
+                self.metrics.labelled(self.metrics.cache, "miss").inc()
         else:
-            self.metrics.cache.labels("off").inc()
+            self.metrics.labelled(self.metrics.cache, "off").inc()
         result = await self.predict([row], probabilities)
         if key is not None and not result.failures:
             await self.cache.put(
@@ -175,8 +175,8 @@ class Predictor:
             except ModelCallError as error:
                 if error.status == "unavailable":
                     asyncio.get_running_loop().create_task(service.refresh())
-                self.metrics.model_calls.labels(
-                    kind, service.state.model_version or "", error.status
+                self.metrics.labelled(
+                    self.metrics.model_calls, kind, service.state.model_version or "", error.status
                 ).inc()
                 return ModelResult(
                     status=error.status,
@@ -185,8 +185,8 @@ class Predictor:
                     latency_ms=(time.perf_counter() - started) * 1000,
                 )
             elapsed = time.perf_counter() - started
-            self.metrics.model_latency.labels(kind).observe(elapsed)
-            self.metrics.model_calls.labels(kind, output.model_version, "ok").inc()
+            self.metrics.labelled(self.metrics.model_latency, kind).observe(elapsed)
+            self.metrics.labelled(self.metrics.model_calls, kind, output.model_version, "ok").inc()
             return ModelResult(
                 status="ok",
                 labels=output.labels,
@@ -202,8 +202,8 @@ class Predictor:
                 async with asyncio.timeout(service.deadline_seconds):
                     return await call(kind, service)
             except TimeoutError:
-                self.metrics.model_calls.labels(
-                    kind, service.state.model_version or "", "timeout"
+                self.metrics.labelled(
+                    self.metrics.model_calls, kind, service.state.model_version or "", "timeout"
                 ).inc()
                 return ModelResult(
                     status="timeout",

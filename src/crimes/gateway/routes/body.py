@@ -1,7 +1,8 @@
 """Request bodies parsed by the routes themselves, and answers serialized without a
 response-model round trip: the hot path of `/predict` and `/predict/batch`.
 
-A valid body is parsed and validated in one pass (`model_validate_json`). Anything else goes
+The API key is checked here too (no dependency to solve per request). A valid body is parsed
+and validated in one pass (`model_validate_json`). Anything else goes
 through the path FastAPI itself takes for a declared body parameter (content type check,
 `json.loads`, validation of the Python value with `from_attributes`), so every 422 names the
 same fields with the same messages as before.
@@ -16,6 +17,8 @@ from typing import Any, TypeVar
 from fastapi import HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
+
+from crimes.gateway.routes.deps import API_KEY_PARAMETER, check_api_key
 
 Model = TypeVar("Model", bound=BaseModel)
 
@@ -35,39 +38,50 @@ def _is_json(content_type: str | None) -> bool:
 
 
 async def parse(request: Request, model: type[Model]) -> Model:
+    """The body as `model`, in FastAPI's order: a JSON syntax error (422), then the API key
+    (401), then the validation problems (422)."""
     body = await request.body()
     is_json = _is_json(request.headers.get("content-type"))
     if body and is_json:
         try:
-            return model.model_validate_json(body)
+            parsed = model.model_validate_json(body)
         except ValidationError:
             pass  # named below exactly as FastAPI would
-    raise _problems(body, is_json, model)
-
-
-def _problems(body: bytes, is_json: bool, model: type[BaseModel]) -> Exception:
-    value: Any = None
-    if body:
-        if is_json:
-            try:
-                value = json.loads(body)
-            except json.JSONDecodeError as error:
-                return RequestValidationError(
-                    [
-                        {
-                            "type": "json_invalid",
-                            "loc": ("body", error.pos),
-                            "msg": "JSON decode error",
-                            "input": {},
-                            "ctx": {"error": error.msg},
-                        }
-                    ],
-                    body=error.doc,
-                )
-            except Exception:
-                return HTTPException(status_code=400, detail="There was an error parsing the body")
         else:
-            value = body
+            check_api_key(request, request.headers.get("x-api-key"))
+            return parsed
+    value = _python_value(body, is_json)
+    check_api_key(request, request.headers.get("x-api-key"))
+    raise _problems(value, model)
+
+
+def _python_value(body: bytes, is_json: bool) -> Any:
+    if not body:
+        return None
+    if not is_json:
+        return body
+    try:
+        return json.loads(body)
+    except json.JSONDecodeError as error:
+        raise RequestValidationError(
+            [
+                {
+                    "type": "json_invalid",
+                    "loc": ("body", error.pos),
+                    "msg": "JSON decode error",
+                    "input": {},
+                    "ctx": {"error": error.msg},
+                }
+            ],
+            body=error.doc,
+        ) from error
+    except Exception as error:
+        raise HTTPException(
+            status_code=400, detail="There was an error parsing the body"
+        ) from error
+
+
+def _problems(value: Any, model: type[BaseModel]) -> Exception:
     if value is None:
         return RequestValidationError(
             [{"type": "missing", "loc": ("body",), "msg": "Field required", "input": None}],
@@ -99,12 +113,24 @@ def json_response(content: Any, headers: dict[str, str] | None = None) -> Respon
 
 def request_body(model: type[BaseModel]) -> dict[str, Any]:
     """`openapi_extra` documenting a body the route parses itself (its schema is added to the
-    components by the app's OpenAPI builder)."""
+    components by the app's OpenAPI builder), and the API key header it checks."""
     return {
+        "parameters": [API_KEY_PARAMETER],
         "requestBody": {
             "content": {
                 "application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}
             },
             "required": True,
-        }
+        },
+        # What FastAPI documents for a route with parameters (these have none it can see).
+        "responses": {
+            "422": {
+                "description": "Validation Error",
+                "content": {
+                    "application/json": {
+                        "schema": {"$ref": "#/components/schemas/HTTPValidationError"}
+                    }
+                },
+            }
+        },
     }

@@ -26,7 +26,8 @@ from crimes.gateway.schemas import (
 )
 from crimes.gateway.settings import GatewaySettings
 
-router = APIRouter(tags=["predict"], dependencies=[Depends(require_api_key)])
+# The API key: checked by `parse` in /predict and /predict/batch, a dependency of /v2/predict.
+router = APIRouter(tags=["predict"])
 
 FAILED: dict[int | str, dict[str, Any]] = {
     503: {"model": ErrorBody, "description": "both model services failed"}
@@ -165,6 +166,7 @@ def _answer(model: ModelResult, probabilities: bool) -> ModelAnswer:
     response_model=VerboseAnswer,
     responses=FAILED,
     summary="Verbose: per model the code, status, versions, latency (and probabilities)",
+    dependencies=[Depends(require_api_key)],
 )
 async def predict_verbose(
     body: PredictRequest,
