@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, NotRequired
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from typing_extensions import TypedDict
 
 from crimes.contract import CrimeFeatures
 
@@ -69,3 +70,34 @@ class VerboseAnswer(BaseModel):
 
 class ErrorBody(BaseModel):
     detail: Any
+
+
+def _rows_adapter() -> TypeAdapter[Any]:
+    """`BatchRequest` validated straight into plain dicts, for the batch hot path.
+
+    The same annotations and constraints as `CrimeFeatures` and `BatchRequest.features`, as
+    TypedDicts: pydantic builds no model object per record and no dump is needed after. It only
+    ever answers "valid" for a body the models accept (tests compare them); anything it rejects
+    is parsed again with the models, which name the problems.
+    """
+    typed_dict: Any = TypedDict  # built from the contract at run time, not a static type
+    fields: dict[str, Any] = {}
+    for name, info in CrimeFeatures.model_fields.items():
+        annotation: Any = (
+            Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
+        )
+        fields[name] = annotation if info.is_required() else NotRequired[annotation]
+    record = typed_dict("CrimeFeaturesRow", fields)
+    record.__pydantic_config__ = ConfigDict(extra="forbid")
+    batch_metadata = BatchRequest.model_fields["features"].metadata
+    records: Any = list[record]  # type: ignore[valid-type]
+    batch = typed_dict("BatchRows", {"features": Annotated[(records, *batch_metadata)]})
+    batch.__pydantic_config__ = ConfigDict(extra="forbid")
+    return TypeAdapter(batch)
+
+
+BATCH_ROWS = _rows_adapter()
+# The fields a client may leave out (null when absent, as `model_dump` gives them).
+OPTIONAL_FEATURES = tuple(
+    name for name, info in CrimeFeatures.model_fields.items() if not info.is_required()
+)

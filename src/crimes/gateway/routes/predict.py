@@ -14,7 +14,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 
 from crimes.gateway.predict import BatchResult, ModelResult, Predictor
-from crimes.gateway.routes.body import json_response, parse, request_body
+from crimes.gateway.routes.body import json_response, parse, parse_batch_rows, request_body
 from crimes.gateway.routes.deps import require_api_key
 from crimes.gateway.schemas import (
     BatchRequest,
@@ -103,9 +103,9 @@ async def predict(request: Request) -> Response:
     openapi_extra=request_body(BatchRequest),
 )
 async def predict_batch(request: Request) -> Response:
-    body = await parse(request, BatchRequest)
+    rows = await parse_batch_rows(request)
     settings: GatewaySettings = request.app.state.settings
-    count = len(body.features)
+    count = len(rows)
     if count > settings.max_batch_records:
         return json_response_status(
             422,
@@ -121,8 +121,7 @@ async def predict_batch(request: Request) -> Response:
             },
         )
     predictor: Predictor = request.app.state.predictor
-    # One dump of the whole body (in pydantic-core), not one call per record.
-    result = await predictor.predict(body.model_dump()["features"])
+    result = await predictor.predict(rows)
     _all_failed(result)
     dtc = _codes(result.models["dtc"], count)
     lda = _codes(result.models["lda"], count)
