@@ -47,12 +47,19 @@ class _Table:
     # the last row for an unknown category.
     position: dict[Any, int] = field(init=False)
     stacked: npt.NDArray[np.float64] = field(init=False)
+    # The output columns as a slice when they are contiguous (they are, in the fitted
+    # transformations): a slice assignment is cheaper than a fancy column index.
+    target: slice | npt.NDArray[np.intp] = field(init=False)
 
     def __post_init__(self) -> None:
         position = {category: i for i, category in enumerate(self.by_category)}
         stacked = np.vstack([*self.by_category.values(), self.unknown]).astype(np.float64)
+        columns = self.columns
+        contiguous = len(columns) > 0 and bool(np.all(np.diff(columns) == 1))
+        target = slice(int(columns[0]), int(columns[-1]) + 1) if contiguous else columns
         object.__setattr__(self, "position", position)
         object.__setattr__(self, "stacked", stacked)
+        object.__setattr__(self, "target", target)
 
     @property
     def unknown_position(self) -> int:
@@ -152,7 +159,7 @@ class FastTransformer:
                 dtype=np.intp,
                 count=count,
             )
-            out[:, table.columns] = table.stacked[positions]
+            out[:, table.target] = table.stacked[positions]
             for i in np.flatnonzero(positions == table.unknown_position).tolist():
                 unknown[i].append(table.feature)
         return out, unknown
