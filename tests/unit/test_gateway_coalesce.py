@@ -135,3 +135,23 @@ def test_alone_when_idle(probabilities: bool) -> None:
     answer, service = asyncio.run(scenario())
     assert answer.labels == ["7"]
     assert service.calls == [1]
+
+
+def test_a_short_answer_is_an_error_for_each_record_never_a_misaligned_row() -> None:
+    class Short(FakeService):
+        async def infer(
+            self, features: np.ndarray, version: str, probabilities: bool
+        ) -> codec.InferOutput:
+            output = await super().infer(features, version, probabilities)
+            return codec.InferOutput(
+                output.model_version, version, output.labels[:-1] or ["0"], None, None
+            )
+
+    async def scenario() -> list[Any]:
+        merger = coalescer(Short(), max_in_flight=1)
+        calls = [merger.infer(row(i), "tf-1", False) for i in range(4)]
+        return list(await asyncio.gather(*calls, return_exceptions=True))
+
+    first, *rest = asyncio.run(scenario())
+    assert first.labels == ["0"]  # alone: one row asked, one answered
+    assert all(isinstance(r, ModelCallError) and r.status == "error" for r in rest)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
+import grpc
 import numpy as np
 import numpy.typing as npt
 
@@ -98,6 +99,11 @@ class Coalescer:
             if len(batch) > 1:
                 self.merged_calls += 1
             output = await self.service.infer(features, version, probabilities)
+            if len(output.labels) != len(batch):
+                raise ModelCallError(
+                    grpc.StatusCode.INTERNAL,
+                    f"the model answered {len(output.labels)} rows for {len(batch)}",
+                )
         except asyncio.CancelledError:  # the gateway shutting down
             for waiting in batch:
                 waiting.answer.cancel()

@@ -69,6 +69,8 @@ def _code(model: ModelResult, row: int) -> str | None:
 
 def _codes(model: ModelResult, rows: int) -> list[str | None]:
     if model.status == "ok" and model.labels is not None:
+        if len(model.labels) != rows:  # never silently misalign answers and records
+            raise RuntimeError(f"a model answered {len(model.labels)} rows for {rows}")
         return list(model.labels)
     return [None] * rows
 
