@@ -2,9 +2,15 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
-from crimes.gateway.backends import replicas
+import numpy as np
+import pytest
+
+from crimes.gateway.backends import ModelCallError, ModelService, replicas
 from crimes.gateway.cache import PredictionCache, cache_key
+from crimes.proto_gen.inference import grpc_service_pb2 as pb
+from crimes.serving import codec
 from crimes.stack import free_port
 
 
@@ -62,3 +68,37 @@ def test_large_buffers_come_from_the_heap_on_glibc() -> None:
 
     glibc = platform.libc_ver()[0] == "glibc"
     assert keep_large_buffers() is glibc
+
+
+class AnsweringStub:
+    """A gRPC stub double that answers every ModelInfer with one fixed response."""
+
+    def __init__(self, response: Any) -> None:
+        self.response = response
+
+    async def ModelInfer(self, request: Any, timeout: float) -> Any:
+        return self.response
+
+
+@pytest.mark.parametrize("answered_rows", [1, 3])
+def test_a_model_call_answering_another_number_of_rows_fails_that_model(
+    answered_rows: int,
+) -> None:
+    response = pb.ModelInferResponse(model_name="m", model_version="1")
+    output = response.outputs.add(name=codec.LABELS, datatype="BYTES", shape=[answered_rows])
+    output.contents.bytes_contents.extend([b"07"] * answered_rows)
+
+    async def scenario() -> ModelCallError:
+        service = ModelService("dtc", "m", "127.0.0.1:1", deadline_seconds=1.0, retries=0)
+        service.stub = AnsweringStub(response)  # type: ignore[assignment]
+        try:
+            await service.infer(np.zeros((2, 3)), "tf-1", False)
+        except ModelCallError as error:
+            return error
+        finally:
+            await service.close()
+        raise AssertionError("a misaligned answer was accepted")
+
+    error = asyncio.run(scenario())
+    assert error.status == "error"
+    assert f"answered {answered_rows} rows for 2" in error.message

@@ -130,14 +130,13 @@ class ModelService:
     async def infer(
         self, features: np.ndarray, transformation_version: str, probabilities: bool
     ) -> codec.InferOutput:
-        if self.state.model_class in FLOAT32_MODEL_CLASSES:
-            request = float32_request(
-                self.model_name, features, transformation_version, probabilities
-            )
-        else:
-            request = codec.infer_request(
-                self.model_name, features, transformation_version, probabilities=probabilities
-            )
+        request = codec.infer_request(
+            self.model_name,
+            features,
+            transformation_version,
+            probabilities=probabilities,
+            datatype="FP32" if self.state.model_class in FLOAT32_MODEL_CLASSES else "FP64",
+        )
         deadline = time.monotonic() + self.deadline_seconds
         attempt = 0
         while True:
@@ -146,27 +145,24 @@ class ModelService:
                 raise ModelCallError(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded")
             try:
                 response = await self.stub.ModelInfer(request, timeout=remaining)
-                return codec.decode_infer_response(response)
             except grpc.aio.AioRpcError as error:
                 if error.code() in RETRYABLE and attempt < self.retries:
                     attempt += 1
                     continue
                 raise ModelCallError(error.code(), error.details() or error.code().name) from error
-
-
-def float32_request(
-    model_name: str, features: np.ndarray, transformation_version: str, probabilities: bool
-) -> pb.ModelInferRequest:
-    """`codec.infer_request`'s message with the features as a raw FP32 tensor."""
-    matrix = np.ascontiguousarray(features, dtype="<f4")
-    request = pb.ModelInferRequest(model_name=model_name)
-    request.parameters[codec.TRANSFORMATION_VERSION].string_param = transformation_version
-    request.inputs.add(name=codec.INPUT, datatype="FP32", shape=list(matrix.shape))
-    request.raw_input_contents.append(matrix.tobytes())
-    if probabilities:
-        request.outputs.add(name=codec.LABELS)
-        request.outputs.add(name=codec.PROBABILITIES)
-    return request
+            try:
+                output = codec.decode_infer_response(response)
+            except Exception as error:  # a malformed answer fails this model, not the request
+                raise ModelCallError(
+                    grpc.StatusCode.INTERNAL, f"unreadable answer: {error!r}"
+                ) from error
+            if len(output.labels) != len(features):
+                # Never answers misaligned with their records: this model's call failed.
+                raise ModelCallError(
+                    grpc.StatusCode.INTERNAL,
+                    f"the model answered {len(output.labels)} rows for {len(features)}",
+                )
+            return output
 
 
 async def metadata_state(

@@ -280,18 +280,21 @@ def infer_request(
     probabilities: bool = False,
     raw: bool = True,
     request_id: str = "",
+    datatype: str = "FP64",
 ) -> pb.ModelInferRequest:
-    """A ModelInfer request for transformed features (FP64 [N, F])."""
-    matrix = np.asarray(features, dtype="<f8")
+    """A ModelInfer request for transformed features ([N, F], FP64 or FP32)."""
+    if datatype not in _DTYPES:
+        raise ValueError(f"datatype must be one of {sorted(_DTYPES)}, got {datatype}")
+    matrix = np.ascontiguousarray(features, dtype=_DTYPES[datatype])
     if matrix.ndim != 2:
         raise ValueError(f"features must be a 2-D matrix, got shape {matrix.shape}")
     request = pb.ModelInferRequest(model_name=model_name, id=request_id)
     request.parameters[TRANSFORMATION_VERSION].string_param = transformation_version
-    tensor = request.inputs.add(name=INPUT, datatype="FP64", shape=list(matrix.shape))
+    tensor = request.inputs.add(name=INPUT, datatype=datatype, shape=list(matrix.shape))
     if raw:
         request.raw_input_contents.append(matrix.tobytes())
     else:
-        tensor.contents.fp64_contents.extend(matrix.ravel().tolist())
+        getattr(tensor.contents, _CONTENTS[datatype]).extend(matrix.ravel().tolist())
     if probabilities:
         request.outputs.add(name=LABELS)
         request.outputs.add(name=PROBABILITIES)
