@@ -154,13 +154,14 @@ def test_tritonclient_gets_the_registered_models_own_predictions(
     assert served["transformation_uri"] == f"runs:/{run_id}/transformation/transformation.joblib"
 
 
-def test_services_run_on_uvloop_with_a_single_threaded_blas(
+def test_services_run_on_uvloop_with_one_blas_thread_and_large_buffers_from_the_heap(
     services: dict[str, ServiceProcess],
 ) -> None:
     for service in services.values():
         runtime = service.wait_for_log("server.runtime")
         assert runtime["event_loop"] == "uvloop"
         assert runtime["blas_threads"] == [1]
+        assert runtime["large_buffers_from_heap"] is True
 
 
 def test_standard_health_checks_and_reflection(services: dict[str, ServiceProcess]) -> None:

@@ -64,7 +64,7 @@ def test_real_redis_round_trip() -> None:
 def test_large_buffers_come_from_the_heap_on_glibc() -> None:
     import platform
 
-    from crimes.gateway.server import keep_large_buffers
+    from crimes.memory import keep_large_buffers
 
     glibc = platform.libc_ver()[0] == "glibc"
     assert keep_large_buffers() is glibc

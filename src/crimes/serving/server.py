@@ -21,6 +21,7 @@ import grpc.aio
 from google.protobuf.message import DecodeError, Message
 
 from crimes.logs import get_logger
+from crimes.memory import keep_large_buffers
 from crimes.proto_gen.inference import grpc_service_pb2 as pb
 from crimes.serving import codec
 from crimes.serving.errors import InvalidInput, ModelNotFound, ModelUnavailable, status_code
@@ -320,7 +321,12 @@ def run(settings: ModelServerSettings) -> None:
     configure_mlflow_client(settings)
     limits = threadpool_limits(limits=settings.blas_threads, user_api="blas")
     blas = sorted({info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"})
-    log.info("server.runtime", event_loop=settings.event_loop, blas_threads=blas)
+    log.info(
+        "server.runtime",
+        event_loop=settings.event_loop,
+        blas_threads=blas,
+        large_buffers_from_heap=keep_large_buffers(),
+    )
     try:
         if settings.event_loop == "uvloop":
             import uvloop
