@@ -82,7 +82,10 @@ def build_bundle(kind: str, data: str, rows: int, folder: Path) -> tuple[str, Ma
     return version, test, source
 
 
-def start_service(kind: str, bundle: Path, scratch: Path) -> tuple[subprocess.Popen[bytes], int]:
+def start_service(
+    kind: str, bundle: Path, scratch: Path, cpus: set[int] | None = None
+) -> tuple[subprocess.Popen[bytes], int]:
+    """The service on a free port; on the given CPUs only (all its threads) when `cpus` is set."""
     port = stack.free_port()
     env = {
         **os.environ,
@@ -97,7 +100,11 @@ def start_service(kind: str, bundle: Path, scratch: Path) -> tuple[subprocess.Po
         *("serve", kind, "--port", str(port), "--metrics-port", str(stack.free_port())),
     ]
     log = (scratch / "service.log").open("wb")
-    return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT), port
+    pin = None if cpus is None else (lambda: os.sched_setaffinity(0, cpus))
+    process = subprocess.Popen(
+        command, env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=pin
+    )
+    return process, port
 
 
 def wait_serving(address: str, name: str, process: subprocess.Popen[bytes]) -> None:
@@ -240,6 +247,11 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=60_000, help="rows of the file to train on")
     parser.add_argument("--seconds", type=float, default=10.0, help="of the concurrent run")
     parser.add_argument("--count", type=int, default=10_000, help="single-row calls at c=1")
+    parser.add_argument(
+        "--service-cpus",
+        help="pin the service to these CPUs (e.g. 0): its gRPC threads then hand calls to each "
+        "other on one core, which lowers latency at concurrency 1 and caps throughput at one core",
+    )
     args = parser.parse_args()
     name = registry.MODELS[args.model]
     with tempfile.TemporaryDirectory(prefix="crimes-bench-serving-") as folder:
@@ -248,12 +260,16 @@ def main() -> None:
         version, test, source = build_bundle(args.model, args.data, args.rows, scratch / "bundle")
         print(f"model: {name} ({args.model}) on {source}, {test.shape[1]} features, "
               f"trained in {time.perf_counter() - started:.1f} s")  # fmt: skip
-        process, port = start_service(args.model, scratch / "bundle", scratch)
+        cpus = None if args.service_cpus is None else {int(c) for c in args.service_cpus.split(",")}
+        process, port = start_service(args.model, scratch / "bundle", scratch, cpus)
         address = f"127.0.0.1:{port}"
         try:
             started = time.perf_counter()
             wait_serving(address, name, process)
-            print(f"service ready in {time.perf_counter() - started:.1f} s (pid {process.pid})")
+            print(
+                f"service ready in {time.perf_counter() - started:.1f} s (pid {process.pid}, "
+                f"CPUs {sorted(os.sched_getaffinity(process.pid))})"
+            )
             singles = [codec.infer_request(name, test[i : i + 1], version) for i in range(1000)]
             batches = [
                 codec.infer_request(name, test[i : i + 1000], version)
