@@ -122,29 +122,34 @@ def test_repeated_promotion_is_idempotent(client: Any, name: str) -> None:
     assert champion_of(client, name) == version
 
 
-def test_racing_promotions_end_with_the_best_existing_version(client: Any, name: str) -> None:
-    base = register(client, name, 0.95)
-    promote(client, name, base, 0.95)
-    scores = [0.96, 0.99, 0.97, 0.98]
-    versions = [register(client, name, f1) for f1 in scores]
-    barrier = threading.Barrier(len(versions))
+def race_promotions(
+    client: Any, name: str, candidates: list[tuple[str, float]]
+) -> list[BaseException]:
+    """Promote every (version, f1) at once, one thread each; the errors they raised."""
+    barrier = threading.Barrier(len(candidates))
     errors: list[BaseException] = []
 
     def race(version: str, f1: float) -> None:
         try:
             barrier.wait()
             promote(client, name, version, f1)
-        except BaseException as error:  # collected and re-raised in the test thread
+        except BaseException as error:  # collected and asserted on in the test thread
             errors.append(error)
 
-    threads = [
-        threading.Thread(target=race, args=pair) for pair in zip(versions, scores, strict=True)
-    ]
+    threads = [threading.Thread(target=race, args=pair) for pair in candidates]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(timeout=120)
-    assert not errors
+    return errors
+
+
+def test_racing_promotions_end_with_the_best_existing_version(client: Any, name: str) -> None:
+    base = register(client, name, 0.95)
+    promote(client, name, base, 0.95)
+    scores = [0.96, 0.99, 0.97, 0.98]
+    versions = [register(client, name, f1) for f1 in scores]
+    assert not race_promotions(client, name, list(zip(versions, scores, strict=True)))
     best = versions[scores.index(max(scores))]
     assert champion_of(client, name) == best
     assert client.get_model_version(name, best).status == "READY"
@@ -154,24 +159,8 @@ def test_racing_challengers_all_land(client: Any, name: str) -> None:
     """Losers racing for `challenger` collide in the registry's insert; none may fail."""
     base = register(client, name, 0.99)
     promote(client, name, base, 0.99)
-    versions = [register(client, name, 0.90 + i / 100) for i in range(4)]
-    barrier = threading.Barrier(len(versions))
-    errors: list[BaseException] = []
-
-    def race(version: str, f1: float) -> None:
-        try:
-            barrier.wait()
-            promote(client, name, version, f1)
-        except BaseException as error:
-            errors.append(error)
-
-    threads = [
-        threading.Thread(target=race, args=(v, 0.90 + i / 100)) for i, v in enumerate(versions)
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
-    assert not errors
+    scores = [0.90 + i / 100 for i in range(4)]
+    versions = [register(client, name, f1) for f1 in scores]
+    assert not race_promotions(client, name, list(zip(versions, scores, strict=True)))
     assert champion_of(client, name) == base
     assert str(client.get_model_version_by_alias(name, registry.CHALLENGER).version) in versions
