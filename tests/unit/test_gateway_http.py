@@ -116,3 +116,20 @@ def test_the_key_is_checked_after_json_syntax_and_before_validation(client: Test
         operation = schema["paths"][path]["post"]
         assert "x-api-key" in [p["name"] for p in operation["parameters"]]
         assert "422" in operation["responses"]
+
+
+def test_a_batch_over_the_documented_maximum_is_422_naming_features() -> None:
+    nowhere = f"ipv4:127.0.0.1:{free_port()}"
+    settings = GatewaySettings(
+        dtc_address=nowhere, lda_address=nowhere, max_batch_records=2, deadline_seconds=0.3
+    )
+    with TestClient(create_app(settings)) as client:
+        response = client.post("/predict/batch", json={"features": [EXAMPLE] * 3})
+        assert response.status_code == 422
+        assert response.headers["content-type"] == "application/json"
+        (problem,) = response.json()["detail"]
+        assert problem["field"] == "features"
+        assert problem["type"] == "too_long"
+        assert "at most 2 records" in problem["message"]
+        # At the maximum the batch goes through to the models (none is up here: 503).
+        assert client.post("/predict/batch", json={"features": [EXAMPLE] * 2}).status_code == 503

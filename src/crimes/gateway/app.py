@@ -48,7 +48,6 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         metrics = GatewayMetrics()
         cache = PredictionCache(settings.redis_url, settings.cache_ttl_seconds)
         predictor = Predictor(services, Transformations(settings.tracking_uri), metrics, cache)
-        app.state.settings = settings
         app.state.metrics = metrics
         app.state.predictor = predictor
         refresher = asyncio.create_task(_refresh_forever(predictor, settings.refresh_seconds))

@@ -125,9 +125,12 @@ def _problems(value: Any, model: type[BaseModel]) -> Exception:
     )
 
 
-def json_response(content: Any, headers: dict[str, str] | None = None) -> Response:
+def json_response(
+    content: Any, headers: dict[str, str] | None = None, status_code: int = 200
+) -> Response:
     """What FastAPI's JSONResponse would send, without validating a response model first."""
     return Response(
+        status_code=status_code,
         content=json.dumps(
             content, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")
         ).encode(),

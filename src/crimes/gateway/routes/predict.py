@@ -107,8 +107,7 @@ async def predict_batch(request: Request) -> Response:
     settings: GatewaySettings = request.app.state.settings
     count = len(rows)
     if count > settings.max_batch_records:
-        return json_response_status(
-            422,
+        return json_response(
             {
                 "detail": [
                     {
@@ -119,6 +118,7 @@ async def predict_batch(request: Request) -> Response:
                     }
                 ]
             },
+            status_code=422,
         )
     predictor: Predictor = request.app.state.predictor
     result = await predictor.predict(rows)
@@ -137,12 +137,6 @@ def _answer_json(dtc: str | None, lda: str | None) -> str:
         ensure_ascii=False,
         separators=(",", ":"),
     )
-
-
-def json_response_status(status: int, content: Any) -> Response:
-    response = json_response(content)
-    response.status_code = status
-    return response
 
 
 def _answer(model: ModelResult, probabilities: bool) -> ModelAnswer:
