@@ -43,6 +43,8 @@ class _Table:
     columns: npt.NDArray[np.intp]
     by_category: dict[Any, Vector]
     unknown: Vector
+    # The category a missing value stands for (the contract's rule for location_description).
+    missing: Any = field(init=False)
     # The same values stacked for the batch path: row `position[category]` of `stacked`, and
     # the last row for an unknown category.
     position: dict[Any, int] = field(init=False)
@@ -52,6 +54,10 @@ class _Table:
     target: slice | npt.NDArray[np.intp] = field(init=False)
 
     def __post_init__(self) -> None:
+        missing = contract.MISSING_LOCATION_DESCRIPTION
+        object.__setattr__(
+            self, "missing", missing if self.feature == "location_description" else None
+        )
         position = {category: i for i, category in enumerate(self.by_category)}
         stacked = np.vstack([*self.by_category.values(), self.unknown]).astype(np.float64)
         columns = self.columns
@@ -141,19 +147,14 @@ class FastTransformer:
         out = np.empty((count, self.n_outputs), dtype=np.float64)
         columns = self._columns(rows)
         # None becomes NaN in a float64 array, as in the per-row path.
-        coordinates = np.array(
-            [columns[name] for name in contract.NUMERIC_FEATURES], dtype=np.float64
-        ).T
-        coordinates = np.where(np.isnan(coordinates), self._medians, coordinates)
-        coordinates *= self._scale
-        coordinates += self._min
-        out[:, self._numeric_columns] = coordinates
+        out[:, self._numeric_columns] = self._numeric(
+            np.array([columns[name] for name in contract.NUMERIC_FEATURES], dtype=np.float64).T
+        )
         unknown: list[list[str]] = [[] for _ in range(count)]
         for table in self._tables:
             values = columns[table.feature]
-            if table.feature == "location_description":
-                missing = contract.MISSING_LOCATION_DESCRIPTION
-                values = [missing if value is None else value for value in values]
+            if table.missing is not None:
+                values = [table.missing if value is None else value for value in values]
             positions = np.fromiter(
                 map(table.position.get, values, repeat(table.unknown_position)),
                 dtype=np.intp,
@@ -174,23 +175,29 @@ class FastTransformer:
             values = [[row.get(name) for row in rows] for name in contract.FEATURES]
         return dict(zip(contract.FEATURES, values, strict=True))
 
-    def _fill(self, target: Vector, row: Mapping[Any, Any]) -> list[str]:
-        coordinates = np.array(
-            [
-                np.nan if row.get(name) is None else float(row[name])
-                for name in contract.NUMERIC_FEATURES
-            ],
-            dtype=np.float64,
-        )
+    def _numeric(self, coordinates: Vector) -> Vector:
+        """The imputer and the scaler on numeric coordinates (one row, or one row per record):
+        the same float64 operations, in the same order, on both paths."""
         coordinates = np.where(np.isnan(coordinates), self._medians, coordinates)
         coordinates *= self._scale
         coordinates += self._min
-        target[self._numeric_columns] = coordinates
+        return coordinates
+
+    def _fill(self, target: Vector, row: Mapping[Any, Any]) -> list[str]:
+        target[self._numeric_columns] = self._numeric(
+            np.array(
+                [
+                    np.nan if row.get(name) is None else float(row[name])
+                    for name in contract.NUMERIC_FEATURES
+                ],
+                dtype=np.float64,
+            )
+        )
         unknown = []
         for table in self._tables:
             value = row.get(table.feature)
-            if table.feature == "location_description" and value is None:
-                value = contract.MISSING_LOCATION_DESCRIPTION
+            if value is None:
+                value = table.missing
             encoded = table.by_category.get(value)
             if encoded is None:
                 unknown.append(table.feature)
