@@ -28,13 +28,12 @@ async def live() -> dict[str, str]:
 
 @router.get("/health/ready", summary="At least one model service can answer")
 async def ready(predictor: PredictorDep) -> Any:
-    models = {k: s.state.as_dict() for k, s in predictor.services.items()}
+    models = {}
     for kind, service in predictor.services.items():
         version = service.state.transformation_version
         # Answering needs the model's transformation too (it is fetched in the background).
-        models[kind]["transformation_loaded"] = bool(
-            version and predictor.transformations.cached(version)
-        )
+        loaded = bool(version and predictor.transformations.cached(version))
+        models[kind] = {**service.state.as_dict(), "transformation_loaded": loaded}
     ready = any(m["ready"] and m["transformation_loaded"] for m in models.values())
     return JSONResponse(
         status_code=200 if ready else 503,
