@@ -26,7 +26,7 @@ import httpx
 from crimes import airflow_local, orchestration, stack
 from crimes.etl.extract import SYNTHETIC_SCHEME
 from crimes.logs import get_logger
-from crimes.registry import MODELS
+from crimes.registry import CHAMPION, MODELS
 from crimes.settings import (
     PORTAL_URL,
     StackSettings,
@@ -82,12 +82,10 @@ class Progress:
 
 
 def _wait(check: Callable[[], bool], what: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.5)
-    raise RuntimeError(f"{what} did not happen within {timeout:.0f} s")
+    from crimes.stack import procs
+
+    if not procs.wait_until(check, deadline=time.monotonic() + timeout, interval=0.5):
+        raise RuntimeError(f"{what} did not happen within {timeout:.0f} s")
 
 
 def _launch(state_dir: Path, name: str, args: list[str], env: dict[str, str]) -> None:
@@ -172,28 +170,16 @@ def run(announce: Callable[[str], None] = print) -> dict[str, Any]:
 
     progress(f"starting the model services (dtc x{settings.dtc_replicas}, lda x1)")
     dtc_ports = [settings.dtc_port + 2 * i for i in range(settings.dtc_replicas)]
-    for i, port in enumerate(dtc_ports):
+    replicas = [(f"dtc-{i}", "dtc", port) for i, port in enumerate(dtc_ports, start=1)]
+    replicas.append(("lda-1", "lda", settings.lda_port))
+    for name, kind, port in replicas:
         _launch(
             state_dir,
-            f"dtc-{i + 1}",
-            ["serve", "dtc", "--port", str(port), "--metrics-port", str(port + METRICS_OFFSET)],
-            {"CRIMES_MODEL_LOCAL_DIR": str(state_dir / "serving" / f"dtc-{i + 1}")},
+            name,
+            ["serve", kind, "--port", str(port), "--metrics-port", str(port + METRICS_OFFSET)],
+            {"CRIMES_MODEL_LOCAL_DIR": str(state_dir / "serving" / name)},
         )
-    _launch(
-        state_dir,
-        "lda-1",
-        [
-            "serve",
-            "lda",
-            "--port",
-            str(settings.lda_port),
-            "--metrics-port",
-            str(settings.lda_port + METRICS_OFFSET),
-        ],
-        {"CRIMES_MODEL_LOCAL_DIR": str(state_dir / "serving" / "lda-1")},
-    )
-    replicas = [("dtc", port) for port in dtc_ports] + [("lda", settings.lda_port)]
-    for kind, port in replicas:
+    for _, kind, port in replicas:
         address = f"127.0.0.1:{port}"
 
         def serving(address: str = address, name: str = MODELS[kind]) -> bool:
@@ -258,7 +244,7 @@ def retrain(announce: Callable[[str], None] = print, source: str | None = None) 
 
     client = mlflow.MlflowClient(tracking_settings().tracking_uri)
     champions = {
-        kind: str(client.get_model_version_by_alias(name, "champion").version)
+        kind: str(client.get_model_version_by_alias(name, CHAMPION).version)
         for kind, name in MODELS.items()
     }
     announce(f"champions now: {champions} (services reload within their poll interval)")
