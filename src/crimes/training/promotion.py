@@ -130,9 +130,16 @@ def promote(
     rescore: Callable[[Any], float],
     floor: float,
     attempts: int = 5,
+    settle_seconds: float = 0.5,
 ) -> Decision:
     """Give `version` the alias it earns; `rescore(champion_version)` scores the champion on the
-    candidate's test set."""
+    candidate's test set.
+
+    The registry has no compare-and-set, so a concurrent promotion that read the same champion
+    can overwrite this one's write after it was checked. A decision therefore stands only when
+    the champion is still what it expects `settle_seconds` after the write; otherwise it is made
+    again against the new champion (so the better of two racers ends up champion either way).
+    """
     wait_ready(client, name, version)
     for attempt in range(1, attempts + 1):
         champion = current_champion(client, name)
@@ -151,8 +158,11 @@ def promote(
             candidate_is_newer=champion is None or int(version) > int(champion.version),
         )
         set_alias(client, name, CHAMPION if promoted else CHALLENGER, version)
-        after = current_champion(client, name)
         expected = version if promoted else (None if champion is None else str(champion.version))
+        after = current_champion(client, name)
+        if (None if after is None else str(after.version)) == expected:
+            time.sleep(settle_seconds)
+            after = current_champion(client, name)
         if (None if after is None else str(after.version)) == expected:
             decision = Decision(
                 version=version,
