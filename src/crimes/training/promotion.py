@@ -121,6 +121,10 @@ def set_alias(client: Any, name: str, alias: str, version: str, attempts: int = 
             time.sleep(0.05 * attempt)
 
 
+def _version_of(model_version: Any | None) -> str | None:
+    return None if model_version is None else str(model_version.version)
+
+
 def promote(
     client: Any,
     name: str,
@@ -136,9 +140,10 @@ def promote(
     candidate's test set.
 
     The registry has no compare-and-set, so a concurrent promotion that read the same champion
-    can overwrite this one's write after it was checked. A decision therefore stands only when
-    the champion is still what it expects `settle_seconds` after the write; otherwise it is made
-    again against the new champion (so the better of two racers ends up champion either way).
+    can overwrite this one's write after it was checked. The champion is read again just before
+    the write, and a decision stands only when the champion is still what it expects
+    `settle_seconds` after the write; otherwise it is made again against the new champion (so
+    the better of two racers ends up champion either way).
     """
     wait_ready(client, name, version)
     for attempt in range(1, attempts + 1):
@@ -157,19 +162,25 @@ def promote(
             floor,
             candidate_is_newer=champion is None or int(version) > int(champion.version),
         )
+        # Rescoring takes a while: decided against a champion that has moved since, decide
+        # again. This keeps the read-to-write gap far below the settle interval.
+        before = current_champion(client, name)
+        if _version_of(before) != _version_of(champion):
+            log.warning("promotion.raced", name=name, version=version, attempt=attempt)
+            continue
         set_alias(client, name, CHAMPION if promoted else CHALLENGER, version)
-        expected = version if promoted else (None if champion is None else str(champion.version))
+        expected = version if promoted else _version_of(champion)
         after = current_champion(client, name)
-        if (None if after is None else str(after.version)) == expected:
+        if _version_of(after) == expected:
             time.sleep(settle_seconds)
             after = current_champion(client, name)
-        if (None if after is None else str(after.version)) == expected:
+        if _version_of(after) == expected:
             decision = Decision(
                 version=version,
                 promoted=promoted,
                 reason=reason,
                 candidate_f1=candidate_f1,
-                champion_version=None if champion is None else str(champion.version),
+                champion_version=_version_of(champion),
                 champion_f1=champion_f1,
             )
             log.info("promotion.decided", name=name, **decision.as_tags())
