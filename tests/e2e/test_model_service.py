@@ -154,7 +154,7 @@ def test_tritonclient_gets_the_registered_models_own_predictions(
     assert served["transformation_uri"] == f"runs:/{run_id}/transformation/transformation.joblib"
 
 
-def test_services_run_on_uvloop_with_one_blas_thread_and_large_buffers_from_the_heap(
+def test_services_run_on_uvloop_with_one_blas_thread_large_buffers_and_the_legacy_listener(
     services: dict[str, ServiceProcess],
 ) -> None:
     for service in services.values():
@@ -162,6 +162,7 @@ def test_services_run_on_uvloop_with_one_blas_thread_and_large_buffers_from_the_
         assert runtime["event_loop"] == "uvloop"
         assert runtime["blas_threads"] == [1]
         assert runtime["large_buffers_from_heap"] is True
+        assert runtime["grpc_experiments"] == "-event_engine_listener"
 
 
 def test_standard_health_checks_and_reflection(services: dict[str, ServiceProcess]) -> None:

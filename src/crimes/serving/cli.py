@@ -20,10 +20,15 @@ MetricsPortOption = Annotated[
 
 
 def _run_model_service(deployment: str, port: int | None, metrics_port: int | None) -> None:
-    from crimes.serving.server import run
     from crimes.serving.settings import load_settings
+    from crimes.serving.transport import apply_grpc_experiments
 
-    run(load_settings(deployment, port=port, metrics_port=metrics_port))
+    settings = load_settings(deployment, port=port, metrics_port=metrics_port)
+    applied = apply_grpc_experiments(settings.grpc_experiments)
+
+    from crimes.serving.server import run
+
+    run(settings, grpc_experiments_applied=applied)
 
 
 @serve_app.command()

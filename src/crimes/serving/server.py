@@ -311,7 +311,7 @@ async def serve(settings: ModelServerSettings) -> None:
     await server.stop()
 
 
-def run(settings: ModelServerSettings) -> None:
+def run(settings: ModelServerSettings, *, grpc_experiments_applied: bool = False) -> None:
     # The served model families load their BLAS (numpy's, scipy's) here, so that the limit
     # below reaches every BLAS the process will use: a limit skips libraries loaded later.
     import sklearn.discriminant_analysis
@@ -326,6 +326,7 @@ def run(settings: ModelServerSettings) -> None:
         event_loop=settings.event_loop,
         blas_threads=blas,
         large_buffers_from_heap=keep_large_buffers(),
+        grpc_experiments=settings.grpc_experiments if grpc_experiments_applied else None,
     )
     try:
         if settings.event_loop == "uvloop":

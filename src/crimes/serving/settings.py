@@ -75,6 +75,15 @@ class ModelServerSettings(BaseSettings):
     blas_threads: int = Field(default=1, ge=1)
     # uvloop under the grpc.aio server (lower per-call latency); `asyncio` for the standard loop.
     event_loop: Literal["uvloop", "asyncio"] = "uvloop"
+    # gRPC core experiments (its GRPC_EXPERIMENTS syntax), set before gRPC is first imported.
+    # Without EventEngine's listener, the server's sockets are read by the thread that already
+    # waits on the completion queue, instead of being handed over from EventEngine's own
+    # threads: one cross-core wake-up less per call (single-row p50 ~0.65 -> ~0.41 ms on the
+    # 2-core VM, and more calls/s at concurrency 16).
+    grpc_experiments: str = Field(
+        default="-event_engine_listener",
+        validation_alias=AliasChoices("CRIMES_MODEL_GRPC_EXPERIMENTS", "GRPC_EXPERIMENTS"),
+    )
 
     # gRPC transport: HTTP/2 keepalive pings, and how long in-flight calls may finish on SIGTERM.
     keepalive_time_seconds: float = Field(default=30.0, gt=0)
