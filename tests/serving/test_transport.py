@@ -37,8 +37,9 @@ def test_applied_experiments_are_read_by_grpc_core_when_it_loads() -> None:
 def test_too_late_when_grpc_is_already_imported(monkeypatch: pytest.MonkeyPatch) -> None:
     import grpc  # noqa: F401  (this process has loaded gRPC core: the setting can no longer apply)
 
+    # The environment holds the value already: nothing to apply, nothing to warn about.
     monkeypatch.setenv(VARIABLE, "-event_engine_listener")
-    assert apply_grpc_experiments("-event_engine_listener") is True  # what gRPC already has
+    assert apply_grpc_experiments("-event_engine_listener") is True
     assert apply_grpc_experiments("-event_engine_client") is False
     assert os.environ[VARIABLE] == "-event_engine_listener"
 
