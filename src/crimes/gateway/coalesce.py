@@ -54,7 +54,6 @@ class Coalescer:
         # Records share a call only with records of the same transformation and outputs.
         self._queues: dict[tuple[str, bool], list[_Waiting]] = {}
         self._calls: set[asyncio.Task[None]] = set()
-        self.merged_calls = 0  # calls that carried more than one record (for tests, metrics)
 
     async def infer(
         self, features: npt.NDArray[np.float64], version: str, probabilities: bool
@@ -96,8 +95,6 @@ class Coalescer:
                 if len(batch) == 1
                 else np.concatenate([waiting.features for waiting in batch])
             )
-            if len(batch) > 1:
-                self.merged_calls += 1
             output = await self.service.infer(features, version, probabilities)
             if len(output.labels) != len(batch):
                 raise ModelCallError(
