@@ -3,7 +3,6 @@ models in a real MLflow server the way the training does."""
 
 from __future__ import annotations
 
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -20,8 +19,6 @@ from crimes.registry import Tag
 from crimes.serving import codec
 from tests.e2e import services
 from tests.serving.models import Trained
-
-CRIMES = str(Path(sys.executable).parent / "crimes")
 
 
 @dataclass
