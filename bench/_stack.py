@@ -10,9 +10,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from crimes import stack
+from crimes.local import stack
+from crimes.local.stack import backend
 from crimes.settings import StackSettings, lake_settings, tracking_settings
-from crimes.stack import backend
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared/data/chicago_crimes_2024.csv.gz"
 POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432"

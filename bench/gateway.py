@@ -39,10 +39,12 @@ import httpx
 from _stack import data_file, throwaway_stack
 from gateway_wrk import WrkResult
 
-from crimes import datasets, registry, stack
+from crimes import registry
 from crimes.gateway.schemas import EXAMPLE
-from crimes.probe import grpc_serving
-from crimes.storage import Lake
+from crimes.lake import datasets
+from crimes.lake.storage import Lake
+from crimes.local import stack
+from crimes.ops.probe import grpc_serving
 
 YEAR = 2024
 BENCH = Path(__file__).resolve().parent
@@ -179,7 +181,7 @@ def services(folder: Path) -> Iterator[dict[str, Process]]:
 
 def publish_and_train(data: str, rows: int, trials: int) -> None:
     from crimes.etl import pipeline as etl
-    from crimes.portal_double import PortalDouble
+    from crimes.local.portal_double import PortalDouble
     from crimes.settings import EtlSettings, TrainingSettings
     from crimes.training import pipeline as training
 

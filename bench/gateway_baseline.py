@@ -21,10 +21,12 @@ from typing import Any
 from fastapi import FastAPI
 from pydantic import BaseModel, ConfigDict, Field
 
-from crimes import contract, datasets, registry, transformation
+from crimes import contract, registry
 from crimes.contract import CrimeFeatures
 from crimes.gateway.schemas import PredictRequest, PredictResponse
-from crimes.storage import Lake
+from crimes.lake import datasets
+from crimes.lake.storage import Lake
+from crimes.transformation import fitting
 
 
 class BatchRequest(BaseModel):
@@ -48,7 +50,7 @@ def create_app(year: int) -> FastAPI:
         frame = contract.features_frame(records)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
-            matrix = transformation.transform(fitted, frame).to_numpy()
+            matrix = fitting.transform(fitted, frame).to_numpy()
         dtc = models["dtc"].predict(matrix)
         lda = models["lda"].predict(matrix)
         return [

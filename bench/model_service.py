@@ -45,10 +45,13 @@ import numpy.typing as npt
 from _stack import data_file
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from crimes import contract, registry, stack, transformation
+from crimes import contract, registry
+from crimes.local import stack
 from crimes.proto_gen.inference import grpc_service_pb2 as pb
 from crimes.proto_gen.inference import grpc_service_pb2_grpc as pb_grpc
-from crimes.serving import codec
+from crimes.protocol import inference
+from crimes.registry import bundles
+from crimes.transformation import fitting
 
 Matrix = npt.NDArray[np.float64]
 
@@ -59,8 +62,8 @@ def build_bundle(kind: str, data: str, rows: int, folder: Path) -> tuple[str, Ma
     from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
     from sklearn.tree import DecisionTreeClassifier
 
-    from crimes import synthetic
-    from crimes.preprocess import preprocess
+    from crimes.etl import synthetic
+    from crimes.etl.preprocess import preprocess
 
     if Path(data).is_file():
         raw = pd.read_csv(data, dtype=str, keep_default_na=False, na_values=[""], nrows=rows)
@@ -72,16 +75,16 @@ def build_bundle(kind: str, data: str, rows: int, folder: Path) -> tuple[str, Ma
     features, target = frame[list(contract.FEATURES)], frame[contract.TARGET].astype(str)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        fitted, train = transformation.fit_transform(features.iloc[:cut], target.iloc[:cut])
-        test = transformation.transform(fitted, features.iloc[cut:]).to_numpy()
+        fitted, train = fitting.fit_transform(features.iloc[:cut], target.iloc[:cut])
+        test = fitting.transform(fitted, features.iloc[cut:]).to_numpy()
     model: Any = (
         DecisionTreeClassifier(random_state=42) if kind == "dtc" else LinearDiscriminantAnalysis()
     )
     model.fit(train.to_numpy(), target.iloc[:cut].to_numpy())
     name = registry.MODELS[kind]
-    version = transformation.version_id(fitted)
-    registry.save_bundle_dir(
-        folder, registry.bundle_of(name, "1", "bench", model, fitted, trained_on=source)
+    version = fitting.version_id(fitted)
+    bundles.save_bundle_dir(
+        folder, bundles.bundle_of(name, "1", "bench", model, fitted, trained_on=source)
     )
     return version, test, source
 
@@ -303,13 +306,13 @@ def main() -> None:
                 f"service ready in {time.perf_counter() - started:.1f} s (pid {process.pid}, "
                 f"CPUs {sorted(os.sched_getaffinity(process.pid))})"
             )
-            singles = [codec.infer_request(name, test[i : i + 1], version) for i in range(1000)]
+            singles = [inference.infer_request(name, test[i : i + 1], version) for i in range(1000)]
             batches = [
-                codec.infer_request(name, test[i : i + 1000], version)
+                inference.infer_request(name, test[i : i + 1000], version)
                 for i in range(0, len(test) - 1000, 1000)
             ][:20]
             with_probabilities = [
-                codec.infer_request(name, test[i : i + 1000], version, probabilities=True)
+                inference.infer_request(name, test[i : i + 1000], version, probabilities=True)
                 for i in range(0, len(test) - 1000, 1000)
             ][:20]
             live = [pb.ServerLiveRequest()]

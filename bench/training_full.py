@@ -18,9 +18,10 @@ from pathlib import Path
 from _stack import POSTGRES_URL, data_file, throwaway_stack
 from etl_full import publish_full_year
 
-from crimes import airflow_local, registry
+from crimes import registry
+from crimes.local import airflow_runner
+from crimes.local.stack import backend
 from crimes.settings import StackSettings, TrackingSettings, TrainingSettings
-from crimes.stack import backend
 
 
 def main() -> None:
@@ -37,14 +38,14 @@ def main() -> None:
         )
         backend.ensure_database(database)
         try:
-            airflow = airflow_local.environment(
+            airflow = airflow_runner.environment(
                 Path(home),
-                airflow_local.metadata_url(POSTGRES_URL, database.mlflow_database, Path(home)),
+                airflow_runner.metadata_url(POSTGRES_URL, database.mlflow_database, Path(home)),
                 extra=env,
             )
-            airflow_local.migrate(airflow)
+            airflow_runner.migrate(airflow)
             started = time.perf_counter()
-            result = airflow_local.dags_test(
+            result = airflow_runner.dags_test(
                 airflow,
                 "train_chicago_crimes",
                 conf={"trials": args.trials, "cv_folds": args.cv_folds},

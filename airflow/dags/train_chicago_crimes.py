@@ -12,16 +12,16 @@ from typing import Any
 
 from airflow.sdk import Param, dag, get_current_context, task
 
-from crimes.orchestration import TAGS, TRAINING_DAG_ID, final_data_asset
+from crimes.orchestration.assets import TAGS, TRAINING_DAG_ID, final_data_asset
 
 FINAL_DATA = final_data_asset()
 
 
 def _train(kind: str) -> dict[str, Any]:
-    from crimes import datasets
-    from crimes.orchestration import triggering_year
+    from crimes.lake import datasets
+    from crimes.lake.storage import Lake
+    from crimes.orchestration.assets import triggering_year
     from crimes.settings import TrainingSettings
-    from crimes.storage import Lake
     from crimes.training.pipeline import train
 
     context = get_current_context()

@@ -7,8 +7,9 @@ from typing import Annotated, Any
 
 import typer
 
+from crimes.lake import layout
+from crimes.local.stack.cli import app as stack_app
 from crimes.serving.cli import serve_app
-from crimes.stack.cli import app as stack_app
 
 app = typer.Typer(
     help="Chicago crimes: FBI code prediction (ETL, training, serving).", no_args_is_help=True
@@ -42,7 +43,7 @@ def probe_grpc(
     service: Annotated[str, typer.Option(help="Health service name ('' = whole server).")] = "",
 ) -> None:
     """Standard grpc.health.v1 check."""
-    from crimes.probe import grpc_serving
+    from crimes.ops.probe import grpc_serving
 
     healthy, status = grpc_serving(address, service)
     typer.echo(status)
@@ -52,7 +53,7 @@ def probe_grpc(
 @probe_app.command("http")
 def probe_http(url: Annotated[str, typer.Argument(help="URL that must answer 200.")]) -> None:
     """HTTP GET that must answer 200."""
-    from crimes.probe import http_ok
+    from crimes.ops.probe import http_ok
 
     healthy, status = http_ok(url)
     typer.echo(status)
@@ -69,8 +70,8 @@ def etl(
 ) -> None:
     """Extract, preprocess, split and transform one year of crimes into the data lake."""
     from crimes.etl.pipeline import run_etl
+    from crimes.lake.storage import Lake
     from crimes.settings import EtlSettings
-    from crimes.storage import Lake
 
     overrides: dict[str, object] = {}
     if source:
@@ -80,16 +81,15 @@ def etl(
     settings = EtlSettings(**overrides)  # type: ignore[arg-type]
     lake = Lake()
     manifest = run_etl(settings, lake)
-    from crimes import datasets
 
     summary = {
-        "manifest": lake.url(datasets.pointer_key(settings.year)),
+        "manifest": lake.url(layout.pointer_key(settings.year)),
         "dataset": manifest["dataset"],
         "transformation_version": manifest["transformation_version"],
         "etl_run_id": manifest["etl_run_id"],
         "rows": manifest["rows"],
-        "final": lake.url(datasets.final_prefix(settings.year, manifest["dataset"])),
-        "data_info": lake.url(datasets.data_info_prefix(settings.year, manifest["dataset"])),
+        "final": lake.url(layout.final_prefix(settings.year, manifest["dataset"])),
+        "data_info": lake.url(layout.data_info_prefix(settings.year, manifest["dataset"])),
     }
     typer.echo(json.dumps(summary, indent=2))
 
@@ -132,8 +132,9 @@ def sample(
     with its true FBI code (stderr): `crimes sample | curl -d @- ...`."""
     import random
 
-    from crimes import contract, datasets, storage
-    from crimes.storage import Lake
+    from crimes import contract
+    from crimes.lake import datasets, storage
+    from crimes.lake.storage import Lake
 
     lake = Lake()
     final = datasets.current_manifest(lake, year)["files"]["final"]
@@ -154,7 +155,7 @@ def retrain(
     ] = None,
 ) -> None:
     """Rerun ETL + training through the running demo's Airflow (the retraining loop)."""
-    from crimes import demo as demo_job
+    from crimes.local import demo as demo_job
 
     demo_job.retrain(typer.echo, source)
 
@@ -162,7 +163,7 @@ def retrain(
 @app.command()
 def demo() -> None:
     """Start the local stack and run the ETL end to end, printing where the outputs are."""
-    from crimes import demo as demo_job
+    from crimes.local import demo as demo_job
 
     demo_job.run(typer.echo)
 

@@ -150,19 +150,6 @@ _DTYPES: Final[Mapping[str, str]] = {
 }
 FEATURE_DTYPES: Final[Mapping[str, str]] = {s.name: _DTYPES[s.kind] for s in FEATURE_SPECS}
 
-# The portal's columns that the models never see (identifiers, duplicates of other columns).
-UNUSED_PORTAL_COLUMNS: Final = (
-    "id",
-    "case_number",
-    "block",
-    "x_coordinate",
-    "y_coordinate",
-    "year",
-    "updated_on",
-    "location",
-    "date",
-)
-
 
 def out_of_contract(frame: pd.DataFrame) -> pd.Series:
     """For each row of a features frame, the first feature that breaks the contract, or None.

@@ -7,25 +7,26 @@ from typing import Any
 
 import pytest
 
-from crimes import airflow_local, orchestration
+from crimes.local import airflow_runner
+from crimes.orchestration import assets
 
 
 @pytest.fixture(scope="module")
 def dagbag(tmp_path_factory: pytest.TempPathFactory) -> Any:
     home = tmp_path_factory.mktemp("airflow_home")
-    env = airflow_local.environment(home, f"sqlite:///{home / 'airflow.db'}")
+    env = airflow_runner.environment(home, f"sqlite:///{home / 'airflow.db'}")
     with pytest.MonkeyPatch.context() as patch:
         for name, value in env.items():
             if name.startswith("AIRFLOW"):
                 patch.setenv(name, value)
         from airflow.dag_processing.dagbag import DagBag
 
-        yield DagBag(dag_folder=str(airflow_local.DAGS_FOLDER))
+        yield DagBag(dag_folder=str(airflow_runner.DAGS_FOLDER))
 
 
 def test_no_import_errors(dagbag: Any) -> None:
     assert dagbag.import_errors == {}
-    assert orchestration.ETL_DAG_ID in dagbag.dags
+    assert assets.ETL_DAG_ID in dagbag.dags
 
 
 def test_every_dag_has_tags_and_retries(dagbag: Any) -> None:
@@ -36,11 +37,11 @@ def test_every_dag_has_tags_and_retries(dagbag: Any) -> None:
 
 
 def test_etl_publishes_the_final_data_asset_from_its_last_task(dagbag: Any) -> None:
-    dag = dagbag.dags[orchestration.ETL_DAG_ID]
+    dag = dagbag.dags[assets.ETL_DAG_ID]
     producers = [t for t in dag.tasks if t.outlets]
     assert [t.task_id for t in producers] == ["publish"]
     (asset,) = producers[0].outlets
-    assert asset.name == orchestration.FINAL_DATA_ASSET
+    assert asset.name == assets.FINAL_DATA_ASSET
     assert producers[0].downstream_task_ids == set()
     assert {t.task_id for t in dag.tasks} == {
         "extract",
@@ -53,7 +54,7 @@ def test_etl_publishes_the_final_data_asset_from_its_last_task(dagbag: Any) -> N
 
 def test_dag_files_keep_heavy_imports_inside_tasks() -> None:
     heavy = ("sklearn", "pandas", "mlflow", "numpy")
-    for path in Path(airflow_local.DAGS_FOLDER).glob("*.py"):
+    for path in Path(airflow_runner.DAGS_FOLDER).glob("*.py"):
         top_level = [
             line for line in path.read_text().splitlines() if line.startswith(("import", "from"))
         ]
@@ -64,8 +65,8 @@ def test_training_is_scheduled_on_the_etl_asset(dagbag: Any) -> None:
     from airflow.sdk.definitions.asset import AssetAll
     from airflow.sdk.definitions.timetables.assets import AssetTriggeredTimetable
 
-    etl = dagbag.dags[orchestration.ETL_DAG_ID]
-    training = dagbag.dags[orchestration.TRAINING_DAG_ID]
+    etl = dagbag.dags[assets.ETL_DAG_ID]
+    training = dagbag.dags[assets.TRAINING_DAG_ID]
     assert isinstance(training.timetable, AssetTriggeredTimetable)
     (produced,) = next(t for t in etl.tasks if t.outlets).outlets
     condition = training.timetable.asset_condition
@@ -84,6 +85,6 @@ def test_the_year_comes_from_the_param_or_the_triggering_event() -> None:
     def context(year: int | None, events: list[Event]) -> dict[str, Any]:
         return {"params": {"year": year}, "triggering_asset_events": {"asset": events}}
 
-    assert orchestration.triggering_year(context(2023, []), 2024) == 2023
-    assert orchestration.triggering_year(context(None, [Event({"year": 2022})]), 2024) == 2022
-    assert orchestration.triggering_year(context(None, []), 2024) == 2024
+    assert assets.triggering_year(context(2023, []), 2024) == 2023
+    assert assets.triggering_year(context(None, [Event({"year": 2022})]), 2024) == 2022
+    assert assets.triggering_year(context(None, []), 2024) == 2024

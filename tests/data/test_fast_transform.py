@@ -9,11 +9,12 @@ from pathlib import Path
 
 import numpy as np
 
-from crimes import contract, transformation
+from crimes import contract
 from crimes.etl.extract import read_file
+from crimes.etl.preprocess import preprocess
 from crimes.etl.split import split
-from crimes.fast_transform import PER_ROW_MAX, FastTransformer
-from crimes.preprocess import preprocess
+from crimes.transformation import fitting
+from crimes.transformation.lookup import PER_ROW_MAX, FastTransformer
 
 
 def test_every_test_row_is_identical(real_data: Path) -> None:
@@ -22,8 +23,8 @@ def test_every_test_row_is_identical(real_data: Path) -> None:
     columns = list(contract.FEATURES)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        fitted, _ = transformation.fit_transform(parts.train[columns], parts.train[contract.TARGET])
-    expected = transformation.transform(fitted, parts.test[columns]).to_numpy()
+        fitted, _ = fitting.fit_transform(parts.train[columns], parts.train[contract.TARGET])
+    expected = fitting.transform(fitted, parts.test[columns]).to_numpy()
     fast = FastTransformer(fitted)
     rows = parts.test[columns].to_dict("records")
     started = time.perf_counter()
@@ -39,8 +40,8 @@ def test_every_test_row_is_identical(real_data: Path) -> None:
     per_batch_row = (time.perf_counter() - started) / len(rows)
     assert np.array_equal(batch, expected)
     assert batch_unknown == unknown
-    assert fast.output_columns == list(transformation.transform(fitted, parts.test.head(1)).columns)
-    assert fast.version == transformation.version_id(fitted)
+    assert fast.output_columns == list(fitting.transform(fitted, parts.test.head(1)).columns)
+    assert fast.version == fitting.version_id(fitted)
     # Categories only the test split has (a rare IUCR, say) are reported, never an error.
     assert sum(len(u) for u in unknown) < len(rows) * 0.01
     print(f"fast transform: {per_row * 1e6:.1f} us per row in {PER_ROW_MAX}-row calls, "

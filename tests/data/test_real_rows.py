@@ -10,8 +10,8 @@ import pytest
 
 from crimes import contract
 from crimes.etl.extract import read_file
-from crimes.portal_double import load_portal_csv, to_api_json
-from crimes.preprocess import preprocess
+from crimes.etl.preprocess import preprocess
+from crimes.local.portal_double import load_portal_csv, to_api_json
 
 ROWS = 20_000
 

@@ -22,11 +22,11 @@ RUN_LOCALLY = {
     ("crimes", "serve", "gateway"): "tests/e2e/services.py (the gateway under uvicorn)",
     ("crimes", "probe", "grpc"): "tests/e2e/test_replicas.py",
     ("crimes", "probe", "http"): "tests/e2e/test_replicas.py",
-    ("mlflow", "server"): "crimes.stack (every e2e session's MLflow server)",
-    ("airflow", "db", "migrate"): "crimes.airflow_local.migrate (e2e airflow_env)",
-    ("airflow", "api-server"): "crimes.airflow_local.start_services (test_asset_wiring)",
-    ("airflow", "scheduler"): "crimes.airflow_local.start_services",
-    ("airflow", "dag-processor"): "crimes.airflow_local.start_services",
+    ("mlflow", "server"): "crimes.local.stack (every e2e session's MLflow server)",
+    ("airflow", "db", "migrate"): "crimes.local.airflow_runner.migrate (e2e airflow_env)",
+    ("airflow", "api-server"): "crimes.local.airflow_runner.start_services (test_asset_wiring)",
+    ("airflow", "scheduler"): "crimes.local.airflow_runner.start_services",
+    ("airflow", "dag-processor"): "crimes.local.airflow_runner.start_services",
     ("airflow", "jobs", "check"): "tests/e2e/test_asset_wiring.py (the compose health checks)",
 }
 

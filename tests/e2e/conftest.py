@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from crimes import stack
-from crimes.portal_double import PortalDouble
+from crimes.local import stack
+from crimes.local.portal_double import PortalDouble
+from crimes.local.stack import backend
 from crimes.settings import StackSettings, lake_settings, tracking_settings
-from crimes.stack import backend
 
 POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432"
 YEAR = 2024
@@ -69,16 +69,16 @@ def airflow_env(
     stack_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[str, str]]:
     """An AIRFLOW_HOME with its metadata DB on PostgreSQL, migrated."""
-    from crimes import airflow_local
+    from crimes.local import airflow_runner
 
     database = f"crimes_airflow_{uuid.uuid4().hex[:8]}"
     db_settings = StackSettings(postgres_url=POSTGRES_URL, mlflow_database=database)
     backend.ensure_database(db_settings)
     home: Path = tmp_path_factory.mktemp("airflow")
-    env = airflow_local.environment(
-        home, airflow_local.metadata_url(POSTGRES_URL, database, home), extra=stack_env
+    env = airflow_runner.environment(
+        home, airflow_runner.metadata_url(POSTGRES_URL, database, home), extra=stack_env
     )
-    airflow_local.migrate(env)
+    airflow_runner.migrate(env)
     try:
         yield env
     finally:
@@ -95,10 +95,11 @@ def portal(real_data: Path) -> Iterator[PortalDouble]:
 @pytest.fixture(scope="session")
 def published(airflow_env: dict[str, str], portal: PortalDouble) -> dict[str, Any]:
     """Airflow has run the ETL DAG once; the year's manifest."""
-    from crimes import airflow_local, datasets
-    from crimes.storage import Lake
+    from crimes.lake import datasets
+    from crimes.lake.storage import Lake
+    from crimes.local import airflow_runner
 
-    result = airflow_local.dags_test(
+    result = airflow_runner.dags_test(
         airflow_env, "etl_chicago_crimes", conf={"source": portal.url, "year": YEAR}
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -108,10 +109,11 @@ def published(airflow_env: dict[str, str], portal: PortalDouble) -> dict[str, An
 @pytest.fixture(scope="session")
 def trained(airflow_env: dict[str, str], published: dict[str, Any]) -> dict[str, Any]:
     """Airflow has run the training DAG on the published data; the manifest it trained on."""
-    from crimes import airflow_local, datasets
-    from crimes.storage import Lake
+    from crimes.lake import datasets
+    from crimes.lake.storage import Lake
+    from crimes.local import airflow_runner
 
-    result = airflow_local.dags_test(
+    result = airflow_runner.dags_test(
         airflow_env, "train_chicago_crimes", conf={"trials": TRIALS, "cv_folds": 2}
     )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from crimes import stack
-from crimes.probe import grpc_serving, http_ok
+from crimes.local import stack
+from crimes.ops.probe import grpc_serving, http_ok
 from crimes.registry import MODELS
 
 CRIMES = str(Path(sys.executable).parent / "crimes")

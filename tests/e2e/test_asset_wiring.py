@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from crimes import airflow_local, orchestration, stack
-from crimes.portal_double import PortalDouble
+from crimes.local import airflow_runner, stack
+from crimes.local.portal_double import PortalDouble
+from crimes.orchestration import assets
 from tests.e2e.conftest import YEAR
 
 pytestmark = pytest.mark.e2e
@@ -20,25 +21,23 @@ def test_finishing_the_etl_starts_the_training(
     # Small search: this test is about the wiring, the training tests are about the models.
     env = {**airflow_env, "CRIMES_TRAIN_TRIALS": "2", "CRIMES_TRAIN_CV_FOLDS": "2"}
     port = stack.free_port()
-    services_env = airflow_local.start_services(env, tmp_path, port)
+    services_env = airflow_runner.start_services(env, tmp_path, port)
     try:
-        api = airflow_local.AirflowApi(f"http://127.0.0.1:{port}")
-        for dag_id in (orchestration.ETL_DAG_ID, orchestration.TRAINING_DAG_ID):
+        api = airflow_runner.AirflowApi(f"http://127.0.0.1:{port}")
+        for dag_id in (assets.ETL_DAG_ID, assets.TRAINING_DAG_ID):
             api.wait_dag(dag_id)
             api.unpause(dag_id)
-        run_id = api.trigger(orchestration.ETL_DAG_ID, {"source": portal.url, "year": YEAR})
-        etl = api.wait_run(orchestration.ETL_DAG_ID, run_id, timeout=300)
+        run_id = api.trigger(assets.ETL_DAG_ID, {"source": portal.url, "year": YEAR})
+        etl = api.wait_run(assets.ETL_DAG_ID, run_id, timeout=300)
         assert etl["state"] == "success", etl
-        training = api.wait_run(
-            orchestration.TRAINING_DAG_ID, run_type="asset_triggered", timeout=600
-        )
+        training = api.wait_run(assets.TRAINING_DAG_ID, run_type="asset_triggered", timeout=600)
         assert training["state"] == "success", training
         # The health checks compose runs in the Airflow containers.
         for job in ("SchedulerJob", "DagProcessorJob"):
-            check = airflow_local.airflow(
+            check = airflow_runner.airflow(
                 services_env, "jobs", "check", "--job-type", job, "--local", check=False
             )
             assert check.returncode == 0, check.stdout + check.stderr
     finally:
-        stopped = airflow_local.stop_services(tmp_path)
-    assert set(stopped) == {f"airflow-{name}" for name in airflow_local.SERVICES}
+        stopped = airflow_runner.stop_services(tmp_path)
+    assert set(stopped) == {f"airflow-{name}" for name in airflow_runner.SERVICES}

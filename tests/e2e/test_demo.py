@@ -13,8 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from crimes import stack
-from crimes.portal_double import load_portal_csv
+from crimes.local import stack
+from crimes.local.portal_double import load_portal_csv
 from tests.conftest import PROJECT_ROOT
 
 pytestmark = pytest.mark.e2e

@@ -11,12 +11,14 @@ import boto3
 import pandas as pd
 import pytest
 
-from crimes import contract, datasets, storage, transformation
+from crimes import contract
 from crimes.etl import pipeline
 from crimes.etl.extract import ExtractError
-from crimes.portal_double import Fault, PortalDouble
+from crimes.lake import datasets, layout, storage
+from crimes.lake.storage import Lake
+from crimes.local.portal_double import Fault, PortalDouble
 from crimes.settings import EtlSettings, TrackingSettings
-from crimes.storage import Lake
+from crimes.transformation import fitting
 from tests.e2e.conftest import ROWS, YEAR
 
 pytestmark = pytest.mark.e2e
@@ -44,7 +46,7 @@ def test_every_artifact_reads_back_from_the_object_store(
         for page in s3.get_paginator("list_objects_v2").paginate(Bucket="data")
         for o in page.get("Contents", [])
     }
-    assert set(keys) | {datasets.pointer_key(YEAR)} <= listed
+    assert set(keys) | {layout.pointer_key(YEAR)} <= listed
     assert all(f"/{YEAR}/" in key for key in keys)
     assert any(k.startswith(f"chicago/crimes/{YEAR}/raw/") for k in keys)
     assert any(k.startswith(f"chicago/crimes/{YEAR}/final/") for k in keys)
@@ -71,9 +73,9 @@ def test_final_splits_are_consistent_and_reproducible(published: dict[str, Any])
     assert abs(rows["test"] / rows["preprocessed"] - 0.3) < 0.01
     assert list(final.features_test.columns) == list(contract.FEATURES)
     # Serving equals training: the published transformation reproduces X_test exactly.
-    again = transformation.transform(final.transformer, final.features_test)
+    again = fitting.transform(final.transformer, final.features_test)
     pd.testing.assert_frame_equal(again, final.X_test, check_exact=True)
-    assert final.transformation_version == transformation.version_id(final.transformer)
+    assert final.transformation_version == fitting.version_id(final.transformer)
 
 
 def test_data_info_describes_the_set(published: dict[str, Any]) -> None:
@@ -107,8 +109,8 @@ def test_the_etl_run_is_in_mlflow(published: dict[str, Any], tmp_path: Path) -> 
     path = client.download_artifacts(
         run.info.run_id, "data_info/transformation.joblib", str(tmp_path)
     )
-    fitted = transformation.loads(Path(path).read_bytes())
-    assert transformation.version_id(fitted) == published["transformation_version"]
+    fitted = fitting.loads(Path(path).read_bytes())
+    assert fitting.version_id(fitted) == published["transformation_version"]
     manifest = json.loads(
         Path(client.download_artifacts(run.info.run_id, "manifest.json", str(tmp_path))).read_text()
     )
@@ -129,7 +131,7 @@ def test_a_rerun_on_the_same_input_is_idempotent(
 def _published_bytes(lake: Lake) -> tuple[bytes, bytes]:
     manifest = datasets.current_manifest(lake, YEAR)
     info = storage.read_file(lake, manifest["files"]["data_info"]["data_info.json"])
-    return lake.read_bytes(datasets.pointer_key(YEAR)), info
+    return lake.read_bytes(layout.pointer_key(YEAR)), info
 
 
 @pytest.mark.parametrize(

@@ -12,10 +12,12 @@ import httpx
 import numpy as np
 import pytest
 
-from crimes import contract, datasets, registry, transformation
+from crimes import contract, registry
 from crimes.gateway.schemas import EXAMPLE
+from crimes.lake import datasets
+from crimes.lake.storage import Lake
 from crimes.settings import TrackingSettings
-from crimes.storage import Lake
+from crimes.transformation import fitting
 from tests.e2e import services
 from tests.e2e.conftest import YEAR
 
@@ -101,7 +103,7 @@ def test_the_reference_example(http: httpx.Client) -> None:
 def test_no_training_serving_skew_on_real_rows(http: httpx.Client, offline: dict[str, Any]) -> None:
     final = offline["final"]
     rows = final.features_test.head(300)
-    expected = transformation.transform(final.transformer, rows).to_numpy(dtype=np.float64)
+    expected = fitting.transform(final.transformer, rows).to_numpy(dtype=np.float64)
     dtc = offline["dtc"].predict(expected)
     lda = offline["lda"].predict(expected)
     for i, record in enumerate(records(rows)):
@@ -112,7 +114,7 @@ def test_no_training_serving_skew_on_real_rows(http: httpx.Client, offline: dict
 def test_batch_answers_in_order(http: httpx.Client, offline: dict[str, Any]) -> None:
     final = offline["final"]
     rows = final.features_test.iloc[300:700]
-    matrix = transformation.transform(final.transformer, rows).to_numpy(dtype=np.float64)
+    matrix = fitting.transform(final.transformer, rows).to_numpy(dtype=np.float64)
     response = http.post("/predict/batch", json={"features": records(rows)})
     assert response.status_code == 200
     assert response.json() == [

@@ -23,9 +23,10 @@ import pytest
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from crimes import registry
+from crimes.lake.storage import Lake
 from crimes.proto_gen.inference import grpc_service_pb2_grpc as pb_grpc
-from crimes.serving import codec
-from crimes.storage import Lake
+from crimes.protocol import inference
+from crimes.registry import bundles
 from tests.serving.malformed import CASES, Case, Target
 from tests.serving.models import Trained, bundle, train
 from tests.serving.processes import ServiceProcess, move_alias, register, start_service
@@ -219,7 +220,7 @@ def test_a_message_over_the_size_limit_is_refused_by_grpc(
     rows = np.full(
         (MAX_MESSAGE_BYTES // (8 * trained.train.shape[1]) + 10, trained.train.shape[1]), 0.5
     )
-    request = codec.infer_request(service.name, rows, trained.transformation_version)
+    request = inference.infer_request(service.name, rows, trained.transformation_version)
     with service.channel() as channel, pytest.raises(grpc.RpcError) as refused:
         pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=10)
     error: Any = refused.value
@@ -236,11 +237,11 @@ def test_metrics_count_requests_by_version_and_status(
     with service.channel() as channel:
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
         stub.ModelInfer(
-            codec.infer_request(service.name, trained.test[:3], trained.transformation_version)
+            inference.infer_request(service.name, trained.test[:3], trained.transformation_version)
         )
         with pytest.raises(grpc.RpcError):
             stub.ModelInfer(
-                codec.infer_request(service.name, trained.test[:3], "tf-0000000000000000")
+                inference.infer_request(service.name, trained.test[:3], "tf-0000000000000000")
             )
     page = httpx.get(f"http://127.0.0.1:{service.metrics_port}/metrics", trust_env=False).text
     labels = f'model="{service.name}"'
@@ -271,10 +272,10 @@ def test_an_alias_move_is_picked_up_without_failing_a_request(
     def client() -> None:
         with service.channel() as channel:
             stub = pb_grpc.GRPCInferenceServiceStub(channel)
-            request = codec.infer_request(service.name, rows, first.transformation_version)
+            request = inference.infer_request(service.name, rows, first.transformation_version)
             while not stop.is_set():
                 try:
-                    answer = codec.decode_infer_response(stub.ModelInfer(request, timeout=10))
+                    answer = inference.decode_infer_response(stub.ModelInfer(request, timeout=10))
                 except grpc.RpcError as error:
                     failures.append(str(error))
                     continue
@@ -304,7 +305,7 @@ def test_an_alias_move_is_picked_up_without_failing_a_request(
     assert all(labels == expected[v] for v, labels in seen)
     loaded = service.wait_for_log("model.serving", version=version)
     assert loaded["source"] == "mlflow"
-    copy = registry.load_bundle_dir(service.log.parent / "serving" / service.name / "last-good")
+    copy = bundles.load_bundle_dir(service.log.parent / "serving" / service.name / "last-good")
     assert copy.version == version
     # Structured logs only: one JSON object a line, MLflow's downloads included.
     lines = service.log.read_text().splitlines()
@@ -344,12 +345,12 @@ def test_with_mlflow_down_at_start_fallbacks_serve_then_the_registry_takes_over(
     # What each service can fall back on: its last good copy (of the version the alias names
     # now: what it served before), the lake's bundle, a bundle folder.
     served_before, run_id = register(dtc, names["local"])
-    registry.save_bundle_dir(
+    bundles.save_bundle_dir(
         tmp_path / "local" / "serving" / names["local"] / "last-good",
         bundle(dtc, names["local"], served_before, run_id=run_id),
     )
-    registry.write_bundle(Lake(), bundle(lda, names["lake"], "5", run_id="lake-run"))
-    registry.save_bundle_dir(tmp_path / "given", bundle(dtc_v2, names["path"], "9"))
+    bundles.write_bundle(Lake(), bundle(lda, names["lake"], "5", run_id="lake-run"))
+    bundles.save_bundle_dir(tmp_path / "given", bundle(dtc_v2, names["path"], "9"))
     mlflow = urlparse(stack_env["MLFLOW_TRACKING_URI"])
     with TcpProxy(str(mlflow.hostname), int(mlflow.port or 80)) as proxy:
         down = {
@@ -383,7 +384,7 @@ def test_with_mlflow_down_at_start_fallbacks_serve_then_the_registry_takes_over(
             assert nothing.health() == "NOT_SERVING"
             with nothing.channel() as channel, pytest.raises(grpc.RpcError) as refused:
                 pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(
-                    codec.infer_request(names["none"], dtc.test[:1], dtc.transformation_version)
+                    inference.infer_request(names["none"], dtc.test[:1], dtc.transformation_version)
                 )
             error: Any = refused.value
             assert error.code() == grpc.StatusCode.UNAVAILABLE
@@ -410,7 +411,7 @@ def test_sigterm_lets_calls_in_flight_finish(
 ) -> None:
     trained = models["lda"]
     name = f"drain_{suffix}"
-    registry.save_bundle_dir(tmp_path / "given", bundle(trained, name, "1"))
+    bundles.save_bundle_dir(tmp_path / "given", bundle(trained, name, "1"))
     service = start_service(
         "lda",
         name,
@@ -421,7 +422,9 @@ def test_sigterm_lets_calls_in_flight_finish(
     )
     service.wait_until("SERVING")
     rows = np.vstack([trained.test] * 20)
-    request = codec.infer_request(name, rows, trained.transformation_version, probabilities=True)
+    request = inference.infer_request(
+        name, rows, trained.transformation_version, probabilities=True
+    )
     outcomes: list[tuple[float, str]] = []
     stop = threading.Event()
 

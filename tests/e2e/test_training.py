@@ -9,10 +9,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from crimes import datasets, registry
-from crimes.registry import Tag
+from crimes import registry
+from crimes.lake import datasets
+from crimes.lake.storage import Lake
+from crimes.registry import Tag, bundles
 from crimes.settings import TrackingSettings
-from crimes.storage import Lake
 from crimes.training import evaluate
 from tests.e2e.conftest import TRIALS, YEAR
 
@@ -90,7 +91,7 @@ def test_the_fallback_bundle_is_the_champion(
 ) -> None:
     name = registry.MODELS[kind]
     champion = client.get_model_version_by_alias(name, registry.CHAMPION)
-    bundle = registry.read_bundle(Lake(), name)
+    bundle = bundles.read_bundle(Lake(), name)
     assert bundle.version == str(champion.version)
     assert bundle.transformation_version == trained["transformation_version"]
     final = datasets.load_final(Lake(), YEAR)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from crimes.portal_double import Fault, FaultPlan, PortalDouble, load_portal_csv
+from crimes.local.portal_double import Fault, FaultPlan, PortalDouble, load_portal_csv
 
 # Enough rows for several pages and a few null fields, few enough to keep every test fast.
 SAMPLE_ROWS = 3000

@@ -30,7 +30,7 @@ from crimes.etl.extract import (
     extract,
     read_file,
 )
-from crimes.portal_double import Fault, PortalDouble
+from crimes.local.portal_double import Fault, PortalDouble
 from crimes.settings import EtlSettings
 from tests.etl.conftest import SAMPLE_ROWS, DoubleFactory, Row
 
@@ -304,7 +304,7 @@ def test_double_speaks_soda(portal: DoubleFactory, sample_frame: pd.DataFrame) -
 
 @pytest.mark.timeout(60)
 def test_double_runs_standalone(real_data: Path) -> None:
-    command = [sys.executable, "-m", "crimes.portal_double", "--data", str(real_data)]
+    command = [sys.executable, "-m", "crimes.local.portal_double", "--data", str(real_data)]
     process = subprocess.Popen(
         [*command, "--rows", "50", "--port", "0"],
         stdout=subprocess.PIPE,

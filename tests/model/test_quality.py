@@ -12,12 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from crimes import contract, transformation
+from crimes import contract
 from crimes.etl.extract import read_file
+from crimes.etl.preprocess import preprocess
 from crimes.etl.split import split
-from crimes.preprocess import preprocess
 from crimes.settings import TrainingSettings
 from crimes.training import evaluate, models
+from crimes.transformation import fitting
 
 
 @pytest.fixture(scope="module")
@@ -27,10 +28,8 @@ def matrices(real_data: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nd
     columns = list(contract.FEATURES)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        fitted, x_train = transformation.fit_transform(
-            parts.train[columns], parts.train[contract.TARGET]
-        )
-    x_test = transformation.transform(fitted, parts.test[columns])
+        fitted, x_train = fitting.fit_transform(parts.train[columns], parts.train[contract.TARGET])
+    x_test = fitting.transform(fitted, parts.test[columns])
     return (
         x_train.to_numpy(),
         parts.train[contract.TARGET].to_numpy(),

@@ -20,7 +20,7 @@ import grpc.aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from crimes.proto_gen.inference import grpc_service_pb2_grpc as pb_grpc
-from crimes.registry import ModelBundle
+from crimes.registry.bundles import ModelBundle
 from crimes.serving.errors import ModelLoadError
 from crimes.serving.model import LoadedModel, Source, prepare
 from crimes.serving.server import ModelServer

@@ -13,7 +13,7 @@ import grpc
 import numpy as np
 
 from crimes.proto_gen.inference import grpc_service_pb2 as pb
-from crimes.serving import codec
+from crimes.protocol import inference
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 PRECONDITION = grpc.StatusCode.FAILED_PRECONDITION
@@ -32,7 +32,7 @@ class Target:
 
     def valid(self, rows: int = 2, *, raw: bool = True) -> pb.ModelInferRequest:
         features = np.full((rows, self.n_features), 0.5)
-        return codec.infer_request(self.name, features, self.transformation_version, raw=raw)
+        return inference.infer_request(self.name, features, self.transformation_version, raw=raw)
 
 
 @dataclass(frozen=True)
@@ -120,19 +120,19 @@ def _value(value: float) -> Callable[[pb.ModelInferRequest, Target], None]:
 
 
 def _no_version(r: pb.ModelInferRequest, t: Target) -> None:
-    del r.parameters[codec.TRANSFORMATION_VERSION]
+    del r.parameters[inference.TRANSFORMATION_VERSION]
 
 
 def _int_version(r: pb.ModelInferRequest, t: Target) -> None:
-    r.parameters[codec.TRANSFORMATION_VERSION].int64_param = 7
+    r.parameters[inference.TRANSFORMATION_VERSION].int64_param = 7
 
 
 def _empty_version(r: pb.ModelInferRequest, t: Target) -> None:
-    r.parameters[codec.TRANSFORMATION_VERSION].string_param = ""
+    r.parameters[inference.TRANSFORMATION_VERSION].string_param = ""
 
 
 def _other_version(r: pb.ModelInferRequest, t: Target) -> None:
-    r.parameters[codec.TRANSFORMATION_VERSION].string_param = "tf-0123456789abcdef"
+    r.parameters[inference.TRANSFORMATION_VERSION].string_param = "tf-0123456789abcdef"
 
 
 def _output(

@@ -13,8 +13,11 @@ import pandas as pd
 from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 from sklearn.tree import DecisionTreeClassifier
 
-from crimes import contract, registry, synthetic, transformation
-from crimes.preprocess import preprocess
+from crimes import contract
+from crimes.etl import synthetic
+from crimes.etl.preprocess import preprocess
+from crimes.registry import bundles
+from crimes.transformation import fitting
 
 Kind = Literal["dtc", "lda"]
 
@@ -30,7 +33,7 @@ class Trained:
 
     @property
     def transformation_version(self) -> str:
-        return transformation.version_id(self.transformer)
+        return fitting.version_id(self.transformer)
 
     @property
     def feature_names(self) -> list[str]:
@@ -52,8 +55,8 @@ def train(
     features, target = data[list(contract.FEATURES)], data[contract.TARGET].astype(str)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        fitted, matrix = transformation.fit_transform(features.iloc[:cut], target.iloc[:cut])
-        test = transformation.transform(fitted, features.iloc[cut:]).to_numpy()
+        fitted, matrix = fitting.fit_transform(features.iloc[:cut], target.iloc[:cut])
+        test = fitting.transform(fitted, features.iloc[cut:]).to_numpy()
     model: Any = (
         DecisionTreeClassifier(random_state=seed, max_depth=max_depth)
         if kind == "dtc"
@@ -63,10 +66,8 @@ def train(
     return Trained(transformer=fitted, model=model, train=matrix, test=test)
 
 
-def bundle(
-    trained: Trained, name: str, version: str, run_id: str = "run-1"
-) -> registry.ModelBundle:
-    return registry.bundle_of(name, version, run_id, trained.model, trained.transformer)
+def bundle(trained: Trained, name: str, version: str, run_id: str = "run-1") -> bundles.ModelBundle:
+    return bundles.bundle_of(name, version, run_id, trained.model, trained.transformer)
 
 
 def labels(trained: Trained, rows: npt.NDArray[np.float64]) -> list[str]:

@@ -12,11 +12,12 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from crimes import registry, transformation
+from crimes import registry
 from crimes.proto_gen.inference import grpc_service_pb2 as pb
 from crimes.proto_gen.inference import grpc_service_pb2_grpc as pb_grpc
+from crimes.protocol import inference
 from crimes.registry import Tag
-from crimes.serving import codec
+from crimes.transformation import fitting
 from tests.e2e import services
 from tests.serving.models import Trained
 
@@ -61,7 +62,7 @@ class ServiceProcess(services.Service):
             answer = pb_grpc.GRPCInferenceServiceStub(channel).ModelMetadata(
                 pb.ModelMetadataRequest(name=self.name), timeout=5
             )
-        return {"version": answer.versions[0], **codec.parameters_dict(answer.parameters)}
+        return {"version": answer.versions[0], **inference.parameters_dict(answer.parameters)}
 
 
 def start_service(
@@ -94,7 +95,7 @@ def register(
     mlflow.set_experiment("model-service-tests")
     with mlflow.start_run() as run, tempfile.TemporaryDirectory() as scratch:
         path = Path(scratch) / "transformation.joblib"
-        path.write_bytes(transformation.dumps(trained.transformer))
+        path.write_bytes(fitting.dumps(trained.transformer))
         mlflow.log_artifact(str(path), artifact_path="transformation")
         sample = trained.train.head(20)
         info = mlflow.sklearn.log_model(

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from crimes import registry
+from crimes.lake import layout
+from crimes.lake.storage import Lake
+from crimes.registry import bundles
 from crimes.serving.metrics import Metrics
 from crimes.serving.model import Source
 from crimes.serving.runtime import (
@@ -23,7 +25,6 @@ from crimes.serving.runtime import (
 from crimes.serving.settings import ModelServerSettings
 from crimes.serving.sources import fallbacks
 from crimes.settings import lake_settings
-from crimes.storage import Lake
 from tests.serving.harness import NAME, FakeRegistry, settings
 from tests.serving.models import Trained, bundle
 
@@ -50,9 +51,9 @@ def test_chain_prefers_the_local_copy_then_the_lake_then_the_bundle_path(
     tmp_path: Path, lake: Lake, dtc: Trained, dtc_other: Trained, lda: Trained
 ) -> None:
     config = settings(tmp_path, use_lake_bundle=True, bundle_path=tmp_path / "given")
-    registry.save_bundle_dir(tmp_path / "given", bundle(lda, NAME, "1"))
-    registry.write_bundle(lake, bundle(dtc_other, NAME, "2"))
-    registry.save_bundle_dir(config.local_copy_dir, bundle(dtc, NAME, "3"))
+    bundles.save_bundle_dir(tmp_path / "given", bundle(lda, NAME, "1"))
+    bundles.write_bundle(lake, bundle(dtc_other, NAME, "2"))
+    bundles.save_bundle_dir(config.local_copy_dir, bundle(dtc, NAME, "3"))
 
     def served() -> tuple[str, Source]:
         runtime = _runtime(config, _down())
@@ -64,7 +65,7 @@ def test_chain_prefers_the_local_copy_then_the_lake_then_the_bundle_path(
     # A corrupted local copy is passed over, not served.
     (config.local_copy_dir / "model.joblib").write_bytes(b"not a pickle")
     assert served() == ("2", Source.LAKE)
-    lake.fs.rm(lake._path(registry.bundle_pointer(NAME)))
+    lake.fs.rm(lake._path(layout.bundle_pointer(NAME)))
     assert served() == ("1", Source.BUNDLE_PATH)
 
 
@@ -80,14 +81,14 @@ def test_the_registry_wins_over_every_fallback_and_leaves_a_local_copy(
     tmp_path: Path, dtc: Trained, lda: Trained
 ) -> None:
     config = settings(tmp_path, bundle_path=tmp_path / "given")
-    registry.save_bundle_dir(tmp_path / "given", bundle(lda, NAME, "1"))
+    bundles.save_bundle_dir(tmp_path / "given", bundle(lda, NAME, "1"))
     fake = FakeRegistry()
     fake.publish("7", bundle(dtc, NAME, "7"))
     runtime = _runtime(config, fake)
     assert asyncio.run(runtime.start()) == LOADED
     assert runtime.current is not None
     assert (runtime.current.version, runtime.current.source) == ("7", Source.MLFLOW)
-    copy = registry.load_bundle_dir(config.local_copy_dir)
+    copy = bundles.load_bundle_dir(config.local_copy_dir)
     assert (copy.version, copy.transformation_version) == ("7", dtc.transformation_version)
 
 
@@ -95,7 +96,7 @@ def test_a_version_that_fails_at_start_falls_back(
     tmp_path: Path, dtc: Trained, lda: Trained
 ) -> None:
     config = settings(tmp_path, bundle_path=tmp_path / "given")
-    registry.save_bundle_dir(tmp_path / "given", bundle(lda, NAME, "1"))
+    bundles.save_bundle_dir(tmp_path / "given", bundle(lda, NAME, "1"))
     fake = FakeRegistry()
     fake.publish("2", RuntimeError("signature mismatch"))
     runtime = _runtime(config, fake)
@@ -141,7 +142,7 @@ def test_after_a_fallback_start_the_registry_takes_over_when_it_returns(
     tmp_path: Path, dtc: Trained, dtc_other: Trained
 ) -> None:
     config = settings(tmp_path)
-    registry.save_bundle_dir(config.local_copy_dir, bundle(dtc, NAME, "1"))
+    bundles.save_bundle_dir(config.local_copy_dir, bundle(dtc, NAME, "1"))
     fake = FakeRegistry()
     fake.reachable = False
     runtime = _runtime(config, fake)

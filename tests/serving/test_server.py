@@ -19,7 +19,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from crimes.proto_gen.inference import grpc_service_pb2 as pb
 from crimes.proto_gen.inference import grpc_service_pb2_grpc as pb_grpc
-from crimes.serving import codec
+from crimes.protocol import inference
 from tests.serving.harness import (
     NAME,
     FakeRegistry,
@@ -44,11 +44,11 @@ async def _infer(
     *,
     raw: bool = True,
     probabilities: bool = False,
-) -> codec.InferOutput:
-    request = codec.infer_request(
+) -> inference.InferOutput:
+    request = inference.infer_request(
         NAME, rows, trained.transformation_version, raw=raw, probabilities=probabilities
     )
-    return codec.decode_infer_response(await live.stub.ModelInfer(request, timeout=10))
+    return inference.decode_infer_response(await live.stub.ModelInfer(request, timeout=10))
 
 
 def test_liveness_at_once_readiness_only_with_a_model(tmp_path: Path, dtc: Trained) -> None:
@@ -131,7 +131,7 @@ def test_metadata_names_the_transformation_run_and_classes(tmp_path: Path, lda: 
         ("fbi_code", "BYTES", [-1]),
         ("probabilities", "FP64", [-1, len(lda.model.classes_)]),
     ]
-    parameters = codec.parameters_dict(metadata.parameters)
+    parameters = inference.parameters_dict(metadata.parameters)
     assert parameters["transformation_version"] == lda.transformation_version
     assert parameters["run_id"] == "run-4"
     assert parameters["source"] == "mlflow"
@@ -280,7 +280,7 @@ def test_large_batches_are_predicted_off_the_event_loop(tmp_path: Path, lda: Tra
     registry.publish("1", bundle(lda, NAME, "1"))
     rows = np.vstack([lda.test] * 3)
 
-    async def scenario() -> codec.InferOutput:
+    async def scenario() -> inference.InferOutput:
         async with running(settings(tmp_path, inline_rows=4), registry) as live:
             await until(lambda: live.server.runtime.ready)
             return await _infer(live, lda, rows, probabilities=True)

@@ -14,8 +14,7 @@ import s3fs
 from botocore.config import Config
 from mlflow.tracking import MlflowClient
 
-from crimes.settings import StackSettings
-from crimes.stack import (
+from crimes.local.stack import (
     PartStatus,
     StackError,
     backend,
@@ -26,6 +25,7 @@ from crimes.stack import (
     status,
     up,
 )
+from crimes.settings import StackSettings
 
 pytestmark = pytest.mark.e2e
 

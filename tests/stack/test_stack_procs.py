@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from crimes.stack import procs
-from crimes.stack.procs import PidStore, ProcessRecord, StackError
+from crimes.local.stack import procs
+from crimes.local.stack.procs import PidStore, ProcessRecord, StackError
 
 BASH = shutil.which("bash") or "/bin/bash"
 

@@ -7,9 +7,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from crimes import contract, synthetic, transformation
-from crimes.fast_transform import PER_ROW_MAX, FastTransformer
-from crimes.preprocess import preprocess
+from crimes import contract
+from crimes.etl import synthetic
+from crimes.etl.preprocess import preprocess
+from crimes.transformation import fitting
+from crimes.transformation.lookup import PER_ROW_MAX, FastTransformer
 from tests.unit.records import REFERENCE_EXAMPLE
 
 
@@ -18,15 +20,13 @@ def fitted() -> Any:
     data, _ = preprocess(synthetic.sample(2000))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        fitted, _ = transformation.fit_transform(
-            data[list(contract.FEATURES)], data[contract.TARGET]
-        )
+        fitted, _ = fitting.fit_transform(data[list(contract.FEATURES)], data[contract.TARGET])
     return fitted
 
 
 def pipeline(fitted: Any, rows: list[dict[str, Any]]) -> np.ndarray:
     frame = contract.features_frame([contract.CrimeFeatures(**r) for r in rows])
-    return transformation.transform(fitted, frame).to_numpy()
+    return fitting.transform(fitted, frame).to_numpy()
 
 
 def test_unknown_and_missing_values_match_the_pipeline(fitted: Any) -> None:

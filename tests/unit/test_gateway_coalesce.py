@@ -12,7 +12,7 @@ import pytest
 
 from crimes.gateway.backends import ModelCallError
 from crimes.gateway.coalesce import Coalescer
-from crimes.serving import codec
+from crimes.protocol import inference
 
 
 class FakeService:
@@ -25,13 +25,13 @@ class FakeService:
 
     async def infer(
         self, features: np.ndarray, version: str, probabilities: bool
-    ) -> codec.InferOutput:
+    ) -> inference.InferOutput:
         self.calls.append(len(features))
         failure, self.fail_next = self.fail_next, None
         await asyncio.sleep(self.delay)
         if failure is not None:
             raise failure
-        return codec.InferOutput(
+        return inference.InferOutput(
             model_version="3",
             transformation_version=version,
             labels=[f"{int(row[0])}" for row in features],
@@ -49,7 +49,7 @@ def coalescer(service: FakeService, **options: Any) -> Coalescer:
 
 
 def test_each_record_gets_its_own_row_from_shared_calls() -> None:
-    async def scenario() -> tuple[list[codec.InferOutput], FakeService, int]:
+    async def scenario() -> tuple[list[inference.InferOutput], FakeService, int]:
         service = FakeService()
         merger = coalescer(service)
         answers = await asyncio.gather(*(merger.infer(row(i), "tf-1", True) for i in range(50)))
@@ -67,7 +67,7 @@ def test_each_record_gets_its_own_row_from_shared_calls() -> None:
 
 
 def test_at_most_max_rows_per_call_and_versions_never_mix() -> None:
-    async def scenario() -> tuple[list[codec.InferOutput], FakeService]:
+    async def scenario() -> tuple[list[inference.InferOutput], FakeService]:
         service = FakeService()
         merger = coalescer(service, max_in_flight=1, max_rows=10)
         calls = [merger.infer(row(i), f"tf-{i % 2}", False) for i in range(41)]
@@ -127,7 +127,7 @@ def test_a_caller_past_its_deadline_leaves_the_queue() -> None:
 
 @pytest.mark.parametrize("probabilities", [False, True])
 def test_alone_when_idle(probabilities: bool) -> None:
-    async def scenario() -> tuple[codec.InferOutput, FakeService]:
+    async def scenario() -> tuple[inference.InferOutput, FakeService]:
         service = FakeService(delay=0)
         merger = coalescer(service)
         return await merger.infer(row(7), "tf-1", probabilities), service
@@ -141,9 +141,9 @@ def test_a_short_answer_is_an_error_for_each_record_never_a_misaligned_row() -> 
     class Short(FakeService):
         async def infer(
             self, features: np.ndarray, version: str, probabilities: bool
-        ) -> codec.InferOutput:
+        ) -> inference.InferOutput:
             output = await super().infer(features, version, probabilities)
-            return codec.InferOutput(
+            return inference.InferOutput(
                 output.model_version, version, output.labels[:-1] or ["0"], None, None
             )
 

@@ -12,7 +12,7 @@ from pydantic import SecretStr
 from crimes.gateway.app import create_app
 from crimes.gateway.schemas import EXAMPLE
 from crimes.gateway.settings import GatewaySettings
-from crimes.stack import free_port
+from crimes.local.stack import free_port
 
 
 @pytest.fixture

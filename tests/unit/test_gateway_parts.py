@@ -9,9 +9,9 @@ import pytest
 
 from crimes.gateway.backends import ModelCallError, ModelService, replicas
 from crimes.gateway.cache import PredictionCache, cache_key
+from crimes.local.stack import free_port
 from crimes.proto_gen.inference import grpc_service_pb2 as pb
-from crimes.serving import codec
-from crimes.stack import free_port
+from crimes.protocol import inference
 
 
 def test_replicas_of_each_address_form() -> None:
@@ -64,7 +64,7 @@ def test_real_redis_round_trip() -> None:
 def test_large_buffers_come_from_the_heap_on_glibc() -> None:
     import platform
 
-    from crimes.memory import keep_large_buffers
+    from crimes.ops.memory import keep_large_buffers
 
     glibc = platform.libc_ver()[0] == "glibc"
     assert keep_large_buffers() is glibc
@@ -85,11 +85,11 @@ def test_a_model_call_answering_another_number_of_rows_fails_that_model(
     answered_rows: int,
 ) -> None:
     response = pb.ModelInferResponse(model_name="m", model_version="1")
-    output = response.outputs.add(name=codec.LABELS, datatype="BYTES", shape=[answered_rows])
+    output = response.outputs.add(name=inference.LABELS, datatype="BYTES", shape=[answered_rows])
     output.contents.bytes_contents.extend([b"07"] * answered_rows)
 
     async def scenario() -> ModelCallError:
-        service = ModelService("dtc", "m", "127.0.0.1:1", deadline_seconds=1.0, retries=0)
+        service = ModelService("m", "127.0.0.1:1", deadline_seconds=1.0, retries=0)
         service.stub = AnsweringStub(response)  # type: ignore[assignment]
         try:
             await service.infer(np.zeros((2, 3)), "tf-1", False)

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from crimes import contract
-from crimes.preprocess import SchemaError, parse_timestamps, preprocess
+from crimes.etl.preprocess import SchemaError, parse_timestamps, preprocess
 from tests.unit.records import API_RECORD, CSV_RECORD, record
 
 

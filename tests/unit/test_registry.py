@@ -6,22 +6,23 @@ from pathlib import Path
 import pytest
 from sklearn.tree import DecisionTreeClassifier
 
-from crimes import contract, registry, synthetic, transformation
-from crimes.preprocess import preprocess
+from crimes import contract
+from crimes.etl import synthetic
+from crimes.etl.preprocess import preprocess
+from crimes.lake.storage import Lake, LakeError
+from crimes.registry import bundles
 from crimes.settings import LakeSettings
-from crimes.storage import Lake, LakeError
+from crimes.transformation import fitting
 
 
 @pytest.fixture(scope="module")
-def bundle() -> registry.ModelBundle:
+def bundle() -> bundles.ModelBundle:
     data, _ = preprocess(synthetic.sample(800))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        fitted, matrix = transformation.fit_transform(
-            data[list(contract.FEATURES)], data[contract.TARGET]
-        )
+        fitted, matrix = fitting.fit_transform(data[list(contract.FEATURES)], data[contract.TARGET])
     model = DecisionTreeClassifier(random_state=0).fit(matrix, data[contract.TARGET])
-    return registry.ModelBundle(
+    return bundles.ModelBundle(
         name="dtc_model_prod",
         version="3",
         model=model,
@@ -30,7 +31,7 @@ def bundle() -> registry.ModelBundle:
             "name": "dtc_model_prod",
             "version": "3",
             "run_id": "r1",
-            "transformation_version": transformation.version_id(fitted),
+            "transformation_version": fitting.version_id(fitted),
             "classes": model.classes_.tolist(),
             "feature_names": list(matrix.columns),
             "metrics": {"test_accuracy": 1.0},
@@ -38,35 +39,35 @@ def bundle() -> registry.ModelBundle:
     )
 
 
-def test_bundle_round_trips_through_the_lake(bundle: registry.ModelBundle, tmp_path: Path) -> None:
+def test_bundle_round_trips_through_the_lake(bundle: bundles.ModelBundle, tmp_path: Path) -> None:
     lake = Lake(LakeSettings(root=f"file://{tmp_path}/data"))
-    registry.write_bundle(lake, bundle)
-    back = registry.read_bundle(lake, "dtc_model_prod")
+    bundles.write_bundle(lake, bundle)
+    back = bundles.read_bundle(lake, "dtc_model_prod")
     assert back.version == "3"
     assert back.transformation_version == bundle.transformation_version
     assert back.model.classes_.tolist() == bundle.metadata["classes"]
     assert back.source.endswith("chicago/crimes/models/dtc_model_prod/v3")
 
 
-def test_bundle_round_trips_through_a_folder(bundle: registry.ModelBundle, tmp_path: Path) -> None:
+def test_bundle_round_trips_through_a_folder(bundle: bundles.ModelBundle, tmp_path: Path) -> None:
     folder = tmp_path / "last-good"
-    registry.save_bundle_dir(folder, bundle)
-    registry.save_bundle_dir(folder, bundle)  # replacing an existing copy
-    back = registry.load_bundle_dir(folder)
+    bundles.save_bundle_dir(folder, bundle)
+    bundles.save_bundle_dir(folder, bundle)  # replacing an existing copy
+    back = bundles.load_bundle_dir(folder)
     assert (back.name, back.version) == ("dtc_model_prod", "3")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last-good"]
     with pytest.raises(FileNotFoundError, match="no model bundle"):
-        registry.load_bundle_dir(tmp_path / "nothing")
+        bundles.load_bundle_dir(tmp_path / "nothing")
 
 
 def test_a_bundle_with_a_mismatched_transformation_is_refused(
-    bundle: registry.ModelBundle, tmp_path: Path
+    bundle: bundles.ModelBundle, tmp_path: Path
 ) -> None:
     folder = tmp_path / "bad"
-    registry.save_bundle_dir(folder, bundle)
+    bundles.save_bundle_dir(folder, bundle)
     text = (folder / "metadata.json").read_text()
     (folder / "metadata.json").write_text(
         text.replace(bundle.transformation_version, "tf-0000000000000000")
     )
     with pytest.raises(LakeError, match="does not match"):
-        registry.load_bundle_dir(folder)
+        bundles.load_bundle_dir(folder)

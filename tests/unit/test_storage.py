@@ -5,9 +5,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from crimes import storage
+from crimes.lake import storage
+from crimes.lake.storage import Lake, LakeError
 from crimes.settings import LakeSettings
-from crimes.storage import Lake, LakeError
 
 
 @pytest.fixture

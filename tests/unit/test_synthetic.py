@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from crimes import synthetic
+from crimes.etl import synthetic
 from crimes.etl.extract import ExtractError, extract
-from crimes.preprocess import preprocess
+from crimes.etl.preprocess import preprocess
 from crimes.settings import EtlSettings
 
 

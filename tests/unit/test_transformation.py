@@ -7,8 +7,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from crimes import contract, synthetic, transformation
-from crimes.preprocess import preprocess
+from crimes import contract
+from crimes.etl import synthetic
+from crimes.etl.preprocess import preprocess
+from crimes.transformation import fitting
 from tests.unit.records import REFERENCE_EXAMPLE
 
 
@@ -21,7 +23,7 @@ def data() -> pd.DataFrame:
 def fit(data: pd.DataFrame, seed: int = 42) -> tuple[Any, pd.DataFrame]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        return transformation.fit_transform(
+        return fitting.fit_transform(
             data[list(contract.FEATURES)], data[contract.TARGET], seed=seed
         )
 
@@ -49,7 +51,7 @@ def test_unknown_categories_and_missing_coordinates_are_handled(data: pd.DataFra
         "longitude": None,
     }
     frame = contract.features_frame([contract.CrimeFeatures(**unseen)])
-    out = transformation.transform(fitted, frame)
+    out = fitting.transform(fitted, frame)
     assert out.shape[0] == 1
     assert np.isfinite(out.to_numpy()).all()
 
@@ -58,20 +60,20 @@ def test_version_id_is_a_content_hash(data: pd.DataFrame) -> None:
     first, _ = fit(data)
     again, _ = fit(data)
     other, _ = fit(data.iloc[: len(data) // 2])
-    assert transformation.version_id(first) == transformation.version_id(again)
-    assert transformation.version_id(first) != transformation.version_id(other)
-    reloaded = transformation.loads(transformation.dumps(first))
-    assert transformation.version_id(reloaded) == transformation.version_id(first)
-    assert transformation.version_id(first).startswith("tf-")
+    assert fitting.version_id(first) == fitting.version_id(again)
+    assert fitting.version_id(first) != fitting.version_id(other)
+    reloaded = fitting.loads(fitting.dumps(first))
+    assert fitting.version_id(reloaded) == fitting.version_id(first)
+    assert fitting.version_id(first).startswith("tf-")
 
 
 def test_transform_of_a_reloaded_fit_is_identical(data: pd.DataFrame) -> None:
     fitted, _ = fit(data)
-    reloaded = transformation.loads(transformation.dumps(fitted))
+    reloaded = fitting.loads(fitting.dumps(fitted))
     rows = data[list(contract.FEATURES)].head(200)
     pd.testing.assert_frame_equal(
-        transformation.transform(fitted, rows),
-        transformation.transform(reloaded, rows),
+        fitting.transform(fitted, rows),
+        fitting.transform(reloaded, rows),
     )
 
 
@@ -83,4 +85,4 @@ def test_loads_refuses_other_objects() -> None:
     buffer = io.BytesIO()
     joblib.dump({"not": "a transformation"}, buffer)
     with pytest.raises(TypeError, match="not a fitted transformation"):
-        transformation.loads(buffer.getvalue())
+        fitting.loads(buffer.getvalue())

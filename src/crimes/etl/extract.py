@@ -24,7 +24,7 @@ import pandas as pd
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 from tenacity.wait import wait_exponential
 
-from crimes.logs import get_logger
+from crimes.ops.logs import get_logger
 from crimes.settings import EtlSettings
 
 log = get_logger(__name__)
@@ -414,7 +414,7 @@ def _local_path(path: str) -> Path:
 
 def synthetic_sample(source: str, year: int) -> Extracted:
     """The project's generated sample: NOT real crimes, and labelled so everywhere."""
-    from crimes import synthetic
+    from crimes.etl import synthetic
 
     _, _, count = source.partition(":")
     try:

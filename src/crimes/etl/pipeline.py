@@ -15,13 +15,16 @@ from typing import Any
 
 import pandas as pd
 
-from crimes import contract, datasets, storage, tracking, transformation
+from crimes import contract
 from crimes.etl.extract import extract
+from crimes.etl.preprocess import PreprocessReport, preprocess
 from crimes.etl.split import MIN_STRATIFIED_ROWS, split
-from crimes.logs import get_logger
-from crimes.preprocess import PreprocessReport, preprocess
+from crimes.lake import layout, storage
+from crimes.lake.storage import Lake
+from crimes.ops.logs import get_logger
+from crimes.registry import tracking
 from crimes.settings import EtlSettings, TrackingSettings
-from crimes.storage import Lake
+from crimes.transformation import fitting
 
 log = get_logger(__name__)
 
@@ -39,7 +42,7 @@ def extract_stage(settings: EtlSettings, lake: Lake) -> dict[str, Any]:
     data = storage.parquet_bytes(extracted.frame)
     snapshot = "snap-" + storage.sha256(data)[:16]
     files = storage.write_files(
-        lake, datasets.raw_prefix(settings.year, snapshot), {"crimes.parquet": data}
+        lake, layout.raw_prefix(settings.year, snapshot), {"crimes.parquet": data}
     )
     summary = {
         "year": settings.year,
@@ -68,7 +71,7 @@ def preprocess_stage(
         )
     files = storage.write_files(
         lake,
-        datasets.preprocessed_prefix(settings.year, extracted["snapshot"]),
+        layout.preprocessed_prefix(settings.year, extracted["snapshot"]),
         {"crimes.parquet": storage.parquet_bytes(features)},
     )
     summary = {
@@ -95,11 +98,11 @@ def final_stage(
     with warnings.catch_warnings():
         # The rare-class policy is the split's; sklearn's fold-size warning repeats it.
         warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
-        fitted, x_train = transformation.fit_transform(
+        fitted, x_train = fitting.fit_transform(
             parts.train[features], parts.train[contract.TARGET], seed=settings.seed
         )
-    x_test = transformation.transform(fitted, parts.test[features])
-    version = transformation.version_id(fitted)
+    x_test = fitting.transform(fitted, parts.test[features])
+    version = fitting.version_id(fitted)
     frames = {
         "X_train": x_train,
         "X_test": x_test,
@@ -122,17 +125,17 @@ def final_stage(
         parts.train_only_classes,
     )
     info_bytes = storage.canonical_json(info)
-    model_bytes = transformation.dumps(fitted)
+    model_bytes = fitting.dumps(fitted)
     content = {
         "final": {n: storage.sha256(b) for n, b in final_bytes.items()},
         "data_info.json": storage.sha256(info_bytes),
         "transformation_version": version,
     }
     dataset = "ds-" + storage.sha256(storage.canonical_json(content))[:16]
-    info_prefix = datasets.data_info_prefix(settings.year, dataset)
+    info_prefix = layout.data_info_prefix(settings.year, dataset)
     files = {
         "final": storage.write_files(
-            lake, datasets.final_prefix(settings.year, dataset), final_bytes
+            lake, layout.final_prefix(settings.year, dataset), final_bytes
         ),
         "data_info": {
             **storage.write_files(lake, info_prefix, {"data_info.json": info_bytes}),
@@ -234,7 +237,7 @@ def publish_stage(
     from mlflow.data.pandas_dataset import from_pandas
 
     year = settings.year
-    pointer = datasets.pointer_key(year)
+    pointer = layout.pointer_key(year)
     previous = storage.read_pointer(lake, pointer) if lake.exists(pointer) else None
     files = {
         "raw": extracted["files"],

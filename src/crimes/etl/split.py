@@ -14,7 +14,7 @@ import pandas as pd
 from sklearn.model_selection import train_test_split
 
 from crimes import contract
-from crimes.logs import get_logger
+from crimes.ops.logs import get_logger
 
 log = get_logger(__name__)
 

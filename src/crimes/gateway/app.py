@@ -24,8 +24,8 @@ from crimes.gateway.predict import Predictor
 from crimes.gateway.routes import health, models, predict
 from crimes.gateway.schemas import BatchRequest, PredictRequest
 from crimes.gateway.settings import GatewaySettings
-from crimes.gateway.transformations import Transformations
-from crimes.logs import get_logger
+from crimes.gateway.transformation_store import Transformations
+from crimes.ops.logs import get_logger
 
 log = get_logger(__name__)
 
@@ -37,7 +37,6 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = {
             kind: ModelService(
-                kind=kind,
                 model_name=registry.MODELS[kind],
                 address=address,
                 deadline_seconds=settings.deadline_seconds,

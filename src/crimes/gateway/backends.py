@@ -12,10 +12,10 @@ from typing import Any
 import grpc
 import numpy as np
 
-from crimes.logs import get_logger
+from crimes.ops.logs import get_logger
 from crimes.proto_gen.inference import grpc_service_pb2 as pb
 from crimes.proto_gen.inference import grpc_service_pb2_grpc as pb_grpc
-from crimes.serving import codec
+from crimes.protocol import inference
 
 log = get_logger(__name__)
 
@@ -57,7 +57,6 @@ class ServiceState:
     transformation_uri: str | None = None
     model_class: str | None = None
     error: str | None = None
-    checked_at: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -71,7 +70,7 @@ class ServiceState:
         }
 
 
-def channel_options(deadline_seconds: float) -> list[tuple[str, Any]]:
+def channel_options() -> list[tuple[str, Any]]:
     return [
         ("grpc.lb_policy_name", "round_robin"),
         ("grpc.keepalive_time_ms", 30_000),
@@ -106,7 +105,6 @@ def replicas(address: str) -> list[str]:
 
 @dataclass
 class ModelService:
-    kind: str
     model_name: str
     address: str
     deadline_seconds: float
@@ -114,9 +112,7 @@ class ModelService:
     state: ServiceState = field(default_factory=ServiceState)
 
     def __post_init__(self) -> None:
-        self.channel = grpc.aio.insecure_channel(
-            self.address, options=channel_options(self.deadline_seconds)
-        )
+        self.channel = grpc.aio.insecure_channel(self.address, options=channel_options())
         self.stub = pb_grpc.GRPCInferenceServiceStub(self.channel)
 
     async def close(self) -> None:
@@ -129,8 +125,8 @@ class ModelService:
 
     async def infer(
         self, features: np.ndarray, transformation_version: str, probabilities: bool
-    ) -> codec.InferOutput:
-        request = codec.infer_request(
+    ) -> inference.InferOutput:
+        request = inference.infer_request(
             self.model_name,
             features,
             transformation_version,
@@ -151,7 +147,7 @@ class ModelService:
                     continue
                 raise ModelCallError(error.code(), error.details() or error.code().name) from error
             try:
-                output = codec.decode_infer_response(response)
+                output = inference.decode_infer_response(response)
             except Exception as error:  # a malformed answer fails this model, not the request
                 raise ModelCallError(
                     grpc.StatusCode.INTERNAL, f"unreadable answer: {error!r}"
@@ -176,19 +172,17 @@ async def metadata_state(
             pb.ModelMetadataRequest(name=model_name), timeout=deadline_seconds
         )
     except grpc.aio.AioRpcError as error:
-        return ServiceState(ready=False, error=error.details() or error.code().name,
-                            checked_at=time.time())  # fmt: skip
-    parameters = codec.parameters_dict(metadata.parameters)
+        return ServiceState(ready=False, error=error.details() or error.code().name)
+    info = inference.decode_model_metadata(metadata)
     return ServiceState(
         ready=bool(ready.ready),
-        model_version=metadata.versions[0] if metadata.versions else None,
-        transformation_version=str(parameters.get(codec.TRANSFORMATION_VERSION) or "") or None,
-        run_id=str(parameters.get(codec.RUN_ID) or "") or None,
-        source=str(parameters.get(codec.SOURCE) or "") or None,
-        location=str(parameters.get(codec.LOCATION) or "") or None,
-        transformation_uri=str(parameters.get(codec.TRANSFORMATION_URI) or "") or None,
-        model_class=str(parameters.get(codec.MODEL_CLASS) or "") or None,
-        checked_at=time.time(),
+        model_version=info.version or None,
+        transformation_version=info.transformation_version or None,
+        run_id=info.run_id or None,
+        source=info.source or None,
+        location=info.location or None,
+        transformation_uri=info.transformation_uri or None,
+        model_class=info.model_class or None,
     )
 
 

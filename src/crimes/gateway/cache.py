@@ -12,7 +12,7 @@ import json
 import time
 from typing import Any
 
-from crimes.logs import get_logger
+from crimes.ops.logs import get_logger
 
 log = get_logger(__name__)
 

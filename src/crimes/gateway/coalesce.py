@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from crimes.gateway.backends import ModelCallError, ModelService
-from crimes.serving import codec
+from crimes.protocol import inference
 
 MAX_IN_FLIGHT = 2
 MAX_ROWS = 256
@@ -27,12 +27,12 @@ MAX_ROWS = 256
 @dataclass(frozen=True)
 class _Waiting:
     features: npt.NDArray[np.float64]  # [1, F]
-    answer: asyncio.Future[codec.InferOutput]
+    answer: asyncio.Future[inference.InferOutput]
 
 
-def row_of(output: codec.InferOutput, index: int) -> codec.InferOutput:
+def row_of(output: inference.InferOutput, index: int) -> inference.InferOutput:
     """One row of a call's answer, as if that row had been sent alone."""
-    return codec.InferOutput(
+    return inference.InferOutput(
         model_version=output.model_version,
         transformation_version=output.transformation_version,
         labels=[output.labels[index]],
@@ -57,7 +57,7 @@ class Coalescer:
 
     async def infer(
         self, features: npt.NDArray[np.float64], version: str, probabilities: bool
-    ) -> codec.InferOutput:
+    ) -> inference.InferOutput:
         """The answer for one record (`features` [1, F])."""
         if self.in_flight < self.max_in_flight and not self._queues:
             self.in_flight += 1
@@ -66,7 +66,7 @@ class Coalescer:
             finally:
                 self.in_flight -= 1
                 self._pump()
-        answer: asyncio.Future[codec.InferOutput] = asyncio.get_running_loop().create_future()
+        answer: asyncio.Future[inference.InferOutput] = asyncio.get_running_loop().create_future()
         self._queues.setdefault((version, probabilities), []).append(_Waiting(features, answer))
         # Cancelled here (the caller's deadline), the future is done: the queue skips it.
         return await answer

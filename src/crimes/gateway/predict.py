@@ -11,13 +11,13 @@ from typing import Any
 import grpc
 import numpy as np
 
-from crimes.fast_transform import FastTransformer
 from crimes.gateway.backends import ModelCallError, ModelService
 from crimes.gateway.cache import PredictionCache, cache_key
 from crimes.gateway.coalesce import Coalescer
 from crimes.gateway.metrics import GatewayMetrics
-from crimes.gateway.transformations import Transformations, TransformationUnavailable
-from crimes.logs import get_logger
+from crimes.gateway.transformation_store import Transformations, TransformationUnavailable
+from crimes.ops.logs import get_logger
+from crimes.transformation.lookup import FastTransformer
 
 log = get_logger(__name__)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from crimes.gateway.settings import GatewaySettings
-from crimes.memory import keep_large_buffers
+from crimes.ops.memory import keep_large_buffers
 
 
 def run(settings: GatewaySettings) -> None:

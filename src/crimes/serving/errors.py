@@ -11,13 +11,16 @@ from typing import Final
 
 import grpc
 
+from crimes.protocol import inference
+
 
 class ServingError(Exception):
     """A request the server refuses, with a message for the client."""
 
 
-class InvalidInput(ServingError):
-    """The request itself is malformed: tensors, shapes, datatypes, values, parameters."""
+class InvalidInput(ServingError, inference.InvalidInput):
+    """The request itself is malformed: tensors, shapes, datatypes, values, parameters (the
+    protocol's own decoding raises its `InvalidInput`, mapped the same way)."""
 
 
 class PreconditionFailed(ServingError):
@@ -36,8 +39,8 @@ class ModelLoadError(RuntimeError):
     """A model version could not be loaded or failed its checks (never sent to clients)."""
 
 
-STATUS_CODES: Final[dict[type[ServingError], grpc.StatusCode]] = {
-    InvalidInput: grpc.StatusCode.INVALID_ARGUMENT,
+STATUS_CODES: Final[dict[type[Exception], grpc.StatusCode]] = {
+    inference.InvalidInput: grpc.StatusCode.INVALID_ARGUMENT,
     PreconditionFailed: grpc.StatusCode.FAILED_PRECONDITION,
     ModelNotFound: grpc.StatusCode.NOT_FOUND,
     ModelUnavailable: grpc.StatusCode.UNAVAILABLE,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import struct
 import time
 import warnings
 from collections.abc import Callable
@@ -21,13 +20,16 @@ import numpy as np
 import numpy.typing as npt
 import sklearn
 
-from crimes import transformation
-from crimes.registry import ModelBundle, Tag
+from crimes.protocol import inference
+from crimes.registry import Tag
+from crimes.registry.bundles import ModelBundle
 from crimes.serving.errors import InvalidInput, ModelLoadError, PreconditionFailed
+from crimes.transformation import fitting
 
 PLATFORM: Final = "sklearn"
-FloatMatrix = npt.NDArray[np.float64]
-LabelFunction = Callable[[FloatMatrix], npt.NDArray[Any]]
+FloatMatrix = inference.FloatMatrix
+Features = inference.Features
+LabelFunction = Callable[[Features], npt.NDArray[Any]]
 
 
 class Source(enum.StrEnum):
@@ -66,9 +68,8 @@ class LoadedModel:
     feature_names: tuple[str, ...]
     alias: str = ""
     loaded_at: float = field(default_factory=time.time)
-    # Each class label as a BYTES tensor element: UTF-8, and length-prefixed for raw contents.
-    label_bytes: dict[str, bytes] = field(default_factory=dict, repr=False)
-    label_raw: dict[str, bytes] = field(default_factory=dict, repr=False)
+    # The class labels as BYTES tensor elements, encoded once.
+    labels: inference.Labels = field(default_factory=lambda: inference.Labels(()), repr=False)
     # The classifier's own label computation minus scikit-learn's per-call input validation,
     # when it gave exactly the classifier's predictions at load time (see `_direct_labels`).
     direct_labels: LabelFunction | None = field(default=None, repr=False)
@@ -109,7 +110,7 @@ class LoadedModel:
             "model_class": self.model_class,
         }
 
-    def check_features(self, features: FloatMatrix, transformation_version: str | None) -> None:
+    def check_features(self, features: Features, transformation_version: str | None) -> None:
         """Refuse what this model cannot predict on (after the protocol-level decoding)."""
         if transformation_version is None:
             raise InvalidInput(
@@ -135,7 +136,7 @@ class LoadedModel:
                 f"{features[row, column]}: features must be finite numbers"
             )
 
-    def predict(self, features: FloatMatrix, probabilities: bool) -> Prediction:
+    def predict(self, features: Features, probabilities: bool) -> Prediction:
         model = self.bundle.model
         labels = (
             self.direct_labels(features)
@@ -171,7 +172,7 @@ def prepare(
     if "classes" in bundle.metadata and list(bundle.metadata["classes"]) != list(classes):
         raise ModelLoadError(f"{where}: metadata classes differ from the classifier's")
 
-    actual = transformation.version_id(bundle.transformer)
+    actual = fitting.version_id(bundle.transformer)
     if actual != bundle.transformation_version:
         raise ModelLoadError(
             f"{where}: its transformation is {actual}, the version is tagged "
@@ -204,8 +205,7 @@ def prepare(
         classes=classes,
         feature_names=tuple(columns),
         alias=alias,
-        label_bytes={c: c.encode() for c in classes},
-        label_raw={c: struct.pack("<I", len(c.encode())) + c.encode() for c in classes},
+        labels=inference.Labels(classes),
     )
     _smoke(loaded, where)
     direct = _direct_labels(model)
@@ -229,7 +229,7 @@ def _direct_labels(model: Any) -> LabelFunction | None:
     if isinstance(model, DecisionTreeClassifier) and model.n_outputs_ == 1:
         tree, classes = model.tree_, model.classes_
 
-        def tree_labels(features: FloatMatrix) -> npt.NDArray[Any]:
+        def tree_labels(features: Features) -> npt.NDArray[Any]:
             leaves = tree.predict(np.ascontiguousarray(features, dtype=np.float32))
             return classes.take(np.argmax(leaves, axis=1), axis=0)  # type: ignore[no-any-return]
 
@@ -241,7 +241,7 @@ def _direct_labels(model: Any) -> LabelFunction | None:
     ):
         coef_t, intercept, classes = model.coef_.T, model.intercept_, model.classes_
 
-        def linear_labels(features: FloatMatrix) -> npt.NDArray[Any]:
+        def linear_labels(features: Features) -> npt.NDArray[Any]:
             return classes.take(  # type: ignore[no-any-return]
                 np.argmax(features @ coef_t + intercept, axis=1), axis=0
             )

@@ -14,7 +14,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Final
 
-from crimes.logs import get_logger
+from crimes.ops.logs import get_logger
 from crimes.serving.errors import ModelLoadError
 from crimes.serving.metrics import Metrics
 from crimes.serving.model import LoadedModel

@@ -20,12 +20,13 @@ import grpc
 import grpc.aio
 from google.protobuf.message import DecodeError, Message
 
-from crimes.logs import get_logger
-from crimes.memory import keep_large_buffers
+from crimes.ops.logs import get_logger
+from crimes.ops.memory import keep_large_buffers
 from crimes.proto_gen.inference import grpc_service_pb2 as pb
-from crimes.serving import codec
+from crimes.protocol import inference
 from crimes.serving.errors import InvalidInput, ModelNotFound, ModelUnavailable, status_code
 from crimes.serving.health import Health, enable_reflection
+from crimes.serving.metadata import model_info
 from crimes.serving.metrics import Metrics
 from crimes.serving.model import LoadedModel, configure_thread
 from crimes.serving.runtime import ModelRuntime
@@ -175,20 +176,28 @@ class InferenceService:
 
     async def model_metadata(self, request: pb.ModelMetadataRequest, call: _Call) -> Message:
         model = self._model(request.name, request.version, call)
-        return codec.model_metadata(model, self.settings.max_batch_rows)
+        return inference.encode_model_metadata(model_info(model, self.settings.max_batch_rows))
 
     async def model_infer(self, request: pb.ModelInferRequest, call: _Call) -> Message:
         model = self._model(request.model_name, request.model_version, call)
-        decoded = codec.decode_infer_request(request, self.settings.max_batch_rows)
+        decoded = inference.decode_infer_request(request, self.settings.max_batch_rows)
         model.check_features(decoded.features, decoded.transformation_version)
-        probabilities = codec.PROBABILITIES in decoded.outputs
+        probabilities = inference.PROBABILITIES in decoded.outputs
         if len(decoded.features) <= self.settings.inline_rows:
             prediction = model.predict(decoded.features, probabilities)
         else:
             prediction = await asyncio.get_running_loop().run_in_executor(
                 self.executor, model.predict, decoded.features, probabilities
             )
-        return codec.encode_infer_response(request, model, decoded, prediction)
+        answer = inference.Answer(
+            model_name=model.name,
+            model_version=model.version,
+            transformation_version=model.transformation_version,
+            labels=prediction.labels,
+            probabilities=prediction.probabilities,
+            encoding=model.labels,
+        )
+        return inference.encode_infer_response(request, decoded, answer)
 
 
 def _serialize(message: Message) -> bytes:

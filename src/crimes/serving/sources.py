@@ -13,18 +13,18 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final, Protocol
+from typing import Protocol
 
-from crimes import registry, transformation
-from crimes.logs import get_logger
-from crimes.registry import ModelBundle, Tag
+from crimes import registry
+from crimes.ops.logs import get_logger
+from crimes.registry import Tag, bundles
+from crimes.registry.bundles import ModelBundle
 from crimes.serving.errors import ModelLoadError
 from crimes.serving.model import LoadedModel, Source, prepare
 from crimes.serving.settings import ModelServerSettings
+from crimes.transformation import fitting
 
 log = get_logger("crimes.serving")
-
-TRANSFORMATION_ARTIFACT: Final = "transformation/transformation.joblib"
 
 
 class RegistryError(RuntimeError):
@@ -136,11 +136,11 @@ class MlflowRegistry:
             model = mlflow.sklearn.load_model(model_dir)
             transformer_file = mlflow.artifacts.download_artifacts(
                 run_id=ref.run_id,
-                artifact_path=TRANSFORMATION_ARTIFACT,
+                artifact_path=registry.TRANSFORMATION_ARTIFACT,
                 dst_path=str(Path(scratch) / "transformation"),
                 tracking_uri=self.uri,
             )
-            transformer = transformation.loads(Path(transformer_file).read_bytes())
+            transformer = fitting.loads(Path(transformer_file).read_bytes())
         classes = [str(c) for c in getattr(model, "classes_", [])]
         bundle = ModelBundle(
             name=ref.name,
@@ -173,7 +173,7 @@ def fallbacks(settings: ModelServerSettings) -> list[Fallback]:
     chain = [
         Fallback(
             Source.LOCAL_COPY,
-            lambda: registry.load_bundle_dir(settings.local_copy_dir, settings.name),
+            lambda: bundles.load_bundle_dir(settings.local_copy_dir, settings.name),
         )
     ]
     if settings.use_lake_bundle:
@@ -181,15 +181,15 @@ def fallbacks(settings: ModelServerSettings) -> list[Fallback]:
     if settings.bundle_path is not None:
         path = settings.bundle_path
         chain.append(
-            Fallback(Source.BUNDLE_PATH, lambda: registry.load_bundle_dir(path, settings.name))
+            Fallback(Source.BUNDLE_PATH, lambda: bundles.load_bundle_dir(path, settings.name))
         )
     return chain
 
 
 def _lake_bundle(name: str) -> ModelBundle:
-    from crimes.storage import Lake
+    from crimes.lake.storage import Lake
 
-    return registry.read_bundle(Lake(), name)
+    return bundles.read_bundle(Lake(), name)
 
 
 def load_fallback(chain: list[Fallback], alias: str) -> tuple[LoadedModel | None, list[str]]:
@@ -208,4 +208,4 @@ def load_fallback(chain: list[Fallback], alias: str) -> tuple[LoadedModel | None
 
 
 def save_local_copy(settings: ModelServerSettings, model: LoadedModel) -> None:
-    registry.save_bundle_dir(settings.local_copy_dir, model.bundle)
+    bundles.save_bundle_dir(settings.local_copy_dir, model.bundle)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 
-from crimes.logs import get_logger
+from crimes.ops.logs import get_logger
 
 log = get_logger("crimes.serving")
 

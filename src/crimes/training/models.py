@@ -13,7 +13,7 @@ from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 from sklearn.model_selection import StratifiedKFold, cross_val_score
 from sklearn.tree import DecisionTreeClassifier
 
-from crimes.logs import get_logger
+from crimes.ops.logs import get_logger
 from crimes.settings import TrainingSettings
 
 log = get_logger(__name__)

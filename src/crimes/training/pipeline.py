@@ -9,12 +9,13 @@ from typing import Any
 
 import numpy as np
 
-from crimes import datasets, registry, tracking
-from crimes.datasets import FinalData
-from crimes.logs import get_logger
-from crimes.registry import Tag
+from crimes import registry
+from crimes.lake import datasets, layout
+from crimes.lake.datasets import FinalData
+from crimes.lake.storage import Lake
+from crimes.ops.logs import get_logger
+from crimes.registry import Tag, bundles, tracking
 from crimes.settings import TrackingSettings, TrainingSettings, tracking_settings
-from crimes.storage import Lake
 from crimes.training import evaluate as evaluation
 from crimes.training import models, promotion
 
@@ -110,7 +111,9 @@ def train(
             json.dumps({"transformation_version": final.transformation_version}),
             "transformation/version.json",
         )
-        mlflow.log_artifact(_temporary_file(final), artifact_path="transformation")
+        mlflow.log_artifact(
+            _temporary_file(final), artifact_path=registry.TRANSFORMATION_ARTIFACT_DIR
+        )
         sample = final.X_test.head(20)
         info = mlflow.sklearn.log_model(
             fitted.model,
@@ -152,7 +155,7 @@ def train(
             mlflow.log_metric("champion_f1_weighted_rescored", decision.champion_f1)
         bundle = None
         if decision.promoted:
-            bundle = registry.bundle_of(
+            bundle = bundles.bundle_of(
                 name,
                 version,
                 run.info.run_id,
@@ -162,7 +165,7 @@ def train(
                 hyperparameters=fitted.params,
                 **{k: v for k, v in lineage.items() if k != Tag.TRANSFORMATION_VERSION},
             )
-            registry.write_bundle(lake, bundle)
+            bundles.write_bundle(lake, bundle)
     summary = {
         "model": kind,
         "name": name,
@@ -173,7 +176,7 @@ def train(
         "promoted": decision.promoted,
         "reason": decision.reason,
         "champion_before": decision.champion_version,
-        "bundle": lake.url(registry.bundle_prefix(name, version)) if bundle else None,
+        "bundle": lake.url(layout.bundle_prefix(name, version)) if bundle else None,
         "seconds": round(time.perf_counter() - started, 2),
     }
     log.info("training.done", **{k: v for k, v in summary.items() if k != "hyperparameters"})
@@ -196,11 +199,11 @@ def _temporary_file(final: FinalData) -> str:
     import tempfile
     from pathlib import Path
 
-    from crimes import transformation
+    from crimes.transformation import fitting
 
     folder = Path(tempfile.mkdtemp(prefix="crimes-transformation-"))
-    path = folder / "transformation.joblib"
-    path.write_bytes(transformation.dumps(final.transformer))
+    path = folder / registry.TRANSFORMATION_FILE
+    path.write_bytes(fitting.dumps(final.transformer))
     return str(path)
 
 

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from crimes.logs import get_logger
+from crimes.ops.logs import get_logger
 from crimes.registry import CHALLENGER, CHAMPION, Tag
 
 log = get_logger(__name__)

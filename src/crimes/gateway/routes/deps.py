@@ -17,11 +17,6 @@ async def _predictor(request: Request) -> Predictor:
     return predictor
 
 
-async def _settings(request: Request) -> GatewaySettings:
-    settings: GatewaySettings = request.app.state.settings
-    return settings
-
-
 async def _metrics(request: Request) -> GatewayMetrics:
     metrics: GatewayMetrics = request.app.state.metrics
     return metrics
@@ -56,5 +51,4 @@ API_KEY_PARAMETER: dict[str, object] = {
 
 
 PredictorDep = Annotated[Predictor, Depends(_predictor)]
-SettingsDep = Annotated[GatewaySettings, Depends(_settings)]
 MetricsDep = Annotated[GatewayMetrics, Depends(_metrics)]

@@ -23,9 +23,10 @@ from typing import Any
 
 import httpx
 
-from crimes import airflow_local, orchestration, stack
 from crimes.etl.extract import SYNTHETIC_SCHEME
-from crimes.logs import get_logger
+from crimes.local import airflow_runner, stack
+from crimes.ops.logs import get_logger
+from crimes.orchestration import assets
 from crimes.registry import CHAMPION, MODELS
 from crimes.settings import (
     PORTAL_URL,
@@ -82,14 +83,14 @@ class Progress:
 
 
 def _wait(check: Callable[[], bool], what: str, timeout: float) -> None:
-    from crimes.stack import procs
+    from crimes.local.stack import procs
 
     if not procs.wait_until(check, deadline=time.monotonic() + timeout, interval=0.5):
         raise RuntimeError(f"{what} did not happen within {timeout:.0f} s")
 
 
 def _launch(state_dir: Path, name: str, args: list[str], env: dict[str, str]) -> None:
-    from crimes.stack import procs
+    from crimes.local.stack import procs
 
     store = procs.PidStore(state_dir / "pids")
     if store.running(name):
@@ -109,30 +110,30 @@ def _airflow(settings: StackSettings, state_dir: Path, env: dict[str, str]) -> d
     home = state_dir / "airflow"
     database = "crimes_airflow"
     if settings.postgres_url:
-        from crimes.stack import backend
+        from crimes.local.stack import backend
 
         backend.ensure_database(settings.model_copy(update={"mlflow_database": database}))
-    air = airflow_local.environment(
-        home, airflow_local.metadata_url(settings.postgres_url, database, home), extra=env
+    air = airflow_runner.environment(
+        home, airflow_runner.metadata_url(settings.postgres_url, database, home), extra=env
     )
-    airflow_local.migrate(air)
-    return airflow_local.start_services(air, state_dir, settings.airflow_port)
+    airflow_runner.migrate(air)
+    return airflow_runner.start_services(air, state_dir, settings.airflow_port)
 
 
 def etl_then_training(
-    api: airflow_local.AirflowApi, source: str, step: Callable[[str], None]
+    api: airflow_runner.AirflowApi, source: str, step: Callable[[str], None]
 ) -> None:
     """Trigger the ETL through Airflow's REST API and wait for it, then for the training its
     Asset starts."""
     step("ETL: triggered through Airflow's REST API, waiting for it")
-    run_id = api.trigger(orchestration.ETL_DAG_ID, {"source": source})
-    etl = api.wait_run(orchestration.ETL_DAG_ID, run_id, timeout=1800)
+    run_id = api.trigger(assets.ETL_DAG_ID, {"source": source})
+    etl = api.wait_run(assets.ETL_DAG_ID, run_id, timeout=1800)
     if etl["state"] != "success":
         raise RuntimeError(f"the ETL run failed: see Airflow ({api.base_url})")
     step("training: started by the ETL's Asset, waiting for it")
     # Only a run the Asset started after this ETL counts (not one of an earlier run).
     training = api.wait_run(
-        orchestration.TRAINING_DAG_ID,
+        assets.TRAINING_DAG_ID,
         run_type="asset_triggered",
         after=str(etl.get("start_date") or ""),
         timeout=1800,
@@ -143,7 +144,7 @@ def etl_then_training(
 
 def run(announce: Callable[[str], None] = print) -> dict[str, Any]:
     from crimes.gateway.schemas import EXAMPLE
-    from crimes.probe import grpc_serving, http_ok
+    from crimes.ops.probe import grpc_serving, http_ok
 
     progress = Progress(announce)
     settings = StackSettings()
@@ -161,8 +162,8 @@ def run(announce: Callable[[str], None] = print) -> dict[str, Any]:
 
     progress("starting Airflow (api-server, scheduler, dag-processor)")
     _airflow(settings, state_dir, env)
-    api = airflow_local.AirflowApi(f"http://127.0.0.1:{settings.airflow_port}")
-    for dag_id in (orchestration.ETL_DAG_ID, orchestration.TRAINING_DAG_ID):
+    api = airflow_runner.AirflowApi(f"http://127.0.0.1:{settings.airflow_port}")
+    for dag_id in (assets.ETL_DAG_ID, assets.TRAINING_DAG_ID):
         api.wait_dag(dag_id)
         api.unpause(dag_id)
 
@@ -238,7 +239,7 @@ def retrain(announce: Callable[[str], None] = print, source: str | None = None) 
     pick up a new champion by themselves (they watch the alias), the gateway shows it."""
     settings = StackSettings()
     os.environ.update(stack.env_exports(settings))
-    api = airflow_local.AirflowApi(f"http://127.0.0.1:{settings.airflow_port}")
+    api = airflow_runner.AirflowApi(f"http://127.0.0.1:{settings.airflow_port}")
     etl_then_training(api, source or choose_source(announce), announce)
     import mlflow
 

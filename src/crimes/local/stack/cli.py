@@ -6,8 +6,8 @@ from typing import Annotated
 
 import typer
 
-from crimes.stack.core import PartStatus, down, env_exports, status, up
-from crimes.stack.procs import StackError
+from crimes.local.stack.core import PartStatus, down, env_exports, status, up
+from crimes.local.stack.procs import StackError
 
 app = typer.Typer(help="Start, stop and inspect the local stack (object store, MLflow, database).")
 

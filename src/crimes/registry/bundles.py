@@ -1,14 +1,8 @@
-"""The model registry's conventions, and the fallback model bundle.
-
-Registered models live in MLflow (`dtc_model_prod`, `lda_model_prod`, the reference's names);
-the version serving in production carries the alias `champion`, a version that lost its
-comparison `challenger`. Each version is tagged with what it was made from (`TAGS`).
-
-A model bundle is the self-contained copy of one version that lets a model service start when
-MLflow is unreachable: the fitted classifier, the fitted transformation it was trained with, and
-its metadata, as three files. The same three files form the bundle in the data lake
-(`chicago/crimes/models/<name>/...`, published atomically like every lake set) and on a
-service's local disk (its last good model).
+"""The model bundle: the self-contained copy of one version that lets a model service start
+when MLflow is unreachable: the fitted classifier, the fitted transformation it was trained
+with, and its metadata, as three files. The same three files form the bundle in the data lake
+(published atomically like every lake set, at `layout.bundle_prefix`) and on a service's local
+disk (its last good model).
 """
 
 from __future__ import annotations
@@ -21,41 +15,11 @@ from typing import Any, Final
 
 import joblib
 
-from crimes import storage, transformation
-from crimes.storage import Lake
-
-MODELS: Final = {"dtc": "dtc_model_prod", "lda": "lda_model_prod"}
-CHAMPION: Final = "champion"
-CHALLENGER: Final = "challenger"
-
-
-class Tag:
-    """Tag keys on every registered model version (and on its training run)."""
-
-    TRANSFORMATION_VERSION: Final = "transformation_version"
-    ETL_RUN_ID: Final = "etl_run_id"
-    DATASET: Final = "dataset"
-    DATA_SNAPSHOT: Final = "data_snapshot"
-    SYNTHETIC: Final = "synthetic_data"
-    HYPERPARAMETERS: Final = "hyperparameters"
-    TEST_ACCURACY: Final = "test_accuracy"
-    TEST_F1_WEIGHTED: Final = "test_f1_weighted"
-    TEST_F1_MACRO: Final = "test_f1_macro"
-
-
-def model_uri(name: str, alias: str = CHAMPION) -> str:
-    return f"models:/{name}@{alias}"
-
+from crimes.lake import layout, storage
+from crimes.lake.storage import Lake
+from crimes.transformation import fitting
 
 BUNDLE_FILES: Final = ("model.joblib", "transformation.joblib", "metadata.json")
-
-
-def bundle_prefix(name: str, version: str) -> str:
-    return f"chicago/crimes/models/{name}/v{version}"
-
-
-def bundle_pointer(name: str) -> str:
-    return f"chicago/crimes/models/{name}/CURRENT.json"
 
 
 @dataclass
@@ -80,7 +44,7 @@ class ModelBundle:
     def files(self) -> dict[str, bytes]:
         return {
             "model.joblib": _dumps(self.model),
-            "transformation.joblib": transformation.dumps(self.transformer),
+            "transformation.joblib": fitting.dumps(self.transformer),
             "metadata.json": storage.canonical_json(self.metadata),
         }
 
@@ -110,7 +74,7 @@ def bundle_of(
             "name": name,
             "version": version,
             "run_id": run_id,
-            "transformation_version": transformation.version_id(transformer),
+            "transformation_version": fitting.version_id(transformer),
             "classes": [str(c) for c in model.classes_],
             "feature_names": [str(c) for c in transformer.get_feature_names_out()],
             "metrics": metrics or {},
@@ -126,8 +90,8 @@ def _dumps(value: Any) -> bytes:
 
 def _bundle(name: str, files: dict[str, bytes], source: str) -> ModelBundle:
     metadata = json.loads(files["metadata.json"])
-    transformer = transformation.loads(files["transformation.joblib"])
-    if transformation.version_id(transformer) != metadata["transformation_version"]:
+    transformer = fitting.loads(files["transformation.joblib"])
+    if fitting.version_id(transformer) != metadata["transformation_version"]:
         raise storage.LakeError(f"bundle at {source}: transformation does not match its version")
     model = joblib.load(io.BytesIO(files["model.joblib"]))
     return ModelBundle(
@@ -142,7 +106,7 @@ def _bundle(name: str, files: dict[str, bytes], source: str) -> ModelBundle:
 
 def write_bundle(lake: Lake, bundle: ModelBundle) -> dict[str, Any]:
     """Publish a bundle to the data lake and make it the model's current fallback."""
-    prefix = bundle_prefix(bundle.name, bundle.version)
+    prefix = layout.bundle_prefix(bundle.name, bundle.version)
     files = bundle.files()
     described = {
         **storage.write_files(lake, prefix, {"metadata.json": files["metadata.json"]}),
@@ -160,15 +124,15 @@ def write_bundle(lake: Lake, bundle: ModelBundle) -> dict[str, Any]:
         "transformation_version": bundle.transformation_version,
         "files": {"bundle": described},
     }
-    storage.publish_pointer(lake, bundle_pointer(bundle.name), manifest)
+    storage.publish_pointer(lake, layout.bundle_pointer(bundle.name), manifest)
     return manifest
 
 
 def read_bundle(lake: Lake, name: str) -> ModelBundle:
     """The model's current fallback bundle from the data lake, checksums verified."""
-    manifest = storage.read_pointer(lake, bundle_pointer(name))
+    manifest = storage.read_pointer(lake, layout.bundle_pointer(name))
     files = {n: storage.read_file(lake, e) for n, e in manifest["files"]["bundle"].items()}
-    return _bundle(name, files, lake.url(bundle_prefix(name, str(manifest["version"]))))
+    return _bundle(name, files, lake.url(layout.bundle_prefix(name, str(manifest["version"]))))
 
 
 def save_bundle_dir(folder: Path, bundle: ModelBundle) -> None:

@@ -1,7 +1,9 @@
-"""Open Inference Protocol messages <-> the model server's domain (numpy arrays, labels).
+"""Open Inference Protocol messages <-> numpy arrays and labels, for both sides of a call.
 
-Both directions live here: the server decodes requests and encodes responses; a client (the
-gateway, the tests, the benchmark) encodes requests and decodes responses with the same names.
+The model services decode requests and encode responses; their clients (the gateway, the tests,
+the benchmarks) encode requests and decode responses, with the same names. This module depends
+on neither side: a model service's own part (what it says about its loaded model) stays in
+`crimes.serving`, and gives this module plain values.
 
 The model's one input is `features`, a FP64 (or FP32) tensor [N, F] of transformed features,
 with the request parameter `transformation_version` naming the transformation that made them.
@@ -17,7 +19,6 @@ import json
 import struct
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Final
 
 import numpy as np
@@ -25,8 +26,6 @@ import numpy.typing as npt
 
 from crimes.proto_gen.inference import grpc_service_pb2 as pb
 from crimes.registry import Tag
-from crimes.serving.errors import InvalidInput
-from crimes.serving.model import PLATFORM, FloatMatrix, LoadedModel, Prediction
 
 INPUT: Final = "features"
 LABELS: Final = "fbi_code"
@@ -47,6 +46,10 @@ LOADED_AT: Final = "loaded_at"
 TRANSFORMATION_URI: Final = "transformation_uri"
 MAX_BATCH_ROWS: Final = "max_batch_rows"  # int64
 
+# Features as they travel: FP64, or FP32 (kept as float32 through decoding).
+Features = npt.NDArray[np.float64] | npt.NDArray[np.float32]
+FloatMatrix = npt.NDArray[np.float64]
+
 _DTYPES: Final[dict[str, np.dtype[Any]]] = {"FP64": np.dtype("<f8"), "FP32": np.dtype("<f4")}
 _CONTENTS: Final[dict[str, str]] = {"FP64": "fp64_contents", "FP32": "fp32_contents"}
 # Protocol features some clients can ask for and this server does not offer.
@@ -56,11 +59,15 @@ _UNSUPPORTED_PARAMETERS: Final = {
 }
 
 
+class InvalidInput(ValueError):
+    """A message that breaks the protocol as this project speaks it; the text names the part."""
+
+
 @dataclass(frozen=True)
 class InferInput:
     """A decoded inference request, checked against the protocol (not yet against a model)."""
 
-    features: FloatMatrix
+    features: Features
     transformation_version: str | None
     outputs: tuple[str, ...]
     raw: bool
@@ -162,7 +169,8 @@ def decode_infer_request(request: pb.ModelInferRequest, max_rows: int) -> InferI
                 f"{_shape_text(shape)} needs {count}"
             )
         array = np.asarray(values, dtype=dtype)
-    features = array.reshape(rows, columns).astype(np.float64, copy=False)
+    # The wire dtype is kept: a tree's FP32 features are computed on as float32 anyway.
+    features: Features = array.reshape(rows, columns)
 
     version: str | None = None
     if TRANSFORMATION_VERSION in request.parameters:
@@ -204,17 +212,42 @@ def _requested_outputs(
     return tuple(names) or DEFAULT_OUTPUTS
 
 
+class Labels:
+    """A model's class labels as BYTES tensor elements, encoded once (UTF-8, and length-prefixed
+    for raw contents), so an answer is a lookup per row."""
+
+    def __init__(self, classes: Iterable[str]) -> None:
+        self.classes = tuple(classes)
+        self._elements = {c: c.encode() for c in self.classes}
+        self._raw = {c: struct.pack("<I", len(e)) + e for c, e in self._elements.items()}
+
+    def elements(self, labels: Iterable[str]) -> list[bytes]:
+        return [self._elements[label] for label in labels]
+
+    def raw(self, labels: Iterable[str]) -> bytes:
+        return b"".join([self._raw[label] for label in labels])
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What a model answered for one request, in the protocol's terms."""
+
+    model_name: str
+    model_version: str
+    transformation_version: str
+    labels: npt.NDArray[Any]
+    probabilities: FloatMatrix | None
+    encoding: Labels
+
+
 def encode_infer_response(
-    request: pb.ModelInferRequest,
-    model: LoadedModel,
-    decoded: InferInput,
-    prediction: Prediction,
+    request: pb.ModelInferRequest, decoded: InferInput, answer: Answer
 ) -> pb.ModelInferResponse:
     response = pb.ModelInferResponse(
-        model_name=model.name, model_version=model.version, id=request.id
+        model_name=answer.model_name, model_version=answer.model_version, id=request.id
     )
-    response.parameters[TRANSFORMATION_VERSION].string_param = model.transformation_version
-    rows = len(prediction.labels)
+    response.parameters[TRANSFORMATION_VERSION].string_param = answer.transformation_version
+    rows = len(answer.labels)
     for name in decoded.outputs:
         output = response.outputs.add()
         output.name = name
@@ -222,19 +255,15 @@ def encode_infer_response(
             output.datatype = "BYTES"
             output.shape.append(rows)
             if decoded.raw:
-                response.raw_output_contents.append(
-                    b"".join([model.label_raw[label] for label in prediction.labels])
-                )
+                response.raw_output_contents.append(answer.encoding.raw(answer.labels))
             else:
-                output.contents.bytes_contents.extend(
-                    [model.label_bytes[label] for label in prediction.labels]
-                )
+                output.contents.bytes_contents.extend(answer.encoding.elements(answer.labels))
         else:
-            probabilities = prediction.probabilities
+            probabilities = answer.probabilities
             assert probabilities is not None, "probabilities were requested"
             output.datatype = "FP64"
             output.shape.extend(probabilities.shape)
-            output.parameters[CLASSES].string_param = json.dumps(model.classes)
+            output.parameters[CLASSES].string_param = json.dumps(answer.encoding.classes)
             if decoded.raw:
                 response.raw_output_contents.append(probabilities.astype("<f8").tobytes())
             else:
@@ -242,31 +271,80 @@ def encode_infer_response(
     return response
 
 
-def model_metadata(model: LoadedModel, max_rows: int) -> pb.ModelMetadataResponse:
+@dataclass(frozen=True)
+class ModelInfo:
+    """What ModelMetadata says about the served model, beyond its tensors."""
+
+    name: str
+    version: str
+    platform: str
+    n_features: int
+    transformation_version: str
+    run_id: str
+    classes: tuple[str, ...]
+    feature_names: tuple[str, ...]
+    source: str
+    location: str
+    alias: str
+    model_class: str
+    loaded_at: str
+    transformation_uri: str
+    max_batch_rows: int
+
+
+def encode_model_metadata(info: ModelInfo) -> pb.ModelMetadataResponse:
     response = pb.ModelMetadataResponse(
-        name=model.name, versions=[model.version], platform=PLATFORM
+        name=info.name, versions=[info.version], platform=info.platform
     )
-    response.inputs.add(name=INPUT, datatype="FP64", shape=[-1, model.n_features])
+    response.inputs.add(name=INPUT, datatype="FP64", shape=[-1, info.n_features])
     response.outputs.add(name=LABELS, datatype="BYTES", shape=[-1])
-    response.outputs.add(name=PROBABILITIES, datatype="FP64", shape=[-1, len(model.classes)])
+    response.outputs.add(name=PROBABILITIES, datatype="FP64", shape=[-1, len(info.classes)])
     values: dict[str, bool | int | float | str] = {
-        TRANSFORMATION_VERSION: model.transformation_version,
-        RUN_ID: model.run_id,
-        CLASSES: json.dumps(model.classes),
-        FEATURE_NAMES: json.dumps(model.feature_names),
-        SOURCE: str(model.source),
-        LOCATION: model.location,
-        ALIAS: model.alias,
-        MODEL_CLASS: model.model_class,
-        LOADED_AT: datetime.fromtimestamp(model.loaded_at, UTC).isoformat(),
-        TRANSFORMATION_URI: f"runs:/{model.run_id}/transformation/transformation.joblib"
-        if model.run_id
-        else "",
-        MAX_BATCH_ROWS: max_rows,
+        TRANSFORMATION_VERSION: info.transformation_version,
+        RUN_ID: info.run_id,
+        CLASSES: json.dumps(list(info.classes)),
+        FEATURE_NAMES: json.dumps(list(info.feature_names)),
+        SOURCE: info.source,
+        LOCATION: info.location,
+        ALIAS: info.alias,
+        MODEL_CLASS: info.model_class,
+        LOADED_AT: info.loaded_at,
+        TRANSFORMATION_URI: info.transformation_uri,
+        MAX_BATCH_ROWS: info.max_batch_rows,
     }
     for key, value in values.items():
         set_parameter(response.parameters[key], value)
     return response
+
+
+def decode_model_metadata(response: pb.ModelMetadataResponse) -> ModelInfo:
+    """The served model's description; a parameter a server left out reads as empty."""
+    parameters = parameters_dict(response.parameters)
+
+    def text(key: str) -> str:
+        return str(parameters.get(key) or "")
+
+    def names(key: str) -> tuple[str, ...]:
+        return tuple(str(n) for n in json.loads(text(key) or "[]"))
+
+    features = next((list(t.shape) for t in response.inputs if t.name == INPUT), [-1, 0])
+    return ModelInfo(
+        name=response.name,
+        version=response.versions[0] if response.versions else "",
+        platform=response.platform,
+        n_features=int(features[-1]),
+        transformation_version=text(TRANSFORMATION_VERSION),
+        run_id=text(RUN_ID),
+        classes=names(CLASSES),
+        feature_names=names(FEATURE_NAMES),
+        source=text(SOURCE),
+        location=text(LOCATION),
+        alias=text(ALIAS),
+        model_class=text(MODEL_CLASS),
+        loaded_at=text(LOADED_AT),
+        transformation_uri=text(TRANSFORMATION_URI),
+        max_batch_rows=int(parameters.get(MAX_BATCH_ROWS) or 0),
+    )
 
 
 # --- the client side -------------------------------------------------------------------------

@@ -6,8 +6,8 @@ import os
 import sys
 from pathlib import Path
 
+from crimes.local.stack import backend, swift
 from crimes.settings import StackSettings
-from crimes.stack import backend, swift
 
 NAME = "mlflow"
 

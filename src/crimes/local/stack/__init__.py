@@ -4,7 +4,7 @@
 `up` started, `status` reports, `env_exports` gives the environment a client needs.
 """
 
-from crimes.stack.core import (
+from crimes.local.stack.core import (
     PartStatus,
     down,
     env_exports,
@@ -13,7 +13,7 @@ from crimes.stack.core import (
     status,
     up,
 )
-from crimes.stack.procs import StackError
+from crimes.local.stack.procs import StackError
 
 __all__ = [
     "PartStatus",

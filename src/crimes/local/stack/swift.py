@@ -19,14 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from crimes.logs import get_logger
+from crimes.local.stack.procs import StackError
+from crimes.ops.logs import get_logger
 from crimes.settings import StackSettings
-from crimes.stack.procs import StackError
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-log = get_logger("crimes.stack")
+log = get_logger("crimes.local.stack")
 
 BIN_DIR = Path("/usr/bin")
 SWIFT_CONF = Path("/etc/swift/swift.conf")

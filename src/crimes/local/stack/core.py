@@ -14,10 +14,8 @@ from pathlib import Path
 
 import httpx
 
-from crimes.logs import get_logger
-from crimes.settings import StackSettings
-from crimes.stack import backend, mlflow_server, swift
-from crimes.stack.procs import (
+from crimes.local.stack import backend, mlflow_server, swift
+from crimes.local.stack.procs import (
     PidStore,
     ProcessRecord,
     StackError,
@@ -29,8 +27,10 @@ from crimes.stack.procs import (
     stop,
     wait_until,
 )
+from crimes.ops.logs import get_logger
+from crimes.settings import StackSettings
 
-log = get_logger("crimes.stack")
+log = get_logger("crimes.local.stack")
 
 STOP_GRACE_SECONDS = 10.0
 

@@ -22,7 +22,8 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from crimes import contract, transformation
+from crimes import contract
+from crimes.transformation import fitting
 
 Vector = npt.NDArray[np.float64]
 
@@ -74,7 +75,7 @@ class _Table:
 
 class FastTransformer:
     def __init__(self, fitted: Any) -> None:
-        self.version = transformation.version_id(fitted)
+        self.version = fitting.version_id(fitted)
         self.output_columns: list[str] = [str(c) for c in fitted.get_feature_names_out()]
         self.n_outputs = len(self.output_columns)
         index = {name: i for i, name in enumerate(self.output_columns)}

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from crimes import contract
-from crimes.logs import get_logger
+from crimes.ops.logs import get_logger
 
 log = get_logger(__name__)
 

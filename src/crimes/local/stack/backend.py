@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import SplitResult, urlsplit, urlunsplit
 
-from crimes.logs import get_logger
+from crimes.local.stack.procs import StackError
+from crimes.ops.logs import get_logger
 from crimes.settings import StackSettings
-from crimes.stack.procs import StackError
 
-log = get_logger("crimes.stack")
+log = get_logger("crimes.local.stack")
 
 
 def _with_database(url: str, database: str) -> SplitResult:

@@ -10,9 +10,10 @@ import asyncio
 import gc
 from typing import Any
 
-from crimes import registry, transformation
-from crimes.fast_transform import FastTransformer
-from crimes.logs import get_logger
+from crimes.ops.logs import get_logger
+from crimes.registry import bundles
+from crimes.transformation import fitting
+from crimes.transformation.lookup import FastTransformer
 
 log = get_logger(__name__)
 
@@ -63,7 +64,7 @@ class Transformations:
                 continue
             if fitted is None:
                 continue
-            if transformation.version_id(fitted) == version:
+            if fitting.version_id(fitted) == version:
                 return FastTransformer(fitted)
             problems.append(f"{source}: holds another version")
         raise TransformationUnavailable(
@@ -82,9 +83,9 @@ class Transformations:
             path = mlflow.artifacts.download_artifacts(
                 artifact_uri=uri, dst_path=folder, tracking_uri=self.tracking_uri
             )
-            return transformation.loads(Path(path).read_bytes())
+            return fitting.loads(Path(path).read_bytes())
 
     def _from_lake(self, uri: str | None, model_name: str) -> Any:
-        from crimes.storage import Lake
+        from crimes.lake.storage import Lake
 
-        return registry.read_bundle(Lake(), model_name).transformer
+        return bundles.read_bundle(Lake(), model_name).transformer

@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from crimes.logs import get_logger
+from crimes.ops.logs import get_logger
 
 log = get_logger(__name__)
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+PROJECT_ROOT = Path(__file__).resolve().parents[3]
 DAGS_FOLDER = PROJECT_ROOT / "airflow" / "dags"
 
 
@@ -120,7 +120,7 @@ def service_environment(env: dict[str, str], api_port: int) -> dict[str, str]:
 def start_services(env: dict[str, str], state_dir: Path, api_port: int) -> dict[str, str]:
     """Start Airflow's parts as processes of their own (SIGTERM stops each cleanly, unlike
     `airflow standalone`); returns the environment they run with. Waits for the API."""
-    from crimes.stack import procs
+    from crimes.local.stack import procs
 
     service_env = service_environment(env, api_port)
     store = procs.PidStore(state_dir / "pids")
@@ -147,7 +147,7 @@ def start_services(env: dict[str, str], state_dir: Path, api_port: int) -> dict[
 
 
 def stop_services(state_dir: Path) -> list[str]:
-    from crimes.stack import procs
+    from crimes.local.stack import procs
 
     store = procs.PidStore(state_dir / "pids")
     records = [r for n in SERVICES if (r := store.read(f"airflow-{n}")) is not None]

@@ -19,9 +19,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from crimes.logs import get_logger
+from crimes.ops.logs import get_logger
 
-log = get_logger("crimes.stack")
+log = get_logger("crimes.local.stack")
 
 PROC = Path("/proc")
 BOOT_ID_FILE = PROC / "sys" / "kernel" / "random" / "boot_id"

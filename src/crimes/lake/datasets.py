@@ -1,16 +1,5 @@
-"""Where the ETL's outputs live in the data lake, and how the training reads them back.
-
-Layout under the lake root (year Y; every path carries it):
-    chicago/crimes/Y/raw/<snapshot>/crimes.parquet            raw rows as text, as downloaded
-    chicago/crimes/Y/preprocessed/<snapshot>/crimes.parquet   contract features + target
-    chicago/crimes/Y/final/<dataset>/X_train.parquet ...      transformed splits, targets and
-                                                              the untransformed rows of each split
-    chicago/crimes/data_info/Y/<dataset>/data_info.json       columns, categories, counts, versions
-    chicago/crimes/data_info/Y/<dataset>/transformation.joblib
-    chicago/crimes/Y/CURRENT.json                             the manifest readers follow
-`<snapshot>` hashes the raw rows, `<dataset>` the published content; both are content ids, so a
-rerun on the same input rewrites the same paths with the same bytes.
-"""
+"""The published data sets read back: the manifest a year's pointer names, its data_info, and
+the whole training set verified against it (paths in `layout`)."""
 
 from __future__ import annotations
 
@@ -21,8 +10,9 @@ from typing import Any, Final
 import pandas as pd
 from sklearn.compose import ColumnTransformer
 
-from crimes import storage, transformation
-from crimes.storage import Lake
+from crimes.lake import layout, storage
+from crimes.lake.storage import Lake
+from crimes.transformation import fitting
 
 FINAL_FILES: Final = (
     "X_train",
@@ -32,30 +22,6 @@ FINAL_FILES: Final = (
     "features_train",
     "features_test",
 )
-
-
-def year_prefix(year: int) -> str:
-    return f"chicago/crimes/{year}"
-
-
-def pointer_key(year: int) -> str:
-    return f"{year_prefix(year)}/CURRENT.json"
-
-
-def raw_prefix(year: int, snapshot: str) -> str:
-    return f"{year_prefix(year)}/raw/{snapshot}"
-
-
-def preprocessed_prefix(year: int, snapshot: str) -> str:
-    return f"{year_prefix(year)}/preprocessed/{snapshot}"
-
-
-def final_prefix(year: int, dataset: str) -> str:
-    return f"{year_prefix(year)}/final/{dataset}"
-
-
-def data_info_prefix(year: int, dataset: str) -> str:
-    return f"chicago/crimes/data_info/{year}/{dataset}"
 
 
 @dataclass(frozen=True)
@@ -78,7 +44,7 @@ class FinalData:
 
 
 def current_manifest(lake: Lake, year: int) -> dict[str, Any]:
-    return storage.read_pointer(lake, pointer_key(year))
+    return storage.read_pointer(lake, layout.pointer_key(year))
 
 
 def load_data_info(lake: Lake, year: int) -> dict[str, Any]:
@@ -98,8 +64,8 @@ def load_final(lake: Lake, year: int) -> FinalData:
         for name in FINAL_FILES
     }
     info_files = manifest["files"]["data_info"]
-    transformer = transformation.loads(storage.read_file(lake, info_files["transformation.joblib"]))
-    if transformation.version_id(transformer) != manifest["transformation_version"]:
+    transformer = fitting.loads(storage.read_file(lake, info_files["transformation.joblib"]))
+    if fitting.version_id(transformer) != manifest["transformation_version"]:
         raise storage.LakeError("the published transformation does not match its version id")
 
     return FinalData(

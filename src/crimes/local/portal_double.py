@@ -16,7 +16,7 @@ rather than silently ignored, so a client that relies on an unsupported feature 
 Faults can be injected per request (HTTP errors with `Retry-After`, a connection closed mid-body
 or before any response, a slow answer) to test the client's retries.
 
-Run standalone: `python -m crimes.portal_double --data FILE [--port P] [--rows N]`.
+Run standalone: `python -m crimes.local.portal_double --data FILE [--port P] [--rows N]`.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from crimes.logs import get_logger
+from crimes.ops.logs import get_logger
 
 log = get_logger(__name__)
 
@@ -538,7 +538,7 @@ class PortalDouble:
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m crimes.portal_double",
+        prog="python -m crimes.local.portal_double",
         description="Serve a portal CSV export over a local Socrata SODA API.",
     )
     parser.add_argument("--data", required=True, help="portal CSV export (.csv or .csv.gz)")

@@ -1,0 +1,49 @@
+"""Where everything lives in the data lake: the ETL's sets and the models' fallback bundles.
+
+Layout under the lake root (year Y; every path carries it):
+    chicago/crimes/Y/raw/<snapshot>/crimes.parquet            raw rows as text, as downloaded
+    chicago/crimes/Y/preprocessed/<snapshot>/crimes.parquet   contract features + target
+    chicago/crimes/Y/final/<dataset>/X_train.parquet ...      transformed splits, targets and
+                                                              the untransformed rows of each split
+    chicago/crimes/data_info/Y/<dataset>/data_info.json       columns, categories, counts, versions
+    chicago/crimes/data_info/Y/<dataset>/transformation.joblib
+    chicago/crimes/Y/CURRENT.json                             the manifest readers follow
+    chicago/crimes/models/<name>/v<version>/...               a model version's bundle
+    chicago/crimes/models/<name>/CURRENT.json                 the model's current fallback
+`<snapshot>` hashes the raw rows, `<dataset>` the published content; both are content ids, so a
+rerun on the same input rewrites the same paths with the same bytes.
+"""
+
+from __future__ import annotations
+
+
+def year_prefix(year: int) -> str:
+    return f"chicago/crimes/{year}"
+
+
+def pointer_key(year: int) -> str:
+    return f"{year_prefix(year)}/CURRENT.json"
+
+
+def raw_prefix(year: int, snapshot: str) -> str:
+    return f"{year_prefix(year)}/raw/{snapshot}"
+
+
+def preprocessed_prefix(year: int, snapshot: str) -> str:
+    return f"{year_prefix(year)}/preprocessed/{snapshot}"
+
+
+def final_prefix(year: int, dataset: str) -> str:
+    return f"{year_prefix(year)}/final/{dataset}"
+
+
+def data_info_prefix(year: int, dataset: str) -> str:
+    return f"chicago/crimes/data_info/{year}/{dataset}"
+
+
+def bundle_prefix(name: str, version: str) -> str:
+    return f"chicago/crimes/models/{name}/v{version}"
+
+
+def bundle_pointer(name: str) -> str:
+    return f"chicago/crimes/models/{name}/CURRENT.json"

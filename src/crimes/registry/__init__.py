@@ -1,0 +1,39 @@
+"""The model registry's conventions: the registered models, their aliases, the tags of a version.
+
+Registered models live in MLflow (`dtc_model_prod`, `lda_model_prod`, the reference's names);
+the version serving in production carries the alias `champion`, a version that lost its
+comparison `challenger`. Each version is tagged with what it was made from (`Tag`).
+`bundles` is the fallback copy of a version; `tracking` the experiment's runs.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+MODELS: Final = {"dtc": "dtc_model_prod", "lda": "lda_model_prod"}
+CHAMPION: Final = "champion"
+CHALLENGER: Final = "challenger"
+
+
+class Tag:
+    """Tag keys on every registered model version (and on its training run)."""
+
+    TRANSFORMATION_VERSION: Final = "transformation_version"
+    ETL_RUN_ID: Final = "etl_run_id"
+    DATASET: Final = "dataset"
+    DATA_SNAPSHOT: Final = "data_snapshot"
+    SYNTHETIC: Final = "synthetic_data"
+    HYPERPARAMETERS: Final = "hyperparameters"
+    TEST_ACCURACY: Final = "test_accuracy"
+    TEST_F1_WEIGHTED: Final = "test_f1_weighted"
+    TEST_F1_MACRO: Final = "test_f1_macro"
+
+
+# The fitted transformation as every training run logs it: this file in this artifact folder.
+TRANSFORMATION_FILE: Final = "transformation.joblib"
+TRANSFORMATION_ARTIFACT_DIR: Final = "transformation"
+TRANSFORMATION_ARTIFACT: Final = f"{TRANSFORMATION_ARTIFACT_DIR}/{TRANSFORMATION_FILE}"
+
+
+def model_uri(name: str, alias: str = CHAMPION) -> str:
+    return f"models:/{name}@{alias}"
