@@ -14,7 +14,10 @@ RUN --mount=type=cache,target=/root/.cache/uv uv sync --locked --no-dev --no-edi
 FROM python:3.11-slim-bookworm AS runtime
 RUN groupadd --gid 50000 crimes && useradd --uid 50000 --gid crimes --create-home crimes
 COPY --from=build /opt/venv /opt/venv
-ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 CRIMES_LOG_FORMAT=json
+# Each deployment's own settings (model, alias, ports), the same files compose reads.
+COPY services /opt/crimes/services
+ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 CRIMES_LOG_FORMAT=json \
+    CRIMES_DEPLOYMENTS_DIR=/opt/crimes/services
 WORKDIR /home/crimes
 USER crimes
 

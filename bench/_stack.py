@@ -10,9 +10,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from crimes.lake.settings import lake_settings
 from crimes.local import stack
+from crimes.local.settings import StackSettings
 from crimes.local.stack import backend
-from crimes.settings import StackSettings, lake_settings, tracking_settings
+from crimes.settings import tracking_settings
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared/data/chicago_crimes_2024.csv.gz"
 POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432"

@@ -16,9 +16,9 @@ from typing import Any
 from _stack import data_file, throwaway_stack
 
 from crimes.etl import pipeline
+from crimes.etl.settings import EtlSettings
 from crimes.lake.storage import Lake
 from crimes.local.portal_double import PortalDouble
-from crimes.settings import EtlSettings
 
 
 def publish_full_year(data: str) -> tuple[dict[str, Any], float]:

@@ -181,9 +181,10 @@ def services(folder: Path) -> Iterator[dict[str, Process]]:
 
 def publish_and_train(data: str, rows: int, trials: int) -> None:
     from crimes.etl import pipeline as etl
+    from crimes.etl.settings import EtlSettings
     from crimes.local.portal_double import PortalDouble
-    from crimes.settings import EtlSettings, TrainingSettings
     from crimes.training import pipeline as training
+    from crimes.training.settings import TrainingSettings
 
     started = time.perf_counter()
     with PortalDouble(data, rows=rows or None) as portal:

@@ -20,8 +20,10 @@ from etl_full import publish_full_year
 
 from crimes import registry
 from crimes.local import airflow_runner
+from crimes.local.settings import StackSettings
 from crimes.local.stack import backend
-from crimes.settings import StackSettings, TrackingSettings, TrainingSettings
+from crimes.settings import TrackingSettings
+from crimes.training.settings import TrainingSettings
 
 
 def main() -> None:

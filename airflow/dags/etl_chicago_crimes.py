@@ -11,15 +11,15 @@ from typing import Any
 
 from airflow.sdk import Param, dag, get_current_context, task
 
+from crimes.etl.settings import PORTAL_URL
 from crimes.orchestration.assets import ETL_DAG_ID, TAGS, final_data_asset
-from crimes.settings import PORTAL_URL
 
 FINAL_DATA = final_data_asset()
 
 
 def _stage_inputs() -> tuple[Any, Any]:
+    from crimes.etl.settings import EtlSettings
     from crimes.lake.storage import Lake
-    from crimes.settings import EtlSettings
 
     params = get_current_context()["params"]
     overrides: dict[str, Any] = {"year": int(params["year"])}

@@ -21,8 +21,8 @@ def _train(kind: str) -> dict[str, Any]:
     from crimes.lake import datasets
     from crimes.lake.storage import Lake
     from crimes.orchestration.assets import triggering_year
-    from crimes.settings import TrainingSettings
     from crimes.training.pipeline import train
+    from crimes.training.settings import TrainingSettings
 
     context = get_current_context()
     params = context["params"]

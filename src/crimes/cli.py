@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -25,12 +25,12 @@ def serve_gateway(
     port: Annotated[int | None, typer.Option(help="HTTP port (CRIMES_GATEWAY_PORT).")] = None,
     host: Annotated[str | None, typer.Option(help="Bind address (CRIMES_GATEWAY_HOST).")] = None,
 ) -> None:
-    """The REST gateway (port 8800): validates, transforms once, asks both model services."""
+    """The REST gateway (port in services/gateway/service.env): validates, transforms once,
+    asks both model services."""
     from crimes.gateway.server import run
-    from crimes.gateway.settings import GatewaySettings
+    from crimes.gateway.settings import load_settings
 
-    overrides: dict[str, Any] = {"port": port, "host": host}
-    run(GatewaySettings(**{k: v for k, v in overrides.items() if v is not None}))
+    run(load_settings(port=port, host=host))
 
 
 probe_app = typer.Typer(help="Health probes (exit 0 when healthy), for containers.")
@@ -46,6 +46,30 @@ def probe_grpc(
     from crimes.ops.probe import grpc_serving
 
     healthy, status = grpc_serving(address, service)
+    typer.echo(status)
+    raise typer.Exit(0 if healthy else 1)
+
+
+@probe_app.command("model-service")
+def probe_model_service() -> None:
+    """grpc.health.v1 check of this container's model service, at the port and for the model
+    its settings name (CRIMES_MODEL_*, as the service itself reads them)."""
+    from crimes.ops.probe import grpc_serving
+    from crimes.serving.settings import load_settings
+
+    settings = load_settings()
+    healthy, status = grpc_serving(f"127.0.0.1:{settings.port}", settings.name)
+    typer.echo(status)
+    raise typer.Exit(0 if healthy else 1)
+
+
+@probe_app.command("gateway")
+def probe_gateway() -> None:
+    """The gateway's liveness, at the port its settings name (CRIMES_GATEWAY_PORT)."""
+    from crimes.gateway.settings import load_settings
+    from crimes.ops.probe import http_ok
+
+    healthy, status = http_ok(f"http://127.0.0.1:{load_settings().port}/health/live")
     typer.echo(status)
     raise typer.Exit(0 if healthy else 1)
 
@@ -70,8 +94,8 @@ def etl(
 ) -> None:
     """Extract, preprocess, split and transform one year of crimes into the data lake."""
     from crimes.etl.pipeline import run_etl
+    from crimes.etl.settings import EtlSettings
     from crimes.lake.storage import Lake
-    from crimes.settings import EtlSettings
 
     overrides: dict[str, object] = {}
     if source:
@@ -108,8 +132,8 @@ def train(
     ] = None,
 ) -> None:
     """Train, evaluate, register and promote the models on the published data (no Airflow)."""
-    from crimes.settings import TrainingSettings
     from crimes.training.pipeline import KINDS, run_training
+    from crimes.training.settings import TrainingSettings
 
     overrides = {
         k: v for k, v in {"trials": trials, "cv_folds": cv_folds, "year": year}.items() if v

@@ -14,7 +14,7 @@ from crimes.etl.extract import read_file
 from crimes.etl.preprocess import preprocess
 from crimes.etl.split import split
 from crimes.transformation import fitting
-from crimes.transformation.lookup import PER_ROW_MAX, FastTransformer
+from crimes.transformation.lookup import PER_ROW_MAX, LookupTransformer
 
 
 def test_every_test_row_is_identical(real_data: Path) -> None:
@@ -25,7 +25,7 @@ def test_every_test_row_is_identical(real_data: Path) -> None:
         warnings.simplefilter("ignore", UserWarning)
         fitted, _ = fitting.fit_transform(parts.train[columns], parts.train[contract.TARGET])
     expected = fitting.transform(fitted, parts.test[columns]).to_numpy()
-    fast = FastTransformer(fitted)
+    fast = LookupTransformer(fitted)
     rows = parts.test[columns].to_dict("records")
     started = time.perf_counter()
     answers = [fast.transform(rows[i : i + PER_ROW_MAX]) for i in range(0, len(rows), PER_ROW_MAX)]

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
+from crimes.settings import deployment_port, deployment_settings
 from tests.conftest import PROJECT_ROOT
 
 ONE_SHOT = {"minio-buckets", "airflow-init"}
@@ -22,6 +23,8 @@ RUN_LOCALLY = {
     ("crimes", "serve", "gateway"): "tests/e2e/services.py (the gateway under uvicorn)",
     ("crimes", "probe", "grpc"): "tests/e2e/test_replicas.py",
     ("crimes", "probe", "http"): "tests/e2e/test_replicas.py",
+    ("crimes", "probe", "model-service"): "tests/e2e/test_replicas.py",
+    ("crimes", "probe", "gateway"): "tests/e2e/test_replicas.py",
     ("mlflow", "server"): "crimes.local.stack (every e2e session's MLflow server)",
     ("airflow", "db", "migrate"): "crimes.local.airflow_runner.migrate (e2e airflow_env)",
     ("airflow", "api-server"): "crimes.local.airflow_runner.start_services (test_asset_wiring)",
@@ -71,10 +74,29 @@ def test_models_scale_on_their_own_and_the_gateway_spreads_over_replicas(
         assert "ports" not in services[model], f"{model} must not pin a host port (scaling)"
         assert "crimes" in services[model]["healthcheck"]["test"]
     environment = services["gateway"]["environment"]
-    assert environment["CRIMES_GATEWAY_DTC_ADDRESS"] == "dns:///dtc:50051"
-    assert environment["CRIMES_GATEWAY_LDA_ADDRESS"] == "dns:///lda:50051"
+    # No port: the gateway takes each model's port from that deployment's own file.
+    assert environment["CRIMES_GATEWAY_DTC_ADDRESS"] == "dns:///dtc"
+    assert environment["CRIMES_GATEWAY_LDA_ADDRESS"] == "dns:///lda"
     published = {int(p["published"]) for s in services.values() for p in s.get("ports", [])}
     assert {8080, 5001, 9000, 9001, 8800} <= published
+
+
+def test_each_deployment_reads_its_own_settings_file_and_states_no_port_of_its_own(
+    config: dict[str, Any],
+) -> None:
+    services = config["services"]
+    for deployment in ("dtc", "lda", "gateway"):
+        service = services[deployment]
+        settings = deployment_settings(deployment)
+        # compose merged the file into the environment: every setting of the file is there.
+        for name, value in settings.items():
+            assert service["environment"][name] == value, (deployment, name)
+        command = " ".join(service["command"])
+        assert "--port" not in command, deployment
+        assert "--metrics-port" not in command, deployment
+        assert service["healthcheck"]["test"][1:3] == ["crimes", "probe"], deployment
+    (gateway_port,) = services["gateway"]["ports"]
+    assert int(gateway_port["target"]) == deployment_port("gateway")
 
 
 def _commands(config: dict[str, Any]) -> list[tuple[str, list[str]]]:
@@ -110,5 +132,8 @@ def test_the_dockerfile_builds_from_the_lock_as_a_non_root_user() -> None:
     assert "uv sync --locked --no-dev" in dockerfile
     assert "USER crimes" in dockerfile
     assert "airflow/dags /opt/airflow/dags" in dockerfile
+    # The deployments' own settings files, found where the settings look for them.
+    assert "COPY services /opt/crimes/services" in dockerfile
+    assert "CRIMES_DEPLOYMENTS_DIR=/opt/crimes/services" in dockerfile
     targets = {line.split()[-1] for line in dockerfile.splitlines() if line.startswith("FROM")}
     assert {"runtime", "mlflow", "airflow"} <= targets

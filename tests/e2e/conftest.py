@@ -13,10 +13,12 @@ from typing import Any
 
 import pytest
 
+from crimes.lake.settings import lake_settings
 from crimes.local import stack
 from crimes.local.portal_double import PortalDouble
+from crimes.local.settings import StackSettings
 from crimes.local.stack import backend
-from crimes.settings import StackSettings, lake_settings, tracking_settings
+from crimes.settings import tracking_settings
 
 POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432"
 YEAR = 2024

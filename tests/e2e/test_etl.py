@@ -14,10 +14,11 @@ import pytest
 from crimes import contract
 from crimes.etl import pipeline
 from crimes.etl.extract import ExtractError
+from crimes.etl.settings import EtlSettings
 from crimes.lake import datasets, layout, storage
 from crimes.lake.storage import Lake
 from crimes.local.portal_double import Fault, PortalDouble
-from crimes.settings import EtlSettings, TrackingSettings
+from crimes.settings import TrackingSettings
 from crimes.transformation import fitting
 from tests.e2e.conftest import ROWS, YEAR
 

@@ -4,6 +4,7 @@ on the surviving replica. The containers' health probes are the same commands.""
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
@@ -37,8 +38,12 @@ def infer_count(service: services.Service) -> float:
     )
 
 
-def probe(*args: str) -> int:
-    return subprocess.run([CRIMES, "probe", *args], capture_output=True, check=False).returncode
+def probe(*args: str, env: dict[str, str] | None = None) -> int:
+    """`crimes probe ...` as a container runs it, with the container's settings in `env`."""
+    environment = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [CRIMES, "probe", *args], capture_output=True, check=False, env=environment
+    ).returncode
 
 
 def test_two_replicas_share_the_load_and_survive_losing_one(
@@ -69,6 +74,16 @@ def test_two_replicas_share_the_load_and_survive_losing_one(
         assert probe("grpc", replicas[0].address, "--service", "dtc_model_prod") == 0
         assert probe("grpc", lda.address, "--service", "lda_model_prod") == 0
         assert probe("http", f"{gateway.url}/health/live") == 0
+        # ... as compose runs them: the port and the model from the service's own settings.
+        dtc_settings = {
+            "CRIMES_MODEL_NAME": "dtc_model_prod",
+            "CRIMES_MODEL_PORT": str(replicas[0].port),
+        }
+        assert probe("model-service", env=dtc_settings) == 0
+        assert (
+            probe("model-service", env={**dtc_settings, "CRIMES_MODEL_NAME": "lda_model_prod"}) == 1
+        )
+        assert probe("gateway", env={"CRIMES_GATEWAY_PORT": str(gateway.port)}) == 0
 
         models = httpx.get(f"{gateway.url}/models", trust_env=False).json()
         assert models["dtc"]["ready_replicas"] == 2

@@ -30,8 +30,8 @@ from crimes.etl.extract import (
     extract,
     read_file,
 )
+from crimes.etl.settings import EtlSettings
 from crimes.local.portal_double import Fault, PortalDouble
-from crimes.settings import EtlSettings
 from tests.etl.conftest import SAMPLE_ROWS, DoubleFactory, Row
 
 HUMAN_ADDRESS = '{"address": "", "city": "", "state": "", "zip": ""}'

@@ -16,8 +16,8 @@ from crimes import contract
 from crimes.etl.extract import read_file
 from crimes.etl.preprocess import preprocess
 from crimes.etl.split import split
-from crimes.settings import TrainingSettings
 from crimes.training import evaluate, models
+from crimes.training.settings import TrainingSettings
 from crimes.transformation import fitting
 
 

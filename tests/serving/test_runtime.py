@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from crimes.lake import layout
+from crimes.lake.settings import lake_settings
 from crimes.lake.storage import Lake
 from crimes.registry import bundles
 from crimes.serving.metrics import Metrics
@@ -24,7 +25,6 @@ from crimes.serving.runtime import (
 )
 from crimes.serving.settings import ModelServerSettings
 from crimes.serving.sources import fallbacks
-from crimes.settings import lake_settings
 from tests.serving.harness import NAME, FakeRegistry, settings
 from tests.serving.models import Trained, bundle
 

@@ -7,7 +7,8 @@ from pydantic import ValidationError
 from typer.testing import CliRunner
 
 from crimes.cli import app
-from crimes.serving.settings import DEPLOYMENTS, load_settings
+from crimes.serving.settings import load_settings
+from crimes.settings import DeploymentError, deployment_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -54,16 +55,29 @@ def test_without_a_deployment_the_model_must_be_named() -> None:
         load_settings(None)
 
 
-def test_the_service_folders_hold_the_deployments_settings() -> None:
-    for deployment, defaults in DEPLOYMENTS.items():
-        lines = (ROOT / "services" / deployment / "service.env").read_text().splitlines()
-        env = dict(
-            line.split("=", 1) for line in lines if line.strip() and not line.startswith("#")
-        )
-        assert env["CRIMES_MODEL_NAME"] == defaults["name"]
-        assert int(env["CRIMES_MODEL_PORT"]) == defaults["port"]
-        assert int(env["CRIMES_MODEL_METRICS_PORT"]) == defaults["metrics_port"]
-        assert env["CRIMES_MODEL_ALIAS"] == "champion"
+def test_the_settings_come_from_the_deployments_own_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for deployment in ("dtc", "lda"):
+        from_file = deployment_settings(deployment)
+        settings = load_settings(deployment)
+        assert settings.name == from_file["CRIMES_MODEL_NAME"]
+        assert settings.port == int(from_file["CRIMES_MODEL_PORT"])
+        assert settings.metrics_port == int(from_file["CRIMES_MODEL_METRICS_PORT"])
+    # Another folder of deployments (as an image has it): its file, not the repository's.
+    (tmp_path / "dtc").mkdir()
+    (tmp_path / "dtc" / "service.env").write_text(
+        "# a comment\nCRIMES_MODEL_NAME=dtc_model_prod\nCRIMES_MODEL_PORT=6100\n"
+        "CRIMES_MODEL_METRICS_PORT=6200\n"
+    )
+    monkeypatch.setenv("CRIMES_DEPLOYMENTS_DIR", str(tmp_path))
+    deployment_settings.cache_clear()
+    try:
+        assert (load_settings("dtc").port, load_settings("dtc").metrics_port) == (6100, 6200)
+        with pytest.raises(DeploymentError, match="no settings file for deployment 'lda'"):
+            load_settings("lda")
+    finally:
+        deployment_settings.cache_clear()
 
 
 def test_the_cli_offers_both_model_services() -> None:

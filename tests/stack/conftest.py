@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
+from crimes.local.settings import StackSettings
 from crimes.local.stack import down, free_port_block
-from crimes.settings import StackSettings
 
 
 @pytest.fixture

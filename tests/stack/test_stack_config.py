@@ -11,9 +11,10 @@ from mlflow.server.security_utils import is_allowed_host_header
 from pydantic import SecretStr
 from typer.testing import CliRunner
 
+from crimes.lake.settings import LakeSettings
+from crimes.local.settings import StackSettings
 from crimes.local.stack import StackError, backend, env_exports, mlflow_server, status, swift, up
 from crimes.local.stack.cli import app, export_lines
-from crimes.settings import LakeSettings, StackSettings
 
 
 def _swift_settings(tmp_path: Path, **extra: object) -> StackSettings:

@@ -14,6 +14,7 @@ import s3fs
 from botocore.config import Config
 from mlflow.tracking import MlflowClient
 
+from crimes.local.settings import StackSettings
 from crimes.local.stack import (
     PartStatus,
     StackError,
@@ -25,7 +26,6 @@ from crimes.local.stack import (
     status,
     up,
 )
-from crimes.settings import StackSettings
 
 pytestmark = pytest.mark.e2e
 

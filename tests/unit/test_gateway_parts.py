@@ -102,3 +102,21 @@ def test_a_model_call_answering_another_number_of_rows_fails_that_model(
     error = asyncio.run(scenario())
     assert error.status == "error"
     assert f"answered {answered_rows} rows for 2" in error.message
+
+
+def test_a_model_address_without_a_port_gets_its_deployments_port() -> None:
+    from crimes.gateway.settings import GatewaySettings, with_deployment_port
+    from crimes.settings import deployment_port
+
+    dtc, lda = deployment_port("dtc"), deployment_port("lda")
+    assert with_deployment_port("dns:///dtc", "dtc") == f"dns:///dtc:{dtc}"
+    assert with_deployment_port("dns://10.0.0.53/lda", "lda") == f"dns://10.0.0.53/lda:{lda}"
+    assert with_deployment_port("dns:///[::1]", "lda") == f"dns:///[::1]:{lda}"
+    for given in ("dns:///dtc:6000", "dns:///[::1]:6000", "ipv4:127.0.0.1:1,127.0.0.1:2"):
+        assert with_deployment_port(given, "dtc") == given
+    settings = GatewaySettings()
+    assert (settings.dtc_address, settings.lda_address) == (
+        f"dns:///127.0.0.1:{dtc}",
+        f"dns:///127.0.0.1:{lda}",
+    )
+    assert settings.port == deployment_port("gateway")

@@ -9,9 +9,9 @@ from sklearn.tree import DecisionTreeClassifier
 from crimes import contract
 from crimes.etl import synthetic
 from crimes.etl.preprocess import preprocess
+from crimes.lake.settings import LakeSettings
 from crimes.lake.storage import Lake, LakeError
 from crimes.registry import bundles
-from crimes.settings import LakeSettings
 from crimes.transformation import fitting
 
 

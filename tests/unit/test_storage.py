@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 
 from crimes.lake import storage
+from crimes.lake.settings import LakeSettings
 from crimes.lake.storage import Lake, LakeError
-from crimes.settings import LakeSettings
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ import pytest
 from crimes.etl import synthetic
 from crimes.etl.extract import ExtractError, extract
 from crimes.etl.preprocess import preprocess
-from crimes.settings import EtlSettings
+from crimes.etl.settings import EtlSettings
 
 
 def test_the_synthetic_sample_is_labelled_and_fits_the_contract() -> None:

@@ -24,8 +24,8 @@ import pandas as pd
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 from tenacity.wait import wait_exponential
 
+from crimes.etl.settings import EtlSettings
 from crimes.ops.logs import get_logger
-from crimes.settings import EtlSettings
 
 log = get_logger(__name__)
 

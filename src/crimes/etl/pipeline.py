@@ -18,12 +18,13 @@ import pandas as pd
 from crimes import contract
 from crimes.etl.extract import extract
 from crimes.etl.preprocess import PreprocessReport, preprocess
+from crimes.etl.settings import EtlSettings
 from crimes.etl.split import MIN_STRATIFIED_ROWS, split
 from crimes.lake import layout, storage
 from crimes.lake.storage import Lake
 from crimes.ops.logs import get_logger
 from crimes.registry import tracking
-from crimes.settings import EtlSettings, TrackingSettings
+from crimes.settings import TrackingSettings
 from crimes.transformation import fitting
 
 log = get_logger(__name__)

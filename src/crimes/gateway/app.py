@@ -24,7 +24,7 @@ from crimes.gateway.predict import Predictor
 from crimes.gateway.routes import health, models, predict
 from crimes.gateway.schemas import BatchRequest, PredictRequest
 from crimes.gateway.settings import GatewaySettings
-from crimes.gateway.transformation_store import Transformations
+from crimes.gateway.transformation_store import TransformationStore
 from crimes.ops.logs import get_logger
 
 log = get_logger(__name__)
@@ -46,12 +46,12 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         }
         metrics = GatewayMetrics()
         cache = PredictionCache(settings.redis_url, settings.cache_ttl_seconds)
-        predictor = Predictor(services, Transformations(settings.tracking_uri), metrics, cache)
+        predictor = Predictor(services, TransformationStore(settings.tracking_uri), metrics, cache)
         app.state.metrics = metrics
         app.state.predictor = predictor
         refresher = asyncio.create_task(_refresh_forever(predictor, settings.refresh_seconds))
         log.info("gateway.started", dtc=settings.dtc_address, lda=settings.lda_address)
-        gc.freeze()  # see Transformations._finished
+        gc.freeze()  # see TransformationStore._finished
         try:
             yield
         finally:

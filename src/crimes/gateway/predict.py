@@ -1,5 +1,5 @@
-"""The gateway's core, transport-free: transform once per transformation version, call both
-model services concurrently, merge per model, never wait past the deadline."""
+"""The gateway's core, transport-free: transform the records once per transformation version,
+ask each model service for its answer within the deadline, merge the answers per model."""
 
 from __future__ import annotations
 
@@ -15,15 +15,17 @@ from crimes.gateway.backends import ModelCallError, ModelService
 from crimes.gateway.cache import PredictionCache, cache_key
 from crimes.gateway.coalesce import Coalescer
 from crimes.gateway.metrics import GatewayMetrics
-from crimes.gateway.transformation_store import Transformations, TransformationUnavailable
+from crimes.gateway.transformation_store import TransformationStore, TransformationUnavailable
 from crimes.ops.logs import get_logger
-from crimes.transformation.lookup import FastTransformer
+from crimes.protocol import inference
 
 log = get_logger(__name__)
 
 
 @dataclass
 class ModelResult:
+    """One model's answer for the records of a prediction, or why it has none."""
+
     status: str  # ok | timeout | unavailable | error
     labels: list[str] | None = None
     probabilities: np.ndarray | None = None
@@ -33,9 +35,29 @@ class ModelResult:
     transformation_version: str | None = None
     latency_ms: float | None = None
 
+    def to_dict(self) -> dict[str, Any]:
+        """What the cache keeps of a successful answer (never probabilities or timings)."""
+        return {
+            "status": self.status,
+            "labels": self.labels,
+            "model_version": self.model_version,
+            "transformation_version": self.transformation_version,
+        }
+
+    @classmethod
+    def from_dict(cls, value: dict[str, Any]) -> ModelResult:
+        return cls(
+            status=str(value["status"]),
+            labels=None if value.get("labels") is None else [str(c) for c in value["labels"]],
+            model_version=value.get("model_version"),
+            transformation_version=value.get("transformation_version"),
+        )
+
 
 @dataclass
 class BatchResult:
+    """Both models' answers for the records of one prediction, in the records' order."""
+
     models: dict[str, ModelResult]
     unknown: list[list[str]] = field(default_factory=list)
     cached: bool = False
@@ -48,12 +70,70 @@ class BatchResult:
             if result.status != "ok"
         }
 
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "models": {kind: result.to_dict() for kind, result in self.models.items()},
+            "unknown": self.unknown,
+        }
+
+    @classmethod
+    def from_dict(cls, value: dict[str, Any]) -> BatchResult:
+        """A cached result: marked as such."""
+        return cls(
+            models={kind: ModelResult.from_dict(r) for kind, r in value["models"].items()},
+            unknown=[[str(n) for n in names] for names in value["unknown"]],
+            cached=True,
+        )
+
+
+class TransformedRecords:
+    """The records of one prediction, transformed at most once per transformation version
+    (both models normally share one), and each record's unknown categories."""
+
+    def __init__(self, rows: list[dict[str, Any]], transformations: TransformationStore) -> None:
+        self.rows = rows
+        self.transformations = transformations
+        self._matrices: dict[str, np.ndarray] = {}
+        self._unknown: dict[str, list[list[str]]] = {}
+
+    async def for_service(self, service: ModelService) -> tuple[str, np.ndarray]:
+        """The transformation version the service's model needs, and the records made with it."""
+        state = service.state
+        if not state.transformation_version:
+            state = await service.refresh()
+        version = state.transformation_version
+        if not version:
+            raise ModelCallError(None, state.error or "model service not ready")
+        if version not in self._matrices:
+            try:
+                transformer = await self.transformations.get(
+                    version, state.transformation_uri, service.model_name
+                )
+            except TransformationUnavailable as error:
+                raise ModelCallError(None, str(error)) from error
+            # The other model's call may have transformed while this one waited.
+            if version not in self._matrices:
+                self._matrices[version], self._unknown[version] = transformer.transform(self.rows)
+        return version, self._matrices[version]
+
+    def unknown(self) -> list[list[str]]:
+        """Each record's unknown categories, under every transformation version used."""
+        per_version = list(self._unknown.values())
+        if not per_version:  # no transformation ran (both services failed before)
+            return [[] for _ in self.rows]
+        merged = [sorted(set(names)) if names else names for names in per_version[0]]
+        for other in per_version[1:]:
+            for i, names in enumerate(other):
+                if names:
+                    merged[i] = sorted(set(merged[i]) | set(names))
+        return merged
+
 
 class Predictor:
     def __init__(
         self,
         services: dict[str, ModelService],
-        transformations: Transformations,
+        transformations: TransformationStore,
         metrics: GatewayMetrics,
         cache: PredictionCache,
     ) -> None:
@@ -79,141 +159,100 @@ class Predictor:
                     log.warning("gateway.transformation_unavailable", error=str(error))
 
     async def predict_one(self, row: dict[str, Any], probabilities: bool = False) -> BatchResult:
-        key = None
-        if self.cache.enabled and not probabilities:
-            versions = {k: s.state.model_version for k, s in self.services.items()}
-            if all(versions.values()):
-                key = cache_key(row, versions)
-                hit = await self.cache.get(key)
-                if hit is not None:
-                    self.metrics.labelled(self.metrics.cache, "hit").inc()
-                    return BatchResult(
-                        models={k: ModelResult(**v) for k, v in hit["models"].items()},
-                        unknown=hit["unknown"],
-                        cached=True,
-                    )
-                self.metrics.labelled(self.metrics.cache, "miss").inc()
-        else:
+        """One record, through the cache when there is one (never with probabilities)."""
+        key = self._cache_key(row) if self.cache.enabled and not probabilities else None
+        if not self.cache.enabled or probabilities:
             self.metrics.labelled(self.metrics.cache, "off").inc()
+        elif key is not None:
+            hit = await self.cache.get(key)
+            self.metrics.labelled(self.metrics.cache, "hit" if hit else "miss").inc()
+            if hit is not None:
+                return BatchResult.from_dict(hit)
         result = await self.predict([row], probabilities)
         if key is not None and not result.failures:
-            await self.cache.put(
-                key,
-                {
-                    "models": {
-                        k: {
-                            "status": r.status,
-                            "labels": r.labels,
-                            "model_version": r.model_version,
-                            "transformation_version": r.transformation_version,
-                        }
-                        for k, r in result.models.items()
-                    },
-                    "unknown": result.unknown,
-                },
-            )
+            await self.cache.put(key, result.to_dict())
         return result
+
+    def _cache_key(self, row: dict[str, Any]) -> str | None:
+        """Keyed by both served versions too; none until both are known."""
+        versions = {kind: s.state.model_version for kind, s in self.services.items()}
+        return cache_key(row, versions) if all(versions.values()) else None
 
     async def predict(self, rows: list[dict[str, Any]], probabilities: bool = False) -> BatchResult:
         self.metrics.rows.inc(len(rows))
-        matrices: dict[str, tuple[np.ndarray, list[list[str]]]] = {}
-        # Each row's unknown categories: the first transformation's lists, merged with those
-        # of another version only when the two services use different ones.
-        unknown: list[list[str]] = []
-        merged: set[str] = set()
+        records = TransformedRecords(rows, self.transformations)
+        kinds = list(self.services)
+        results = await asyncio.gather(
+            *(self._answer_within_deadline(kind, records, probabilities) for kind in kinds)
+        )
+        return BatchResult(models=dict(zip(kinds, results, strict=True)), unknown=records.unknown())
 
-        async def features_for(service: ModelService) -> tuple[str, np.ndarray]:
-            state = service.state
-            if not state.transformation_version:
-                state = await service.refresh()
-            version = state.transformation_version
-            if not version:
-                raise ModelCallError(None, state.error or "model service not ready")
-            if version not in matrices:
-                try:
-                    fast: FastTransformer = await self.transformations.get(
-                        version, state.transformation_uri, service.model_name
-                    )
-                except TransformationUnavailable as error:
-                    raise ModelCallError(None, str(error)) from error
-                # Once per distinct version: both models normally share one (and the other
-                # call may have transformed while this one waited for the transformation).
-                if version not in matrices:
-                    matrices[version] = fast.transform(rows)
-            matrix, row_unknown = matrices[version]
-            if version not in merged:  # each version's unknowns once
-                merged.add(version)
-                if not unknown:
-                    unknown[:] = [sorted(set(names)) if names else names for names in row_unknown]
-                else:
-                    for i, names in enumerate(row_unknown):
-                        if names:
-                            unknown[i] = sorted(set(unknown[i]) | set(names))
-            return version, matrix
-
-        async def call(kind: str, service: ModelService) -> ModelResult:
-            started = time.perf_counter()
-            try:
-                for attempt in range(2):
-                    version, matrix = await features_for(service)
-                    try:
-                        if len(matrix) == 1:
-                            # A single record may share its call with concurrent ones.
-                            output = await self.coalescers[kind].infer(
-                                matrix, version, probabilities
-                            )
-                        else:
-                            output = await service.infer(matrix, version, probabilities)
-                        break
-                    except ModelCallError as error:
-                        # The service swapped to a model made with other features since our
-                        # last look: learn its new version and transform again, once.
-                        if error.code == grpc.StatusCode.FAILED_PRECONDITION and attempt == 0:
-                            await service.refresh()
-                            continue
-                        raise
-            except ModelCallError as error:
-                if error.status == "unavailable":
-                    asyncio.get_running_loop().create_task(service.refresh())
-                self.metrics.labelled(
-                    self.metrics.model_calls, kind, service.state.model_version or "", error.status
-                ).inc()
-                return ModelResult(
-                    status=error.status,
-                    reason=error.message,
-                    model_version=service.state.model_version,
-                    latency_ms=(time.perf_counter() - started) * 1000,
-                )
-            elapsed = time.perf_counter() - started
-            self.metrics.labelled(self.metrics.model_latency, kind).observe(elapsed)
-            self.metrics.labelled(self.metrics.model_calls, kind, output.model_version, "ok").inc()
+    async def _answer_within_deadline(
+        self, kind: str, records: TransformedRecords, probabilities: bool
+    ) -> ModelResult:
+        service = self.services[kind]
+        try:
+            async with asyncio.timeout(service.deadline_seconds):
+                return await self._answer(kind, records, probabilities)
+        except TimeoutError:
+            self._count(kind, service.state.model_version, "timeout")
             return ModelResult(
-                status="ok",
-                labels=output.labels,
-                probabilities=output.probabilities,
-                classes=output.classes,
-                model_version=output.model_version,
-                transformation_version=output.transformation_version,
-                latency_ms=elapsed * 1000,
+                status="timeout",
+                reason=f"no answer within {service.deadline_seconds} s",
+                model_version=service.state.model_version,
+                latency_ms=service.deadline_seconds * 1000,
             )
 
-        async def bounded(kind: str, service: ModelService) -> ModelResult:
-            try:
-                async with asyncio.timeout(service.deadline_seconds):
-                    return await call(kind, service)
-            except TimeoutError:
-                self.metrics.labelled(
-                    self.metrics.model_calls, kind, service.state.model_version or "", "timeout"
-                ).inc()
-                return ModelResult(
-                    status="timeout",
-                    reason=f"no answer within {service.deadline_seconds} s",
-                    model_version=service.state.model_version,
-                    latency_ms=service.deadline_seconds * 1000,
-                )
+    async def _answer(
+        self, kind: str, records: TransformedRecords, probabilities: bool
+    ) -> ModelResult:
+        """One model's answer for the records, or the failure that stands for it."""
+        service = self.services[kind]
+        started = time.perf_counter()
+        try:
+            output = await self._infer(kind, records, probabilities)
+        except ModelCallError as error:
+            if error.status == "unavailable":
+                asyncio.get_running_loop().create_task(service.refresh())
+            self._count(kind, service.state.model_version, error.status)
+            return ModelResult(
+                status=error.status,
+                reason=error.message,
+                model_version=service.state.model_version,
+                latency_ms=(time.perf_counter() - started) * 1000,
+            )
+        elapsed = time.perf_counter() - started
+        self.metrics.labelled(self.metrics.model_latency, kind).observe(elapsed)
+        self._count(kind, output.model_version, "ok")
+        return ModelResult(
+            status="ok",
+            labels=output.labels,
+            probabilities=output.probabilities,
+            classes=output.classes,
+            model_version=output.model_version,
+            transformation_version=output.transformation_version,
+            latency_ms=elapsed * 1000,
+        )
 
-        kinds = list(self.services)
-        results = await asyncio.gather(*(bounded(k, self.services[k]) for k in kinds))
-        if not unknown:  # no transformation ran (both services failed before)
-            unknown = [[] for _ in rows]
-        return BatchResult(models=dict(zip(kinds, results, strict=True)), unknown=unknown)
+    async def _infer(
+        self, kind: str, records: TransformedRecords, probabilities: bool
+    ) -> inference.InferOutput:
+        """Call one model service; if its model changed to another transformation since our
+        last look, learn the new version and transform again, once."""
+        service = self.services[kind]
+        for attempt in range(2):
+            version, matrix = await records.for_service(service)
+            try:
+                if len(matrix) == 1:
+                    # A single record may share its call with concurrent ones.
+                    return await self.coalescers[kind].infer(matrix, version, probabilities)
+                return await service.infer(matrix, version, probabilities)
+            except ModelCallError as error:
+                if error.code == grpc.StatusCode.FAILED_PRECONDITION and attempt == 0:
+                    await service.refresh()
+                    continue
+                raise
+        raise AssertionError("unreachable: the second attempt returns or raises")
+
+    def _count(self, kind: str, version: str | None, outcome: str) -> None:
+        self.metrics.labelled(self.metrics.model_calls, kind, version or "", outcome).inc()

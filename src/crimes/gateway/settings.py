@@ -1,9 +1,24 @@
-"""Settings of the gateway, read from `CRIMES_GATEWAY_*` environment variables."""
+"""Settings of the gateway, read from `CRIMES_GATEWAY_*` environment variables (and, under
+`crimes serve gateway`, from its deployment's file `services/gateway/service.env`)."""
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
+from typing import Any
+
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from crimes.settings import deployment_file, deployment_port
+
+
+def with_deployment_port(address: str, deployment: str) -> str:
+    """A model service's gRPC target; one that names no port gets the deployment's own
+    (`dns:///dtc` -> `dns:///dtc:50051`), so a port is written only in its deployment's file."""
+    if address.startswith(("ipv4:", "ipv6:", "unix:")):
+        return address
+    host = address.rsplit("/", 1)[-1]
+    has_port = host.rsplit("]", 1)[-1].count(":") == 1 if host.startswith("[") else ":" in host
+    return address if has_port else f"{address}:{deployment_port(deployment)}"
 
 
 class GatewaySettings(BaseSettings):
@@ -12,11 +27,12 @@ class GatewaySettings(BaseSettings):
     )
 
     host: str = "127.0.0.1"
-    port: int = Field(default=8800, ge=0, le=65535)
+    port: int = Field(default_factory=lambda: deployment_port("gateway"), ge=0, le=65535)
     # gRPC targets of the model services. `dns:///name:port` resolves to every replica and
     # calls are spread over them round-robin; `ipv4:host:p1,host:p2` lists replicas by hand.
-    dtc_address: str = "dns:///127.0.0.1:50051"
-    lda_address: str = "dns:///127.0.0.1:50052"
+    # Without a port, the model deployment's own (services/<model>/service.env).
+    dtc_address: str = "dns:///127.0.0.1"
+    lda_address: str = "dns:///127.0.0.1"
     # Each model call must answer within this; a slow model never holds the response back.
     deadline_seconds: float = Field(default=1.0, gt=0)
     # Extra attempts, only when the channel says UNAVAILABLE (the call never reached a model).
@@ -34,3 +50,15 @@ class GatewaySettings(BaseSettings):
     api_key: SecretStr | None = None
     # Larger request bodies are refused with 413 before they are read.
     max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
+
+    @model_validator(mode="after")
+    def _model_ports(self) -> GatewaySettings:
+        self.dtc_address = with_deployment_port(self.dtc_address, "dtc")
+        self.lda_address = with_deployment_port(self.lda_address, "lda")
+        return self
+
+
+def load_settings(**overrides: Any) -> GatewaySettings:
+    """The gateway deployment's settings: explicit overrides > environment > its file."""
+    given = {key: value for key, value in overrides.items() if value is not None}
+    return GatewaySettings(_env_file=deployment_file("gateway"), **given)  # type: ignore[call-arg]

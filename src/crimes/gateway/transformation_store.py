@@ -1,4 +1,4 @@
-"""The fitted transformations the model services name, as fast per-row transformers.
+"""The gateway's store of fitted transformations, by version, as lookup-table transformers.
 
 Fetched once per version: from MLflow (the run that trained the served model logged it), or
 else from the data lake's model bundle; its content hash must equal the version asked for.
@@ -13,7 +13,7 @@ from typing import Any
 from crimes.ops.logs import get_logger
 from crimes.registry import bundles
 from crimes.transformation import fitting
-from crimes.transformation.lookup import FastTransformer
+from crimes.transformation.lookup import LookupTransformer
 
 log = get_logger(__name__)
 
@@ -22,16 +22,16 @@ class TransformationUnavailable(Exception):
     pass
 
 
-class Transformations:
+class TransformationStore:
     def __init__(self, tracking_uri: str) -> None:
         self.tracking_uri = tracking_uri
-        self._by_version: dict[str, FastTransformer] = {}
-        self._loading: dict[str, asyncio.Task[FastTransformer]] = {}
+        self._by_version: dict[str, LookupTransformer] = {}
+        self._loading: dict[str, asyncio.Task[LookupTransformer]] = {}
 
-    def cached(self, version: str) -> FastTransformer | None:
+    def cached(self, version: str) -> LookupTransformer | None:
         return self._by_version.get(version)
 
-    async def get(self, version: str, uri: str | None, model_name: str) -> FastTransformer:
+    async def get(self, version: str, uri: str | None, model_name: str) -> LookupTransformer:
         found = self._by_version.get(version)
         if found is not None:
             return found
@@ -43,7 +43,7 @@ class Transformations:
         # A caller that gives up (its deadline) must not cancel the load the others wait on.
         return await asyncio.shield(task)
 
-    def _finished(self, version: str, task: asyncio.Task[FastTransformer]) -> None:
+    def _finished(self, version: str, task: asyncio.Task[LookupTransformer]) -> None:
         self._loading.pop(version, None)
         if not task.cancelled() and task.exception() is None:
             self._by_version[version] = task.result()
@@ -54,7 +54,7 @@ class Transformations:
             # never scanned; requests' own garbage is collected as before.
             gc.freeze()
 
-    def _load(self, version: str, uri: str | None, model_name: str) -> FastTransformer:
+    def _load(self, version: str, uri: str | None, model_name: str) -> LookupTransformer:
         problems = []
         for source, load in (("mlflow", self._from_mlflow), ("lake", self._from_lake)):
             try:
@@ -65,7 +65,7 @@ class Transformations:
             if fitted is None:
                 continue
             if fitting.version_id(fitted) == version:
-                return FastTransformer(fitted)
+                return LookupTransformer(fitted)
             problems.append(f"{source}: holds another version")
         raise TransformationUnavailable(
             f"transformation {version} not found ({'; '.join(problems) or 'no source'})"

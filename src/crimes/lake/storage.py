@@ -21,7 +21,7 @@ from urllib.parse import urlparse
 import fsspec
 import pandas as pd
 
-from crimes.settings import LakeSettings, lake_settings
+from crimes.lake.settings import LakeSettings, lake_settings
 
 
 class LakeError(RuntimeError):

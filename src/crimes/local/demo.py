@@ -24,16 +24,14 @@ from typing import Any
 import httpx
 
 from crimes.etl.extract import SYNTHETIC_SCHEME
+from crimes.etl.settings import PORTAL_URL
+from crimes.lake.settings import lake_settings
 from crimes.local import airflow_runner, stack
+from crimes.local.settings import StackSettings
 from crimes.ops.logs import get_logger
 from crimes.orchestration import assets
 from crimes.registry import CHAMPION, MODELS
-from crimes.settings import (
-    PORTAL_URL,
-    StackSettings,
-    lake_settings,
-    tracking_settings,
-)
+from crimes.settings import tracking_settings
 
 log = get_logger(__name__)
 

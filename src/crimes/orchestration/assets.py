@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from crimes.settings import lake_settings
+from crimes.lake.settings import lake_settings
 
 FINAL_DATA_ASSET: Final = "chicago_crimes_final"
 ETL_DAG_ID: Final = "etl_chicago_crimes"

@@ -33,11 +33,11 @@ def _run_model_service(deployment: str, port: int | None, metrics_port: int | No
 
 @serve_app.command()
 def dtc(port: PortOption = None, metrics_port: MetricsPortOption = None) -> None:
-    """The Decision Tree model service (dtc_model_prod@champion; gRPC 50051, metrics 9151)."""
+    """The Decision Tree model service (its settings: services/dtc/service.env)."""
     _run_model_service("dtc", port, metrics_port)
 
 
 @serve_app.command()
 def lda(port: PortOption = None, metrics_port: MetricsPortOption = None) -> None:
-    """The LDA model service (lda_model_prod@champion; gRPC 50052, metrics 9152)."""
+    """The LDA model service (its settings: services/lda/service.env)."""
     _run_model_service("lda", port, metrics_port)

@@ -1,27 +1,20 @@
 """Settings of the generic model server, read from `CRIMES_MODEL_*` environment variables.
 
-The two deployments (`services/dtc`, `services/lda`) differ only in these values. A deployment
-name fills in its defaults (`DEPLOYMENTS`); anything set in the environment or passed
-explicitly wins over them.
+The two deployments differ only in these values; each deployment's own live in its folder
+(`services/dtc/service.env`, `services/lda/service.env`). Anything set in the environment, or
+passed explicitly, wins over the file.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, model_validator
+from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from crimes import registry
-from crimes.settings import DEFAULT_STATE_DIR
-
-Deployment = Literal["dtc", "lda"]
-
-DEPLOYMENTS: Final[dict[str, dict[str, Any]]] = {
-    "dtc": {"name": registry.MODELS["dtc"], "port": 50051, "metrics_port": 9151},
-    "lda": {"name": registry.MODELS["lda"], "port": 50052, "metrics_port": 9152},
-}
+from crimes.settings import DEFAULT_STATE_DIR, deployment_file
 
 
 class ModelServerSettings(BaseSettings):
@@ -31,7 +24,6 @@ class ModelServerSettings(BaseSettings):
         env_prefix="CRIMES_MODEL_", extra="ignore", validate_by_name=True
     )
 
-    deployment: Deployment | None = None
     # The registered model served, and the alias followed.
     name: str = Field(min_length=1)
     alias: str = Field(default=registry.CHAMPION, min_length=1)
@@ -92,22 +84,13 @@ class ModelServerSettings(BaseSettings):
     max_concurrent_rpcs: int | None = Field(default=None, ge=1)
     grace_seconds: float = Field(default=10.0, ge=0)
 
-    @model_validator(mode="before")
-    @classmethod
-    def _deployment_defaults(cls, data: Any) -> Any:
-        if isinstance(data, dict) and data.get("deployment") in DEPLOYMENTS:
-            for key, value in DEPLOYMENTS[data["deployment"]].items():
-                data.setdefault(key, value)
-        return data
-
     @property
     def local_copy_dir(self) -> Path:
         return self.local_dir / self.name / "last-good"
 
 
 def load_settings(deployment: str | None = None, **overrides: Any) -> ModelServerSettings:
-    """Settings for a deployment: explicit overrides > environment > deployment defaults."""
+    """Settings for a deployment: explicit overrides > environment > the deployment's file."""
     given = {key: value for key, value in overrides.items() if value is not None}
-    if deployment is not None:
-        given["deployment"] = deployment
-    return ModelServerSettings(**given)
+    env_file = deployment_file(deployment) if deployment is not None else None
+    return ModelServerSettings(_env_file=env_file, **given)  # type: ignore[call-arg]

@@ -14,7 +14,7 @@ from sklearn.model_selection import StratifiedKFold, cross_val_score
 from sklearn.tree import DecisionTreeClassifier
 
 from crimes.ops.logs import get_logger
-from crimes.settings import TrainingSettings
+from crimes.training.settings import TrainingSettings
 
 log = get_logger(__name__)
 

@@ -15,9 +15,10 @@ from crimes.lake.datasets import FinalData
 from crimes.lake.storage import Lake
 from crimes.ops.logs import get_logger
 from crimes.registry import Tag, bundles, tracking
-from crimes.settings import TrackingSettings, TrainingSettings, tracking_settings
+from crimes.settings import TrackingSettings, tracking_settings
 from crimes.training import evaluate as evaluation
 from crimes.training import models, promotion
+from crimes.training.settings import TrainingSettings
 
 log = get_logger(__name__)
 

@@ -73,7 +73,7 @@ class _Table:
         return len(self.position)
 
 
-class FastTransformer:
+class LookupTransformer:
     def __init__(self, fitted: Any) -> None:
         self.version = fitting.version_id(fitted)
         self.output_columns: list[str] = [str(c) for c in fitted.get_feature_names_out()]

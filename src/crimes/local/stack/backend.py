@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import SplitResult, urlsplit, urlunsplit
 
+from crimes.local.settings import StackSettings
 from crimes.local.stack.procs import StackError
 from crimes.ops.logs import get_logger
-from crimes.settings import StackSettings
 
 log = get_logger("crimes.local.stack")
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 
+from crimes.local.settings import StackSettings
 from crimes.local.stack import backend, mlflow_server, swift
 from crimes.local.stack.procs import (
     PidStore,
@@ -28,7 +29,6 @@ from crimes.local.stack.procs import (
     wait_until,
 )
 from crimes.ops.logs import get_logger
-from crimes.settings import StackSettings
 
 log = get_logger("crimes.local.stack")
 

@@ -6,8 +6,8 @@ import os
 import sys
 from pathlib import Path
 
+from crimes.local.settings import StackSettings
 from crimes.local.stack import backend, swift
-from crimes.settings import StackSettings
 
 NAME = "mlflow"
 

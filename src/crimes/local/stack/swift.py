@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from crimes.local.settings import StackSettings
 from crimes.local.stack.procs import StackError
 from crimes.ops.logs import get_logger
-from crimes.settings import StackSettings
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

@@ -1,0 +1,32 @@
+"""Settings of the ETL (`CRIMES_*`): the source of raw records, the year, the split."""
+
+from __future__ import annotations
+
+from typing import Final
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PORTAL_URL: Final = "https://data.cityofchicago.org"
+
+
+class EtlSettings(BaseSettings):
+    """The ETL: where raw records come from and how the data set is split."""
+
+    model_config = SettingsConfigDict(env_prefix="CRIMES_", extra="ignore", validate_by_name=True)
+
+    # The Chicago Data Portal by default; an http(s) URL of any server speaking the Socrata API,
+    # or a local file (CSV, CSV.gz, JSON, Parquet) in either of the portal's export formats.
+    source: str = PORTAL_URL
+    year: int = Field(default=2024, ge=2001, le=2100)
+    app_token: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("CRIMES_APP_TOKEN", "SOCRATA_APP_TOKEN")
+    )
+    page_size: int = Field(default=50_000, ge=1, le=50_000)
+    max_attempts: int = Field(default=5, ge=1, le=20)
+    backoff_seconds: float = Field(default=1.0, ge=0)
+    request_timeout_seconds: float = Field(default=120.0, gt=0)
+    test_size: float = Field(default=0.3, gt=0, lt=1)
+    seed: int = 42
+    # A data set smaller than this after cleaning is refused rather than published.
+    min_rows: int = Field(default=100, ge=1)

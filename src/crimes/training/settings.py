@@ -1,0 +1,25 @@
+"""Settings of the (re)training (`CRIMES_TRAIN_*`): search budget and promotion policy."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class TrainingSettings(BaseSettings):
+    """The (re)training: search budget, evaluation and promotion policy."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CRIMES_TRAIN_", extra="ignore", validate_by_name=True
+    )
+
+    year: int = Field(default=2024, ge=2001, le=2100)
+    # Sized so the whole training DAG fits 10 minutes on 2 cores with the full 2024 data.
+    trials: int = Field(default=12, ge=1, le=500)
+    cv_folds: int = Field(default=3, ge=2, le=10)
+    seed: int = 42
+    n_jobs: int = Field(default=2, ge=1)
+    # A new version that cannot be compared with the champion (the features changed) must
+    # reach this test weighted F1 to take `champion`; so must the very first version.
+    promotion_floor_f1: float = Field(default=0.95, ge=0, le=1)
+    promotion_attempts: int = Field(default=5, ge=1)
