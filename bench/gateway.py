@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import shlex
-import subprocess
 import sys
 import tempfile
 import time
@@ -43,67 +42,19 @@ from crimes import registry
 from crimes.gateway.schemas import EXAMPLE
 from crimes.lake import datasets
 from crimes.lake.storage import Lake
-from crimes.local import stack
+from crimes.local import launch, stack
+from crimes.local.launch import LocalProcess
 from crimes.ops.probe import grpc_serving
 
 YEAR = 2024
 BENCH = Path(__file__).resolve().parent
-CRIMES = str(Path(sys.executable).parent / "crimes")
-TICKS = os.sysconf("SC_CLK_TCK")
 
 TARGET_P50_MS = 2.0
 TARGET_RATE_C32 = 1_500.0
 TARGET_BATCH_ROWS = 50_000.0
 
 
-@dataclass
-class Process:
-    """A server process started by the bench, with its log file."""
-
-    name: str
-    port: int
-    process: subprocess.Popen[bytes]
-    log: Path
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
-
-    def alive(self) -> None:
-        if self.process.poll() is not None:
-            raise RuntimeError(f"{self.name} exited {self.process.returncode}:\n{self.tail()}")
-
-    def tail(self, lines: int = 40) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-
-def start(name: str, args: list[str], port: int, folder: Path, env: dict[str, str]) -> Process:
-    log = folder / f"{name}.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            args, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT
-        )
-    return Process(name=name, port=port, process=process, log=log)
-
-
-def wait_until(what: Process, ready: Callable[[], bool], timeout: float = 120.0) -> None:
+def wait_until(what: LocalProcess, ready: Callable[[], bool], timeout: float = 120.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         what.alive()
@@ -113,7 +64,7 @@ def wait_until(what: Process, ready: Callable[[], bool], timeout: float = 120.0)
         except httpx.HTTPError:
             pass
         time.sleep(0.2)
-    raise TimeoutError(f"{what.name} not ready within {timeout:.0f} s:\n{what.tail()}")
+    raise TimeoutError(f"{what.kind} not ready within {timeout:.0f} s:\n{what.tail()}")
 
 
 def answers(url: str, path: str, body: dict[str, Any]) -> bool:
@@ -125,52 +76,31 @@ def serving(address: str, name: str) -> Callable[[], bool]:
 
 
 @contextmanager
-def services(folder: Path) -> Iterator[dict[str, Process]]:
+def services(folder: Path) -> Iterator[dict[str, LocalProcess]]:
     """Both model services, the gateway and the baseline, ready; all stopped on the way out."""
     with ExitStack() as started:
-        running: dict[str, Process] = {}
+        running: dict[str, LocalProcess] = {}
 
-        def launch(name: str, args: list[str], port: int, env: dict[str, str]) -> Process:
-            running[name] = start(name, args, port, folder, env)
-            started.callback(running[name].stop)
-            return running[name]
+        def started_as(name: str, process: LocalProcess) -> LocalProcess:
+            running[name] = process
+            started.callback(process.stop)
+            return process
 
         for kind in ("dtc", "lda"):
-            port = stack.free_port()
-            launch(
-                kind,
-                [
-                    CRIMES,
-                    "serve",
-                    kind,
-                    "--port",
-                    str(port),
-                    "--metrics-port",
-                    str(stack.free_port()),
-                ],
-                port,
-                {"CRIMES_MODEL_LOCAL_DIR": str(folder / f"serving-{kind}")},
-            )
+            started_as(kind, launch.serve(LocalProcess, kind, {}, folder))
         port = stack.free_port()
-        launch(
-            "baseline",
-            [sys.executable, str(BENCH / "gateway_baseline.py"), "--port", str(port)],
-            port,
-            {},
+        baseline_argv = [sys.executable, str(BENCH / "gateway_baseline.py"), "--port", str(port)]
+        started_as(
+            "baseline", launch.start(LocalProcess, "baseline", baseline_argv, port, folder, {})
         )
         for kind in ("dtc", "lda"):
             wait_until(running[kind], serving(running[kind].address, registry.MODELS[kind]))
-        port = stack.free_port()
-        gateway = launch(
-            "gateway",
-            [CRIMES, "serve", "gateway", "--port", str(port)],
-            port,
-            {
-                "CRIMES_GATEWAY_DTC_ADDRESS": f"dns:///{running['dtc'].address}",
-                "CRIMES_GATEWAY_LDA_ADDRESS": f"dns:///{running['lda'].address}",
-                "CRIMES_GATEWAY_TRACKING_URI": os.environ["MLFLOW_TRACKING_URI"],
-            },
-        )
+        gateway_env = {
+            "CRIMES_GATEWAY_DTC_ADDRESS": f"dns:///{running['dtc'].address}",
+            "CRIMES_GATEWAY_LDA_ADDRESS": f"dns:///{running['lda'].address}",
+            "CRIMES_GATEWAY_TRACKING_URI": os.environ["MLFLOW_TRACKING_URI"],
+        }
+        gateway = started_as("gateway", launch.serve(LocalProcess, "gateway", gateway_env, folder))
         # The first answers wait for the transformation to be fetched: warm both systems.
         body = {"features": EXAMPLE}
         wait_until(gateway, lambda: answers(gateway.url, "/predict", body))
@@ -253,16 +183,16 @@ def measure(
     bodies: Path,
     connections: int,
     rows_per_request: int,
-    watched: list[Process],
+    watched: list[LocalProcess],
     script: Path,
     args: argparse.Namespace,
 ) -> Point:
     for process in watched:
         process.alive()
-    before = {p.name: p.cpu_seconds() for p in watched}
+    before = {p.kind: p.cpu_seconds() for p in watched}
     result, raw = gateway_wrk.run(url, script, bodies, connections, args.seconds, args.threads)
     cpu = {
-        p.name: 100 * (p.cpu_seconds() - before[p.name]) / max(result.seconds, 1e-9)
+        p.kind: 100 * (p.cpu_seconds() - before[p.kind]) / max(result.seconds, 1e-9)
         for p in watched
     }
     point = Point(system, what, result, rows_per_request, cpu)

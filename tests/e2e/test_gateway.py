@@ -16,9 +16,10 @@ from crimes import contract, registry
 from crimes.gateway.schemas import EXAMPLE
 from crimes.lake import datasets
 from crimes.lake.storage import Lake
+from crimes.local import launch
+from crimes.local.launch import LocalProcess
 from crimes.settings import TrackingSettings
 from crimes.transformation import fitting
-from tests.e2e import services
 from tests.e2e.conftest import YEAR
 
 pytestmark = pytest.mark.e2e
@@ -27,9 +28,9 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(scope="module")
 def models(
     trained: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[dict[str, services.Service]]:
+) -> Iterator[dict[str, LocalProcess]]:
     folder = tmp_path_factory.mktemp("model-services")
-    started = {kind: services.start(kind, {}, folder) for kind in ("dtc", "lda")}
+    started = {kind: launch.serve(LocalProcess, kind, {}, folder) for kind in ("dtc", "lda")}
     try:
         for service in started.values():
             service.wait_healthy()
@@ -41,8 +42,8 @@ def models(
 
 @pytest.fixture(scope="module")
 def gateway(
-    models: dict[str, services.Service], tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[services.Service]:
+    models: dict[str, LocalProcess], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LocalProcess]:
     env = {
         "CRIMES_GATEWAY_DTC_ADDRESS": f"dns:///{models['dtc'].address}",
         "CRIMES_GATEWAY_LDA_ADDRESS": f"dns:///{models['lda'].address}",
@@ -51,12 +52,12 @@ def gateway(
         "CRIMES_GATEWAY_DEADLINE_SECONDS": "2.5",
         "CRIMES_GATEWAY_MAX_BATCH_RECORDS": "500",
     }
-    with services.running("gateway", env, tmp_path_factory.mktemp("gateway")) as service:
+    with launch.serving("gateway", env, tmp_path_factory.mktemp("gateway")) as service:
         yield service
 
 
 @pytest.fixture(scope="module")
-def http(gateway: services.Service) -> Iterator[httpx.Client]:
+def http(gateway: LocalProcess) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=gateway.url, timeout=10, trust_env=False) as client:
         # The first answer waits for the transformation to be fetched: warm it.
         deadline = time.monotonic() + 30
@@ -177,7 +178,7 @@ def test_not_json_is_422(http: httpx.Client) -> None:
     assert response.json()["detail"]
 
 
-def test_models_shows_each_service(http: httpx.Client, models: dict[str, services.Service]) -> None:
+def test_models_shows_each_service(http: httpx.Client, models: dict[str, LocalProcess]) -> None:
     import mlflow
 
     client = mlflow.MlflowClient(TrackingSettings().tracking_uri)
@@ -214,7 +215,7 @@ def test_the_cache_answers_repeats_and_never_fails(http: httpx.Client) -> None:
     assert again.json() == {"dtc_fbi_code_output": "07", "lda_fbi_code_output": "07"}
 
 
-def test_fuzzed_requests_never_get_a_5xx(gateway: services.Service, http: httpx.Client) -> None:
+def test_fuzzed_requests_never_get_a_5xx(gateway: LocalProcess, http: httpx.Client) -> None:
     """Property-based: arbitrary bodies built around the schema, 1,000+ cases."""
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st
@@ -259,7 +260,7 @@ def test_fuzzed_requests_never_get_a_5xx(gateway: services.Service, http: httpx.
     assert seen["count"] >= 1000
 
 
-def test_schemathesis_finds_no_server_errors(gateway: services.Service, http: httpx.Client) -> None:
+def test_schemathesis_finds_no_server_errors(gateway: LocalProcess, http: httpx.Client) -> None:
     """Cases generated from the gateway's own OpenAPI schema, valid and invalid alike."""
     import schemathesis
     from hypothesis import HealthCheck, given, settings

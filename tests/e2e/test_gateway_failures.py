@@ -13,8 +13,9 @@ import httpx
 import pytest
 
 from crimes.gateway.schemas import EXAMPLE
+from crimes.local import launch
+from crimes.local.launch import LocalProcess
 from crimes.settings import TrackingSettings
-from tests.e2e import services
 
 pytestmark = pytest.mark.e2e
 
@@ -24,13 +25,14 @@ DEADLINE = 1.0
 def test_a_killed_model_service_costs_only_its_answers(
     trained: dict[str, Any], tmp_path: Path
 ) -> None:
-    dtc = services.start("dtc", {}, tmp_path)
-    lda = services.start("lda", {}, tmp_path)
+    dtc = launch.serve(LocalProcess, "dtc", {}, tmp_path)
+    lda = launch.serve(LocalProcess, "lda", {}, tmp_path)
     gateway = None
     try:
         dtc.wait_healthy()
         lda.wait_healthy()
-        gateway = services.start(
+        gateway = launch.serve(
+            LocalProcess,
             "gateway",
             {
                 "CRIMES_GATEWAY_DTC_ADDRESS": f"dns:///{dtc.address}",
@@ -65,7 +67,7 @@ def test_a_killed_model_service_costs_only_its_answers(
         killed_at = time.monotonic()
         lda.stop(signal.SIGKILL)
         time.sleep(4)
-        lda = services.start("lda", {}, tmp_path, port=lda.port)
+        lda = launch.serve(LocalProcess, "lda", {}, tmp_path, port=lda.port)
         lda.wait_healthy()
         back_at = time.monotonic()
         time.sleep(6)

@@ -8,7 +8,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -18,15 +17,14 @@ import httpx
 import pytest
 
 from crimes.gateway.schemas import EXAMPLE
+from crimes.local import launch
+from crimes.local.launch import LocalProcess
 from crimes.settings import TrackingSettings
-from tests.e2e import services
 
 pytestmark = pytest.mark.e2e
 
-CRIMES = str(Path(sys.executable).parent / "crimes")
 
-
-def infer_count(service: services.Service) -> float:
+def infer_count(service: LocalProcess) -> float:
     text = httpx.get(f"http://127.0.0.1:{service.metrics_port}/metrics", trust_env=False).text
     return sum(
         float(value)
@@ -42,20 +40,21 @@ def probe(*args: str, env: dict[str, str] | None = None) -> int:
     """`crimes probe ...` as a container runs it, with the container's settings in `env`."""
     environment = {**os.environ, **(env or {})}
     return subprocess.run(
-        [CRIMES, "probe", *args], capture_output=True, check=False, env=environment
+        [launch.CRIMES, "probe", *args], capture_output=True, check=False, env=environment
     ).returncode
 
 
 def test_two_replicas_share_the_load_and_survive_losing_one(
     trained: dict[str, Any], tmp_path: Path
 ) -> None:
-    replicas = [services.start("dtc", {}, tmp_path) for _ in range(2)]
-    lda = services.start("lda", {}, tmp_path)
+    replicas = [launch.serve(LocalProcess, "dtc", {}, tmp_path) for _ in range(2)]
+    lda = launch.serve(LocalProcess, "lda", {}, tmp_path)
     gateway = None
     try:
         for service in (*replicas, lda):
             service.wait_healthy()
-        gateway = services.start(
+        gateway = launch.serve(
+            LocalProcess,
             "gateway",
             {
                 "CRIMES_GATEWAY_DTC_ADDRESS": "ipv4:" + ",".join(r.address for r in replicas),

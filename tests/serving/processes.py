@@ -13,17 +13,18 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from crimes import registry
+from crimes.local import launch
+from crimes.local.launch import LocalProcess
 from crimes.proto_gen.inference import grpc_service_pb2 as pb
 from crimes.proto_gen.inference import grpc_service_pb2_grpc as pb_grpc
 from crimes.protocol import inference
 from crimes.registry import Tag
 from crimes.transformation import fitting
-from tests.e2e import services
 from tests.serving.models import Trained
 
 
 @dataclass
-class ServiceProcess(services.Service):
+class ServiceProcess(LocalProcess):
     """A model service process, seen through the protocol: health, readiness, metadata."""
 
     name: str = ""
@@ -77,7 +78,7 @@ def start_service(
         "CRIMES_MODEL_GRACE_SECONDS": "5",
         **{f"CRIMES_MODEL_{key.upper()}": str(value) for key, value in settings.items()},
     }
-    return services.launch(ServiceProcess, deployment, service_env, folder, name=name)
+    return launch.serve(ServiceProcess, deployment, service_env, folder, name=name)
 
 
 def register(

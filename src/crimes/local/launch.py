@@ -1,6 +1,10 @@
-"""Real service processes for end-to-end tests: `crimes serve dtc|lda|gateway` on free ports,
-started with the stack's environment, ready when their health check says so. The one launcher
-of the test suite (the model service tests' `ServiceProcess` builds on it)."""
+"""The one launcher of the system's programs as local processes, for the tests and benchmarks:
+`crimes serve dtc|lda|gateway` (or any command) on free ports, its output in a log file, ready
+when its health check says so, stopped with a signal.
+
+The demo uses `stack.procs.launch` instead: its processes must outlive the demo's own process
+(a new session, a pid record) so that `make down` can stop them later.
+"""
 
 from __future__ import annotations
 
@@ -10,23 +14,27 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from crimes.local import stack
+from crimes.local.stack import free_port
 from crimes.ops.probe import grpc_serving, http_ok
 from crimes.registry import MODELS
 
 CRIMES = str(Path(sys.executable).parent / "crimes")
+TICKS = os.sysconf("SC_CLK_TCK")
 
-S = TypeVar("S", bound="Service")
+P = TypeVar("P", bound="LocalProcess")
 
 
 @dataclass
-class Service:
+class LocalProcess:
+    """A program of the system running as a local process: `kind` is dtc, lda, gateway, or
+    any other name (then only liveness of the process itself is known)."""
+
     kind: str
     port: int
     process: subprocess.Popen[bytes]
@@ -42,15 +50,19 @@ class Service:
         return f"http://127.0.0.1:{self.port}"
 
     def healthy(self) -> bool:
-        if self.kind == "gateway":
-            return http_ok(f"{self.url}/health/live")[0]
-        return grpc_serving(self.address, MODELS[self.kind], timeout=1.0)[0]
+        if self.kind in MODELS:
+            return grpc_serving(self.address, MODELS[self.kind], timeout=1.0)[0]
+        return http_ok(f"{self.url}/health/live")[0]
+
+    def alive(self) -> None:
+        """Raise, with the end of its log, if the process has exited."""
+        if self.process.poll() is not None:
+            raise RuntimeError(f"{self.kind} exited {self.process.returncode}:\n{self.tail()}")
 
     def wait_healthy(self, timeout: float = 90.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"{self.kind} exited {self.process.returncode}:\n{self.tail()}")
+            self.alive()
             if self.healthy():
                 return
             time.sleep(0.2)
@@ -81,6 +93,11 @@ class Service:
             time.sleep(0.1)
         raise AssertionError(f"no {event} {fields} in the log of {self.kind}:\n{self.tail()}")
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the process has used so far."""
+        stat = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(stat[11]) + int(stat[12])) / TICKS
+
     def stop(self, sig: signal.Signals = signal.SIGTERM, timeout: float = 20.0) -> int:
         """Signal the process and wait (killing it past the timeout); its exit code."""
         if self.process.poll() is None:
@@ -93,44 +110,53 @@ class Service:
         return int(self.process.returncode)
 
 
-def launch(
-    cls: type[S],
+def start(
+    cls: type[P],
+    kind: str,
+    argv: Sequence[str],
+    port: int,
+    folder: Path,
+    env: dict[str, str],
+    **fields: Any,
+) -> P:
+    """Run `argv` with `env` over this process's environment, its output in `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    log = folder / f"{kind}-{port}.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            list(argv), env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT
+        )
+    return cls(kind=kind, port=port, process=process, log=log, **fields)
+
+
+def serve(
+    cls: type[P],
     kind: str,
     env: dict[str, str],
     folder: Path,
     port: int | None = None,
     *extra: str,
     **fields: Any,
-) -> S:
-    """`crimes serve <kind>` as a `cls` (given `fields`): model services get a metrics port and
-    their own local model copy folder (unless `env` names one)."""
-    port = port or stack.free_port()
-    args = [CRIMES, "serve", kind, "--port", str(port)]
-    service_env = {**os.environ, **env}
-    metrics_port = None
-    if kind != "gateway":
-        metrics_port = stack.free_port()
-        args += ["--metrics-port", str(metrics_port)]
+) -> P:
+    """`crimes serve <kind>` on a free port (unless given): model services also get a free
+    metrics port and their own local model copy folder (unless `env` names one)."""
+    port = port or free_port()
+    argv = [CRIMES, "serve", kind, "--port", str(port)]
+    service_env = dict(env)
+    if kind in MODELS:
+        metrics_port = free_port()
+        argv += ["--metrics-port", str(metrics_port)]
         service_env.setdefault("CRIMES_MODEL_LOCAL_DIR", str(folder / f"{kind}-{port}"))
-    folder.mkdir(parents=True, exist_ok=True)
-    log = folder / f"{kind}-{port}.log"
-    process = subprocess.Popen(
-        [*args, *extra], env=service_env, stdout=log.open("wb"), stderr=subprocess.STDOUT
-    )
-    return cls(kind=kind, port=port, process=process, log=log, metrics_port=metrics_port, **fields)
-
-
-def start(
-    kind: str, env: dict[str, str], folder: Path, port: int | None = None, *extra: str
-) -> Service:
-    return launch(Service, kind, env, folder, port, *extra)
+        fields.setdefault("metrics_port", metrics_port)
+    return start(cls, kind, [*argv, *extra], port, folder, service_env, **fields)
 
 
 @contextmanager
-def running(
+def serving(
     kind: str, env: dict[str, str], folder: Path, port: int | None = None
-) -> Iterator[Service]:
-    service = start(kind, env, folder, port)
+) -> Iterator[LocalProcess]:
+    """`crimes serve <kind>`, healthy, for the length of the block."""
+    service = serve(LocalProcess, kind, env, folder, port)
     try:
         service.wait_healthy()
         yield service
