@@ -25,3 +25,7 @@ def real_data_file() -> Path:
 @pytest.fixture(scope="session")
 def real_data() -> Path:
     return real_data_file()
+
+
+# The local stack of real services, shared by every part's end-to-end tests (one per session).
+pytest_plugins = ["tests.support.stack"]

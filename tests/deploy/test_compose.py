@@ -18,19 +18,19 @@ from tests.conftest import PROJECT_ROOT
 ONE_SHOT = {"minio-buckets", "airflow-init"}
 # The project's commands the images run, and the tests that run the same command locally.
 RUN_LOCALLY = {
-    ("crimes", "serve", "dtc"): "tests/e2e/services.py (model service processes)",
-    ("crimes", "serve", "lda"): "tests/e2e/services.py",
-    ("crimes", "serve", "gateway"): "tests/e2e/services.py (the gateway under uvicorn)",
-    ("crimes", "probe", "grpc"): "tests/e2e/test_replicas.py",
-    ("crimes", "probe", "http"): "tests/e2e/test_replicas.py",
-    ("crimes", "probe", "model-service"): "tests/e2e/test_replicas.py",
-    ("crimes", "probe", "gateway"): "tests/e2e/test_replicas.py",
+    ("crimes", "serve", "dtc"): "crimes.local.launch (model service processes in the tests)",
+    ("crimes", "serve", "lda"): "crimes.local.launch",
+    ("crimes", "serve", "gateway"): "crimes.local.launch (the gateway under uvicorn)",
+    ("crimes", "probe", "grpc"): "tests/gateway/test_replicas_e2e.py",
+    ("crimes", "probe", "http"): "tests/gateway/test_replicas_e2e.py",
+    ("crimes", "probe", "model-service"): "tests/gateway/test_replicas_e2e.py",
+    ("crimes", "probe", "gateway"): "tests/gateway/test_replicas_e2e.py",
     ("mlflow", "server"): "crimes.local.stack (every e2e session's MLflow server)",
     ("airflow", "db", "migrate"): "crimes.local.airflow_runner.migrate (e2e airflow_env)",
     ("airflow", "api-server"): "crimes.local.airflow_runner.start_services (test_asset_wiring)",
     ("airflow", "scheduler"): "crimes.local.airflow_runner.start_services",
     ("airflow", "dag-processor"): "crimes.local.airflow_runner.start_services",
-    ("airflow", "jobs", "check"): "tests/e2e/test_asset_wiring.py (the compose health checks)",
+    ("airflow", "jobs", "check"): "tests/orchestration/test_asset_wiring_e2e.py",
 }
 
 

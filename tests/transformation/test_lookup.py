@@ -12,7 +12,7 @@ from crimes.etl import synthetic
 from crimes.etl.preprocess import preprocess
 from crimes.transformation import fitting
 from crimes.transformation.lookup import PER_ROW_MAX, LookupTransformer
-from tests.unit.records import REFERENCE_EXAMPLE
+from tests.support.records import REFERENCE_EXAMPLE
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from crimes.lake.storage import Lake
 from crimes.registry import Tag, bundles
 from crimes.settings import TrackingSettings
 from crimes.training import evaluate
-from tests.e2e.conftest import TRIALS, YEAR
+from tests.support.stack import TRIALS, YEAR
 
 pytestmark = pytest.mark.e2e
 

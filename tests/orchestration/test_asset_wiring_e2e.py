@@ -10,7 +10,7 @@ import pytest
 from crimes.local import airflow_runner, stack
 from crimes.local.portal_double import PortalDouble
 from crimes.orchestration import assets
-from tests.e2e.conftest import YEAR
+from tests.support.stack import YEAR
 
 pytestmark = pytest.mark.e2e
 

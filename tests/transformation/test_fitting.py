@@ -11,7 +11,7 @@ from crimes import contract
 from crimes.etl import synthetic
 from crimes.etl.preprocess import preprocess
 from crimes.transformation import fitting
-from tests.unit.records import REFERENCE_EXAMPLE
+from tests.support.records import REFERENCE_EXAMPLE
 
 
 @pytest.fixture(scope="module")

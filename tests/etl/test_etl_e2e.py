@@ -20,7 +20,7 @@ from crimes.lake.storage import Lake
 from crimes.local.portal_double import Fault, PortalDouble
 from crimes.settings import TrackingSettings
 from crimes.transformation import fitting
-from tests.e2e.conftest import ROWS, YEAR
+from tests.support.stack import ROWS, YEAR
 
 pytestmark = pytest.mark.e2e
 

@@ -8,7 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from crimes import contract
-from tests.unit.records import REFERENCE_EXAMPLE
+from tests.support.records import REFERENCE_EXAMPLE
 
 
 def test_the_sixteen_reference_features_with_their_encodings() -> None:

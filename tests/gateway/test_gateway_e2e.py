@@ -20,7 +20,7 @@ from crimes.local import launch
 from crimes.local.launch import LocalProcess
 from crimes.settings import TrackingSettings
 from crimes.transformation import fitting
-from tests.e2e.conftest import YEAR
+from tests.support.stack import YEAR
 
 pytestmark = pytest.mark.e2e
 

@@ -9,7 +9,7 @@ import pytest
 
 from crimes import contract
 from crimes.etl.preprocess import SchemaError, parse_timestamps, preprocess
-from tests.unit.records import API_RECORD, CSV_RECORD, record
+from tests.support.records import API_RECORD, CSV_RECORD, record
 
 
 def run(*records: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, int]]:
