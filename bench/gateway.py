@@ -126,11 +126,11 @@ def publish_and_train(data: str, rows: int, trials: int) -> None:
     started = time.perf_counter()
     summaries = training.run_training(TrainingSettings(year=YEAR, trials=trials, cv_folds=2))
     for summary in summaries:
-        f1 = summary["metrics"].get("test_f1_weighted", float("nan"))
-        print(f"trained {summary['name']} v{summary['version']}: test F1 {f1:.4f}, "
-              f"promoted={summary['promoted']} ({summary['reason']})")  # fmt: skip
-        if not summary["promoted"]:
-            raise SystemExit(f"{summary['name']} has no champion: nothing to serve")
+        f1 = summary.metrics.get("test_f1_weighted", float("nan"))
+        print(f"trained {summary.name} v{summary.version}: test F1 {f1:.4f}, "
+              f"promoted={summary.promoted} ({summary.reason})")  # fmt: skip
+        if not summary.promoted:
+            raise SystemExit(f"{summary.name} has no champion: nothing to serve")
     print(f"training: {time.perf_counter() - started:.1f} s ({trials} trials, 2-fold CV)")
 
 

@@ -1,7 +1,8 @@
 """ETL of Chicago crimes: portal -> data lake (raw, preprocessed, final, data_info) + MLflow run.
 
-A thin DAG over `crimes.etl.pipeline`; each task is idempotent (content-addressed outputs), and
-only the last one makes the new data visible and emits the Asset the training is scheduled on.
+A thin DAG over `crimes.orchestration.tasks` (over `crimes.etl.pipeline`); each task is
+idempotent (content-addressed outputs), and only the last one makes the new data visible and
+emits the Asset the training is scheduled on.
 """
 
 from __future__ import annotations
@@ -15,17 +16,6 @@ from crimes.etl.settings import PORTAL_URL
 from crimes.orchestration.assets import ETL_DAG_ID, TAGS, final_data_asset
 
 FINAL_DATA = final_data_asset()
-
-
-def _stage_inputs() -> tuple[Any, Any]:
-    from crimes.etl.settings import EtlSettings
-    from crimes.lake.storage import Lake
-
-    params = get_current_context()["params"]
-    overrides: dict[str, Any] = {"year": int(params["year"])}
-    if params.get("source"):
-        overrides["source"] = params["source"]
-    return EtlSettings(**overrides), Lake()
 
 
 @dag(
@@ -49,33 +39,33 @@ def _stage_inputs() -> tuple[Any, Any]:
 def etl_chicago_crimes() -> None:
     @task
     def extract() -> dict[str, Any]:
-        from crimes.etl.pipeline import extract_stage
+        from crimes.orchestration import tasks
 
-        return extract_stage(*_stage_inputs())
+        return tasks.extract(get_current_context()["params"])
 
     @task
     def preprocess(extracted: dict[str, Any]) -> dict[str, Any]:
-        from crimes.etl.pipeline import preprocess_stage
+        from crimes.orchestration import tasks
 
-        return preprocess_stage(*_stage_inputs(), extracted)
+        return tasks.preprocess(get_current_context()["params"], extracted)
 
     @task
     def split_and_transform(
         extracted: dict[str, Any], preprocessed: dict[str, Any]
     ) -> dict[str, Any]:
-        from crimes.etl.pipeline import final_stage
+        from crimes.orchestration import tasks
 
-        return final_stage(*_stage_inputs(), extracted, preprocessed)
+        return tasks.split_and_transform(get_current_context()["params"], extracted, preprocessed)
 
     @task(outlets=[FINAL_DATA])
     def publish(
         extracted: dict[str, Any], preprocessed: dict[str, Any], final: dict[str, Any]
     ) -> dict[str, Any]:
-        from crimes.etl.pipeline import publish_stage
+        from crimes.orchestration import tasks
 
         context = get_current_context()
-        manifest = publish_stage(
-            *_stage_inputs(), extracted, preprocessed, final, orchestrator_run=context["run_id"]
+        manifest = tasks.publish(
+            context["params"], extracted, preprocessed, final, run_id=context["run_id"]
         )
         context["outlet_events"][FINAL_DATA].extra = {
             "year": manifest["year"],

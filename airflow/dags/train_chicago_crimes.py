@@ -2,7 +2,7 @@
 
 Every ETL run that publishes data emits the Asset this DAG is scheduled on, so it trains on
 the new data; it can also be triggered by hand with `trials` and `cv_folds`. Each task trains,
-evaluates, registers and promotes one model (a thin call into `crimes.training`).
+evaluates, registers and promotes one model (a thin call into `crimes.orchestration.tasks`).
 """
 
 from __future__ import annotations
@@ -18,23 +18,9 @@ FINAL_DATA = final_data_asset()
 
 
 def _train(kind: str) -> dict[str, Any]:
-    from crimes.lake import datasets
-    from crimes.lake.storage import Lake
-    from crimes.orchestration.assets import triggering_year
-    from crimes.training.pipeline import train
-    from crimes.training.settings import TrainingSettings
+    from crimes.orchestration import tasks
 
-    context = get_current_context()
-    params = context["params"]
-    defaults = TrainingSettings()
-    settings = TrainingSettings(
-        year=triggering_year(context, defaults.year),
-        trials=params.get("trials") or defaults.trials,
-        cv_folds=params.get("cv_folds") or defaults.cv_folds,
-    )
-    lake = Lake()
-    final = datasets.load_final(lake, settings.year)
-    return train(kind, final, settings, lake, orchestrator_run=context["run_id"])
+    return tasks.train(kind, get_current_context())
 
 
 @dag(

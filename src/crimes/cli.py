@@ -144,7 +144,7 @@ def train(
     if unknown:
         raise typer.BadParameter(f"unknown model(s) {unknown}: expected {list(KINDS)}")
     summaries = run_training(settings, kinds)
-    typer.echo(json.dumps(summaries, indent=2, default=str))
+    typer.echo(json.dumps([s.as_dict() for s in summaries], indent=2, default=str))
 
 
 @app.command()

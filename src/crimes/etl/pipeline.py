@@ -1,9 +1,9 @@
 """The ETL, stage by stage: extract -> preprocess -> split and transform -> publish.
 
 Each stage reads its input from the data lake and writes content-addressed output there, and
-returns a small JSON-able summary (what the Airflow tasks pass along). Nothing becomes visible
-to readers until `publish` writes the year's manifest pointer, after the MLflow run is logged; a
-failure anywhere before that leaves the previously published data untouched.
+returns a small typed summary (passed between the Airflow tasks as a dict). Nothing becomes
+visible to readers until `publish` writes the year's manifest pointer, after the MLflow run is
+logged; a failure anywhere before that leaves the previously published data untouched.
 """
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 import time
 import warnings
-from typing import Any
+from dataclasses import asdict, dataclass, is_dataclass
+from typing import Any, Self
 
 import pandas as pd
 
@@ -34,7 +35,61 @@ class EtlError(RuntimeError):
     """The ETL refused its input; nothing was published."""
 
 
-def extract_stage(settings: EtlSettings, lake: Lake) -> dict[str, Any]:
+Files = dict[str, dict[str, Any]]
+
+
+class _Summary:
+    """A stage's summary, as the dict an Airflow task passes to the next one and back."""
+
+    def as_dict(self) -> dict[str, Any]:
+        assert is_dataclass(self)
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, value: dict[str, Any]) -> Self:
+        return cls(**value)
+
+
+@dataclass(frozen=True)
+class Extracted(_Summary):
+    year: int
+    snapshot: str
+    source: str
+    format: str
+    pages: int
+    rows_raw: int
+    files: Files
+    seconds: float
+
+    @property
+    def synthetic(self) -> bool:
+        # Generated rows must never pass for real crimes, in MLflow or in the manifest.
+        return self.format == "synthetic"
+
+
+@dataclass(frozen=True)
+class Preprocessed(_Summary):
+    rows_in: int
+    rows_out: int
+    dropped: dict[str, int]
+    files: Files
+    seconds: float
+
+
+@dataclass(frozen=True)
+class FinalSet(_Summary):
+    dataset: str
+    transformation_version: str
+    rows_train: int
+    rows_test: int
+    classes: list[str]
+    train_only_classes: list[str]
+    n_transformed_features: int
+    files: dict[str, Files]
+    seconds: float
+
+
+def extract_stage(settings: EtlSettings, lake: Lake) -> Extracted:
     """Download (or read) the raw rows and store them, as text, under their snapshot id."""
     started = time.perf_counter()
     extracted = extract(settings)
@@ -45,25 +100,23 @@ def extract_stage(settings: EtlSettings, lake: Lake) -> dict[str, Any]:
     files = storage.write_files(
         lake, layout.raw_prefix(settings.year, snapshot), {"crimes.parquet": data}
     )
-    summary = {
-        "year": settings.year,
-        "snapshot": snapshot,
-        "source": extracted.source,
-        "format": extracted.fmt,
-        "pages": extracted.pages,
-        "rows_raw": extracted.rows,
-        "files": files,
-        "seconds": round(time.perf_counter() - started, 3),
-    }
-    log.info("etl.extracted", **{k: v for k, v in summary.items() if k != "files"})
+    summary = Extracted(
+        year=settings.year,
+        snapshot=snapshot,
+        source=extracted.source,
+        format=extracted.fmt,
+        pages=extracted.pages,
+        rows_raw=extracted.rows,
+        files=files,
+        seconds=round(time.perf_counter() - started, 3),
+    )
+    log.info("etl.extracted", **{k: v for k, v in summary.as_dict().items() if k != "files"})
     return summary
 
 
-def preprocess_stage(
-    settings: EtlSettings, lake: Lake, extracted: dict[str, Any]
-) -> dict[str, Any]:
+def preprocess_stage(settings: EtlSettings, lake: Lake, extracted: Extracted) -> Preprocessed:
     started = time.perf_counter()
-    raw = storage.read_parquet_bytes(storage.read_file(lake, extracted["files"]["crimes.parquet"]))
+    raw = storage.read_parquet_bytes(storage.read_file(lake, extracted.files["crimes.parquet"]))
     features, report = preprocess(raw)
     if report.rows_out < settings.min_rows:
         raise EtlError(
@@ -72,28 +125,26 @@ def preprocess_stage(
         )
     files = storage.write_files(
         lake,
-        layout.preprocessed_prefix(settings.year, extracted["snapshot"]),
+        layout.preprocessed_prefix(settings.year, extracted.snapshot),
         {"crimes.parquet": storage.parquet_bytes(features)},
     )
-    summary = {
-        "rows_in": report.rows_in,
-        "rows_out": report.rows_out,
-        "dropped": report.dropped,
-        "files": files,
-        "seconds": round(time.perf_counter() - started, 3),
-    }
+    summary = Preprocessed(
+        rows_in=report.rows_in,
+        rows_out=report.rows_out,
+        dropped=report.dropped,
+        files=files,
+        seconds=round(time.perf_counter() - started, 3),
+    )
     log.info("etl.preprocessed", rows_in=report.rows_in, rows_out=report.rows_out)
     return summary
 
 
 def final_stage(
-    settings: EtlSettings, lake: Lake, extracted: dict[str, Any], preprocessed: dict[str, Any]
-) -> dict[str, Any]:
+    settings: EtlSettings, lake: Lake, extracted: Extracted, preprocessed: Preprocessed
+) -> FinalSet:
     """Split, fit the transformation on the train split, write final/ and data_info/."""
     started = time.perf_counter()
-    data = storage.read_parquet_bytes(
-        storage.read_file(lake, preprocessed["files"]["crimes.parquet"])
-    )
+    data = storage.read_parquet_bytes(storage.read_file(lake, preprocessed.files["crimes.parquet"]))
     parts = split(data, settings.test_size, settings.seed)
     features = list(contract.FEATURES)
     with warnings.catch_warnings():
@@ -146,17 +197,17 @@ def final_stage(
             ),
         },
     }
-    summary = {
-        "dataset": dataset,
-        "transformation_version": version,
-        "rows_train": len(parts.train),
-        "rows_test": len(parts.test),
-        "classes": info["target"]["classes"],
-        "train_only_classes": list(parts.train_only_classes),
-        "n_transformed_features": x_train.shape[1],
-        "files": files,
-        "seconds": round(time.perf_counter() - started, 3),
-    }
+    summary = FinalSet(
+        dataset=dataset,
+        transformation_version=version,
+        rows_train=len(parts.train),
+        rows_test=len(parts.test),
+        classes=info["target"]["classes"],
+        train_only_classes=list(parts.train_only_classes),
+        n_transformed_features=int(x_train.shape[1]),
+        files=files,
+        seconds=round(time.perf_counter() - started, 3),
+    )
     log.info(
         "etl.final",
         dataset=dataset,
@@ -169,8 +220,8 @@ def final_stage(
 
 def data_info(
     settings: EtlSettings,
-    extracted: dict[str, Any],
-    preprocessed: dict[str, Any],
+    extracted: Extracted,
+    preprocessed: Preprocessed,
     data: pd.DataFrame,
     train: pd.DataFrame,
     test: pd.DataFrame,
@@ -199,9 +250,9 @@ def data_info(
             },
         },
         "rows": {
-            "raw": extracted["rows_raw"],
-            "preprocessed": preprocessed["rows_out"],
-            "dropped": preprocessed["dropped"],
+            "raw": extracted.rows_raw,
+            "preprocessed": preprocessed.rows_out,
+            "dropped": preprocessed.dropped,
             "train": len(train),
             "test": len(test),
         },
@@ -212,7 +263,7 @@ def data_info(
             "min_stratified_rows": MIN_STRATIFIED_ROWS,
             "train_only_classes": list(train_only_classes),
         },
-        "snapshot": extracted["snapshot"],
+        "snapshot": extracted.snapshot,
         "transformation": {
             "version": version,
             "output_columns": transformed_columns,
@@ -227,118 +278,146 @@ def data_info(
 def publish_stage(
     settings: EtlSettings,
     lake: Lake,
-    extracted: dict[str, Any],
-    preprocessed: dict[str, Any],
-    final: dict[str, Any],
+    extracted: Extracted,
+    preprocessed: Preprocessed,
+    final: FinalSet,
     tracking_settings: TrackingSettings | None = None,
     orchestrator_run: str | None = None,
 ) -> dict[str, Any]:
-    """Log the ETL run to MLflow, then flip the year's manifest pointer to the new set."""
-    import mlflow
-    from mlflow.data.pandas_dataset import from_pandas
-
-    year = settings.year
-    pointer = layout.pointer_key(year)
+    """Log the ETL run to MLflow, then flip the year's manifest pointer to the new set; the
+    published manifest."""
+    pointer = layout.pointer_key(settings.year)
     previous = storage.read_pointer(lake, pointer) if lake.exists(pointer) else None
-    files = {
-        "raw": extracted["files"],
-        "preprocessed": preprocessed["files"],
-        **final["files"],
-    }
-    tags = {
-        "stage": "etl",
-        "year": str(year),
-        "snapshot": extracted["snapshot"],
-        "dataset": final["dataset"],
-        "transformation_version": final["transformation_version"],
-    }
-    if orchestrator_run:
-        tags["airflow_run_id"] = orchestrator_run
-    # Generated rows must never pass for real crimes, in MLflow or in the manifest.
-    synthetic = extracted["format"] == "synthetic"
-    tags["data"] = "synthetic" if synthetic else "real"
-    with tracking.run(f"etl-{year}-{final['dataset']}", tags, tracking_settings) as run:
-        features = storage.read_parquet_bytes(
-            storage.read_file(lake, preprocessed["files"]["crimes.parquet"])
-        )
-        mlflow.log_input(
-            from_pandas(
-                features,
-                source=lake.url(preprocessed["files"]["crimes.parquet"]["key"]),
-                name=f"chicago_crimes_{year}",
-                targets=contract.TARGET,
-            ),
-            context="etl",
-        )
-        mlflow.log_params(
-            {
-                "year": year,
-                "source": extracted["source"],
-                "source_format": extracted["format"],
-                "test_size": settings.test_size,
-                "seed": settings.seed,
-                "transformation_version": final["transformation_version"],
-                "dataset": final["dataset"],
-                "snapshot": extracted["snapshot"],
-            }
-        )
-        metrics = {
-            "rows_raw": extracted["rows_raw"],
-            "rows_preprocessed": preprocessed["rows_out"],
-            "rows_dropped": preprocessed["rows_in"] - preprocessed["rows_out"],
-            "rows_train": final["rows_train"],
-            "rows_test": final["rows_test"],
-            "n_classes": len(final["classes"]),
-            "n_transformed_features": final["n_transformed_features"],
-            "extract_seconds": extracted["seconds"],
-            "preprocess_seconds": preprocessed["seconds"],
-            "final_seconds": final["seconds"],
-        }
-        metrics.update({f"dropped_{k}": v for k, v in preprocessed["dropped"].items()})
-        mlflow.log_metrics(metrics)
-        info_files = final["files"]["data_info"]
-        mlflow.log_text(
-            storage.read_file(lake, info_files["data_info.json"]).decode(),
-            "data_info/data_info.json",
-        )
-        mlflow.log_text(
-            json.dumps({"transformation_version": final["transformation_version"]}),
-            "data_info/transformation_version.json",
-        )
-        _log_bytes(
-            storage.read_file(lake, info_files["transformation.joblib"]),
-            "data_info",
-            "transformation.joblib",
-        )
-        manifest = {
-            "year": year,
-            "dataset": final["dataset"],
-            "snapshot": extracted["snapshot"],
-            "transformation_version": final["transformation_version"],
-            "content_hash": final["dataset"],
-            "etl_run_id": run.info.run_id,
-            "rows": {
-                "raw": extracted["rows_raw"],
-                "preprocessed": preprocessed["rows_out"],
-                "train": final["rows_train"],
-                "test": final["rows_test"],
-            },
-            "classes": final["classes"],
-            "source": extracted["source"],
-            "synthetic": synthetic,
-            "published_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "previous_dataset": previous["dataset"] if previous else None,
-            "files": files,
-        }
-        mlflow.log_text(json.dumps(manifest, indent=1, sort_keys=True), "manifest.json")
+    tags = _run_tags(settings, extracted, final, orchestrator_run)
+    with tracking.run(f"etl-{settings.year}-{final.dataset}", tags, tracking_settings) as run:
+        _log_etl_run(settings, lake, extracted, preprocessed, final)
+        manifest = _manifest(settings, extracted, preprocessed, final, run.info.run_id, previous)
+        _log_text(json.dumps(manifest, indent=1, sort_keys=True), "manifest.json")
         storage.publish_pointer(lake, pointer, manifest)
     log.info(
         "etl.published",
         pointer=lake.url(pointer),
-        dataset=final["dataset"],
+        dataset=final.dataset,
         etl_run_id=manifest["etl_run_id"],
     )
     return manifest
+
+
+def _run_tags(
+    settings: EtlSettings, extracted: Extracted, final: FinalSet, orchestrator_run: str | None
+) -> dict[str, str]:
+    tags = {
+        "stage": "etl",
+        "year": str(settings.year),
+        "snapshot": extracted.snapshot,
+        "dataset": final.dataset,
+        "transformation_version": final.transformation_version,
+        "data": "synthetic" if extracted.synthetic else "real",
+    }
+    if orchestrator_run:
+        tags["airflow_run_id"] = orchestrator_run
+    return tags
+
+
+def _log_etl_run(
+    settings: EtlSettings,
+    lake: Lake,
+    extracted: Extracted,
+    preprocessed: Preprocessed,
+    final: FinalSet,
+) -> None:
+    """The run's input data set, parameters, row counts and the data_info artifacts."""
+    import mlflow
+    from mlflow.data.pandas_dataset import from_pandas
+
+    features = storage.read_parquet_bytes(
+        storage.read_file(lake, preprocessed.files["crimes.parquet"])
+    )
+    mlflow.log_input(
+        from_pandas(
+            features,
+            source=lake.url(preprocessed.files["crimes.parquet"]["key"]),
+            name=f"chicago_crimes_{settings.year}",
+            targets=contract.TARGET,
+        ),
+        context="etl",
+    )
+    mlflow.log_params(
+        {
+            "year": settings.year,
+            "source": extracted.source,
+            "source_format": extracted.format,
+            "test_size": settings.test_size,
+            "seed": settings.seed,
+            "transformation_version": final.transformation_version,
+            "dataset": final.dataset,
+            "snapshot": extracted.snapshot,
+        }
+    )
+    metrics = {
+        "rows_raw": extracted.rows_raw,
+        "rows_preprocessed": preprocessed.rows_out,
+        "rows_dropped": preprocessed.rows_in - preprocessed.rows_out,
+        "rows_train": final.rows_train,
+        "rows_test": final.rows_test,
+        "n_classes": len(final.classes),
+        "n_transformed_features": final.n_transformed_features,
+        "extract_seconds": extracted.seconds,
+        "preprocess_seconds": preprocessed.seconds,
+        "final_seconds": final.seconds,
+    }
+    metrics.update({f"dropped_{k}": v for k, v in preprocessed.dropped.items()})
+    mlflow.log_metrics(metrics)
+    info_files = final.files["data_info"]
+    _log_text(
+        storage.read_file(lake, info_files["data_info.json"]).decode(), "data_info/data_info.json"
+    )
+    _log_text(
+        json.dumps({"transformation_version": final.transformation_version}),
+        "data_info/transformation_version.json",
+    )
+    _log_bytes(
+        storage.read_file(lake, info_files["transformation.joblib"]),
+        "data_info",
+        "transformation.joblib",
+    )
+
+
+def _manifest(
+    settings: EtlSettings,
+    extracted: Extracted,
+    preprocessed: Preprocessed,
+    final: FinalSet,
+    etl_run_id: str,
+    previous: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """The document readers follow to the new set."""
+    return {
+        "year": settings.year,
+        "dataset": final.dataset,
+        "snapshot": extracted.snapshot,
+        "transformation_version": final.transformation_version,
+        "content_hash": final.dataset,
+        "etl_run_id": etl_run_id,
+        "rows": {
+            "raw": extracted.rows_raw,
+            "preprocessed": preprocessed.rows_out,
+            "train": final.rows_train,
+            "test": final.rows_test,
+        },
+        "classes": final.classes,
+        "source": extracted.source,
+        "synthetic": extracted.synthetic,
+        "published_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "previous_dataset": previous["dataset"] if previous else None,
+        "files": {"raw": extracted.files, "preprocessed": preprocessed.files, **final.files},
+    }
+
+
+def _log_text(text: str, artifact_file: str) -> None:
+    import mlflow
+
+    mlflow.log_text(text, artifact_file)
 
 
 def _log_bytes(data: bytes, artifact_path: str, name: str) -> None:
@@ -372,7 +451,10 @@ def run_etl(
 
 __all__ = [
     "EtlError",
+    "Extracted",
+    "FinalSet",
     "PreprocessReport",
+    "Preprocessed",
     "extract_stage",
     "final_stage",
     "preprocess_stage",

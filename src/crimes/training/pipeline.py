@@ -1,13 +1,16 @@
-"""Train one model end to end: load the published data, fit, evaluate, log, register, promote,
-and publish the champion's fallback bundle. `crimes train` and the Airflow DAG both call it."""
+"""Train one model end to end, step by step: fit (the Optuna search, or LDA), evaluate and log,
+register and tag, promote, and publish the champion's fallback bundle. `crimes train` and the
+Airflow DAG both call `train`; each step takes and gives typed values."""
 
 from __future__ import annotations
 
 import json
 import time
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from crimes import registry
 from crimes.lake import datasets, layout
@@ -18,11 +21,84 @@ from crimes.registry import Tag, bundles, tracking
 from crimes.settings import TrackingSettings, tracking_settings
 from crimes.training import evaluate as evaluation
 from crimes.training import models, promotion
+from crimes.training.evaluate import Evaluation
+from crimes.training.models import Fitted
+from crimes.training.promotion import Decision
 from crimes.training.settings import TrainingSettings
 
 log = get_logger(__name__)
 
 KINDS = tuple(registry.MODELS)
+
+
+@dataclass(frozen=True)
+class Splits:
+    """The published train and test splits as the models take them."""
+
+    x_train: npt.NDArray[np.float64]
+    y_train: npt.NDArray[Any]
+    x_test: npt.NDArray[np.float64]
+    y_test: npt.NDArray[Any]
+
+    @classmethod
+    def of(cls, final: FinalData) -> Splits:
+        return cls(
+            x_train=final.X_train.to_numpy(dtype=np.float64),
+            y_train=final.y_train.astype(str).to_numpy(),
+            x_test=final.X_test.to_numpy(dtype=np.float64),
+            y_test=final.y_test.astype(str).to_numpy(),
+        )
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """What a model version was made from: tagged on its run and on the version."""
+
+    transformation_version: str
+    etl_run_id: str
+    dataset: str
+    data_snapshot: str
+    synthetic: bool
+
+    @classmethod
+    def of(cls, final: FinalData) -> Lineage:
+        manifest = final.manifest
+        return cls(
+            transformation_version=final.transformation_version,
+            etl_run_id=str(manifest["etl_run_id"]),
+            dataset=str(manifest["dataset"]),
+            data_snapshot=str(manifest["snapshot"]),
+            synthetic=bool(manifest.get("synthetic", False)),
+        )
+
+    def tags(self) -> dict[str, str]:
+        return {
+            Tag.TRANSFORMATION_VERSION: self.transformation_version,
+            Tag.ETL_RUN_ID: self.etl_run_id,
+            Tag.DATASET: self.dataset,
+            Tag.DATA_SNAPSHOT: self.data_snapshot,
+            Tag.SYNTHETIC: str(self.synthetic).lower(),
+        }
+
+
+@dataclass(frozen=True)
+class TrainingSummary:
+    """What one model's training did (what `crimes train` prints and the DAG task returns)."""
+
+    model: str
+    name: str
+    version: str
+    run_id: str
+    metrics: dict[str, float]
+    hyperparameters: dict[str, Any]
+    promoted: bool
+    reason: str
+    champion_before: str | None
+    bundle: str | None
+    seconds: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 def pip_requirements() -> list[str]:
@@ -42,146 +118,215 @@ def train(
     lake: Lake,
     tracking_config: TrackingSettings | None = None,
     orchestrator_run: str | None = None,
-) -> dict[str, Any]:
+) -> TrainingSummary:
     import mlflow
-    from mlflow.models import infer_signature
 
     if kind not in registry.MODELS:
         raise ValueError(f"unknown model {kind!r}: expected one of {', '.join(KINDS)}")
     name = registry.MODELS[kind]
     config = tracking_config or tracking_settings()
     client = mlflow.MlflowClient(config.tracking_uri)
-    manifest = final.manifest
-    x_train = final.X_train.to_numpy(dtype=np.float64)
-    y_train = final.y_train.astype(str).to_numpy()
-    x_test = final.X_test.to_numpy(dtype=np.float64)
-    y_test = final.y_test.astype(str).to_numpy()
-    lineage = {
-        Tag.TRANSFORMATION_VERSION: final.transformation_version,
-        Tag.ETL_RUN_ID: str(manifest["etl_run_id"]),
-        Tag.DATASET: str(manifest["dataset"]),
-        Tag.DATA_SNAPSHOT: str(manifest["snapshot"]),
-        Tag.SYNTHETIC: str(bool(manifest.get("synthetic", False))).lower(),
-    }
-    run_tags = {"stage": "training", "model": kind, **lineage}
+    splits, lineage = Splits.of(final), Lineage.of(final)
+    run_tags = {"stage": "training", "model": kind, **lineage.tags()}
     if orchestrator_run:
         run_tags["airflow_run_id"] = orchestrator_run
     started = time.perf_counter()
-    with tracking.run(f"{kind}-{manifest['dataset']}", run_tags, config) as run:
-        mlflow.log_params(
-            {
-                "model": kind,
-                "registered_model": name,
-                "rows_train": len(y_train),
-                "rows_test": len(y_test),
-                "n_features": x_train.shape[1],
-                "seed": settings.seed,
-            }
+    with tracking.run(f"{kind}-{lineage.dataset}", run_tags, config) as run:
+        _log_inputs(kind, name, splits, settings)
+        fitted = fit(kind, splits, settings, client, config, name, lineage)
+        result, metrics = evaluate_and_log(name, fitted, splits, started)
+        version = register(fitted, final, name, kind)
+        tag_version(client, name, version, lineage, fitted, result)
+        decision = decide_promotion(client, name, version, result, lineage, splits, settings)
+        bundle = (
+            publish_bundle(lake, name, version, run.info.run_id, fitted, final, result, lineage)
+            if decision.promoted
+            else None
         )
-        if kind == "dtc":
-            from optuna_integration.mlflow import MLflowCallback
-
-            mlflow.log_params({"trials": settings.trials, "cv_folds": settings.cv_folds})
-            callback = MLflowCallback(
-                tracking_uri=config.tracking_uri,
-                metric_name="cv_f1_weighted",
-                create_experiment=False,
-                mlflow_kwargs={"nested": True},
-            )
-            fitted = models.search_dtc(
-                x_train,
-                y_train,
-                settings,
-                callbacks=[callback],
-                first_guess=_champion_hyperparameters(client, name, final.transformation_version),
-            )
-        else:
-            fitted = models.fit_lda(x_train, y_train, settings)
-        mlflow.log_params({f"hp.{k}": v for k, v in fitted.params.items()})
-        result = evaluation.evaluate(fitted.model, x_test, y_test)
-        metrics = dict(result.metrics)
-        if fitted.cv_f1_weighted is not None:
-            metrics["cv_f1_weighted"] = fitted.cv_f1_weighted
-        metrics["fit_seconds"] = time.perf_counter() - started
-        mlflow.log_metrics(metrics)
-        mlflow.log_dict(result.report, "evaluation/classification_report.json")
-        mlflow.log_text(result.report_text, "evaluation/classification_report.txt")
-        figure = evaluation.confusion_figure(result, f"{name}: test confusion matrix")
-        mlflow.log_figure(figure, "evaluation/confusion_matrix.png")
-        mlflow.log_text(
-            json.dumps({"transformation_version": final.transformation_version}),
-            "transformation/version.json",
-        )
-        mlflow.log_artifact(
-            _temporary_file(final), artifact_path=registry.TRANSFORMATION_ARTIFACT_DIR
-        )
-        sample = final.X_test.head(20)
-        info = mlflow.sklearn.log_model(
-            fitted.model,
-            name="model",
-            signature=infer_signature(sample, fitted.model.predict(sample.to_numpy())),
-            pip_requirements=pip_requirements(),
-            registered_model_name=name,
-            # skops (MLflow's default format) refuses a tree's node storage unless it is named
-            # as trusted; these files are made here, by this training.
-            skops_trusted_types=models.TRUSTED_TYPES.get(kind),
-        )
-        version = str(info.registered_model_version)
-        version_tags = {
-            **lineage,
-            Tag.HYPERPARAMETERS: json.dumps(fitted.params, sort_keys=True),
-            Tag.TEST_ACCURACY: repr(result.metrics["test_accuracy"]),
-            Tag.TEST_F1_WEIGHTED: repr(result.metrics["test_f1_weighted"]),
-            Tag.TEST_F1_MACRO: repr(result.metrics["test_f1_macro"]),
-        }
-        for key, value in version_tags.items():
-            client.set_model_version_tag(name, version, key, value)
-
-        def rescore(champion: Any) -> float:
-            model = mlflow.sklearn.load_model(f"models:/{name}/{champion.version}")
-            return evaluation.scores(y_test, model.predict(x_test))["test_f1_weighted"]
-
-        decision = promotion.promote(
-            client,
-            name,
-            version,
-            result.f1_weighted,
-            final.transformation_version,
-            rescore,
-            floor=settings.promotion_floor_f1,
-            attempts=settings.promotion_attempts,
-        )
-        mlflow.set_tags(decision.as_tags())
-        if decision.champion_f1 is not None:
-            mlflow.log_metric("champion_f1_weighted_rescored", decision.champion_f1)
-        bundle = None
-        if decision.promoted:
-            bundle = bundles.bundle_of(
-                name,
-                version,
-                run.info.run_id,
-                fitted.model,
-                final.transformer,
-                metrics=result.metrics,
-                hyperparameters=fitted.params,
-                **{k: v for k, v in lineage.items() if k != Tag.TRANSFORMATION_VERSION},
-            )
-            bundles.write_bundle(lake, bundle)
-    summary = {
-        "model": kind,
-        "name": name,
-        "version": version,
-        "run_id": run.info.run_id,
-        "metrics": metrics,
-        "hyperparameters": fitted.params,
-        "promoted": decision.promoted,
-        "reason": decision.reason,
-        "champion_before": decision.champion_version,
-        "bundle": lake.url(layout.bundle_prefix(name, version)) if bundle else None,
-        "seconds": round(time.perf_counter() - started, 2),
-    }
-    log.info("training.done", **{k: v for k, v in summary.items() if k != "hyperparameters"})
+    summary = TrainingSummary(
+        model=kind,
+        name=name,
+        version=version,
+        run_id=run.info.run_id,
+        metrics=metrics,
+        hyperparameters=fitted.params,
+        promoted=decision.promoted,
+        reason=decision.reason,
+        champion_before=decision.champion_version,
+        bundle=bundle,
+        seconds=round(time.perf_counter() - started, 2),
+    )
+    log.info(
+        "training.done",
+        **{k: v for k, v in summary.as_dict().items() if k != "hyperparameters"},
+    )
     return summary
+
+
+def _log_inputs(kind: str, name: str, splits: Splits, settings: TrainingSettings) -> None:
+    import mlflow
+
+    mlflow.log_params(
+        {
+            "model": kind,
+            "registered_model": name,
+            "rows_train": len(splits.y_train),
+            "rows_test": len(splits.y_test),
+            "n_features": splits.x_train.shape[1],
+            "seed": settings.seed,
+        }
+    )
+
+
+def fit(
+    kind: str,
+    splits: Splits,
+    settings: TrainingSettings,
+    client: Any,
+    config: TrackingSettings,
+    name: str,
+    lineage: Lineage,
+) -> Fitted:
+    """The DTC's Optuna search (every trial a nested run), or the LDA fit."""
+    import mlflow
+
+    if kind == "dtc":
+        from optuna_integration.mlflow import MLflowCallback
+
+        mlflow.log_params({"trials": settings.trials, "cv_folds": settings.cv_folds})
+        callback = MLflowCallback(
+            tracking_uri=config.tracking_uri,
+            metric_name="cv_f1_weighted",
+            create_experiment=False,
+            mlflow_kwargs={"nested": True},
+        )
+        fitted = models.search_dtc(
+            splits.x_train,
+            splits.y_train,
+            settings,
+            callbacks=[callback],
+            first_guess=_champion_hyperparameters(client, name, lineage.transformation_version),
+        )
+    else:
+        fitted = models.fit_lda(splits.x_train, splits.y_train, settings)
+    mlflow.log_params({f"hp.{k}": v for k, v in fitted.params.items()})
+    return fitted
+
+
+def evaluate_and_log(
+    name: str, fitted: Fitted, splits: Splits, started: float
+) -> tuple[Evaluation, dict[str, float]]:
+    """The test-set evaluation, logged on the run: metrics, report, confusion matrix."""
+    import mlflow
+
+    result = evaluation.evaluate(fitted.model, splits.x_test, splits.y_test)
+    metrics = dict(result.metrics)
+    if fitted.cv_f1_weighted is not None:
+        metrics["cv_f1_weighted"] = fitted.cv_f1_weighted
+    metrics["fit_seconds"] = time.perf_counter() - started
+    mlflow.log_metrics(metrics)
+    mlflow.log_dict(result.report, "evaluation/classification_report.json")
+    mlflow.log_text(result.report_text, "evaluation/classification_report.txt")
+    figure = evaluation.confusion_figure(result, f"{name}: test confusion matrix")
+    mlflow.log_figure(figure, "evaluation/confusion_matrix.png")
+    return result, metrics
+
+
+def register(fitted: Fitted, final: FinalData, name: str, kind: str) -> str:
+    """Log the model (with the transformation it was trained with) and register it; its
+    new version."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    mlflow.log_text(
+        json.dumps({"transformation_version": final.transformation_version}),
+        f"{registry.TRANSFORMATION_ARTIFACT_DIR}/version.json",
+    )
+    mlflow.log_artifact(_temporary_file(final), artifact_path=registry.TRANSFORMATION_ARTIFACT_DIR)
+    sample = final.X_test.head(20)
+    info = mlflow.sklearn.log_model(
+        fitted.model,
+        name="model",
+        signature=infer_signature(sample, fitted.model.predict(sample.to_numpy())),
+        pip_requirements=pip_requirements(),
+        registered_model_name=name,
+        # skops (MLflow's default format) refuses a tree's node storage unless it is named
+        # as trusted; these files are made here, by this training.
+        skops_trusted_types=models.TRUSTED_TYPES.get(kind),
+    )
+    return str(info.registered_model_version)
+
+
+def tag_version(
+    client: Any, name: str, version: str, lineage: Lineage, fitted: Fitted, result: Evaluation
+) -> None:
+    tags = {
+        **lineage.tags(),
+        Tag.HYPERPARAMETERS: json.dumps(fitted.params, sort_keys=True),
+        Tag.TEST_ACCURACY: repr(result.metrics["test_accuracy"]),
+        Tag.TEST_F1_WEIGHTED: repr(result.metrics["test_f1_weighted"]),
+        Tag.TEST_F1_MACRO: repr(result.metrics["test_f1_macro"]),
+    }
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, value)
+
+
+def decide_promotion(
+    client: Any,
+    name: str,
+    version: str,
+    result: Evaluation,
+    lineage: Lineage,
+    splits: Splits,
+    settings: TrainingSettings,
+) -> Decision:
+    """The alias the new version earns (the champion re-scored on the same test rows); the
+    decision is logged on the run."""
+    import mlflow
+
+    def rescore(champion: Any) -> float:
+        model = mlflow.sklearn.load_model(f"models:/{name}/{champion.version}")
+        return evaluation.scores(splits.y_test, model.predict(splits.x_test))["test_f1_weighted"]
+
+    decision = promotion.promote(
+        client,
+        name,
+        version,
+        result.f1_weighted,
+        lineage.transformation_version,
+        rescore,
+        floor=settings.promotion_floor_f1,
+        attempts=settings.promotion_attempts,
+    )
+    mlflow.set_tags(decision.as_tags())
+    if decision.champion_f1 is not None:
+        mlflow.log_metric("champion_f1_weighted_rescored", decision.champion_f1)
+    return decision
+
+
+def publish_bundle(
+    lake: Lake,
+    name: str,
+    version: str,
+    run_id: str,
+    fitted: Fitted,
+    final: FinalData,
+    result: Evaluation,
+    lineage: Lineage,
+) -> str:
+    """The new champion's fallback bundle in the data lake; where it is."""
+    bundle = bundles.bundle_of(
+        name,
+        version,
+        run_id,
+        fitted.model,
+        final.transformer,
+        metrics=result.metrics,
+        hyperparameters=fitted.params,
+        **{k: v for k, v in lineage.tags().items() if k != Tag.TRANSFORMATION_VERSION},
+    )
+    bundles.write_bundle(lake, bundle)
+    return lake.url(layout.bundle_prefix(name, version))
 
 
 def _champion_hyperparameters(
@@ -213,11 +358,11 @@ def run_training(
     kinds: tuple[str, ...] = KINDS,
     lake: Lake | None = None,
     tracking_config: TrackingSettings | None = None,
-) -> list[dict[str, Any]]:
+) -> list[TrainingSummary]:
     settings = settings or TrainingSettings()
     lake = lake or Lake()
     final = datasets.load_final(lake, settings.year)
     return [train(kind, final, settings, lake, tracking_config) for kind in kinds]
 
 
-__all__ = ["KINDS", "run_training", "train"]
+__all__ = ["KINDS", "TrainingSummary", "run_training", "train"]

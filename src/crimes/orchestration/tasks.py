@@ -1,0 +1,82 @@
+"""The bodies of the Airflow tasks, over the library: what each task runs, given its DAG run's
+params (and the summaries of the tasks before it, as the dicts Airflow passes along).
+
+Imported inside the tasks, never at DAG parse time (it loads pandas and scikit-learn).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from crimes.etl import pipeline as etl
+from crimes.etl.settings import EtlSettings
+from crimes.lake import datasets
+from crimes.lake.storage import Lake
+from crimes.orchestration.assets import triggering_year
+from crimes.training import pipeline as training
+from crimes.training.settings import TrainingSettings
+
+Summary = dict[str, Any]
+
+
+def etl_settings(params: Mapping[str, Any]) -> EtlSettings:
+    overrides: dict[str, Any] = {"year": int(params["year"])}
+    if params.get("source"):
+        overrides["source"] = params["source"]
+    return EtlSettings(**overrides)
+
+
+def extract(params: Mapping[str, Any]) -> Summary:
+    return etl.extract_stage(etl_settings(params), Lake()).as_dict()
+
+
+def preprocess(params: Mapping[str, Any], extracted: Summary) -> Summary:
+    stage = etl.preprocess_stage(etl_settings(params), Lake(), etl.Extracted.from_dict(extracted))
+    return stage.as_dict()
+
+
+def split_and_transform(
+    params: Mapping[str, Any], extracted: Summary, preprocessed: Summary
+) -> Summary:
+    stage = etl.final_stage(
+        etl_settings(params),
+        Lake(),
+        etl.Extracted.from_dict(extracted),
+        etl.Preprocessed.from_dict(preprocessed),
+    )
+    return stage.as_dict()
+
+
+def publish(
+    params: Mapping[str, Any],
+    extracted: Summary,
+    preprocessed: Summary,
+    final: Summary,
+    run_id: str,
+) -> Summary:
+    """The published manifest."""
+    return etl.publish_stage(
+        etl_settings(params),
+        Lake(),
+        etl.Extracted.from_dict(extracted),
+        etl.Preprocessed.from_dict(preprocessed),
+        etl.FinalSet.from_dict(final),
+        orchestrator_run=run_id,
+    )
+
+
+def train(kind: str, context: Mapping[str, Any]) -> Summary:
+    """Train one model on the published data of the run's year (its param, else the ETL
+    event that triggered the run)."""
+    params = context["params"]
+    defaults = TrainingSettings()
+    settings = TrainingSettings(
+        year=triggering_year(context, defaults.year),
+        trials=params.get("trials") or defaults.trials,
+        cv_folds=params.get("cv_folds") or defaults.cv_folds,
+    )
+    lake = Lake()
+    final = datasets.load_final(lake, settings.year)
+    summary = training.train(kind, final, settings, lake, orchestrator_run=context["run_id"])
+    return summary.as_dict()
