@@ -119,9 +119,9 @@ def test_the_etl_run_is_in_mlflow(published: dict[str, Any], tmp_path: Path) -> 
 
 
 def test_a_rerun_on_the_same_input_is_idempotent(
-    published: dict[str, Any], portal: PortalDouble
+    published: dict[str, Any], stack_portal: PortalDouble
 ) -> None:
-    again = pipeline.run_etl(EtlSettings(source=portal.url, year=YEAR), Lake())
+    again = pipeline.run_etl(EtlSettings(source=stack_portal.url, year=YEAR), Lake())
     assert again["dataset"] == published["dataset"]
     assert again["content_hash"] == published["content_hash"]
     assert again["transformation_version"] == published["transformation_version"]

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.e2e
 
 
 def test_finishing_the_etl_starts_the_training(
-    airflow_env: dict[str, str], portal: PortalDouble, tmp_path: Path
+    airflow_env: dict[str, str], stack_portal: PortalDouble, tmp_path: Path
 ) -> None:
     # Small search: this test is about the wiring, the training tests are about the models.
     env = {**airflow_env, "CRIMES_TRAIN_TRIALS": "2", "CRIMES_TRAIN_CV_FOLDS": "2"}
@@ -27,7 +27,7 @@ def test_finishing_the_etl_starts_the_training(
         for dag_id in (assets.ETL_DAG_ID, assets.TRAINING_DAG_ID):
             api.wait_dag(dag_id)
             api.unpause(dag_id)
-        run_id = api.trigger(assets.ETL_DAG_ID, {"source": portal.url, "year": YEAR})
+        run_id = api.trigger(assets.ETL_DAG_ID, {"source": stack_portal.url, "year": YEAR})
         etl = api.wait_run(assets.ETL_DAG_ID, run_id, timeout=300)
         assert etl["state"] == "success", etl
         training = api.wait_run(assets.TRAINING_DAG_ID, run_type="asset_triggered", timeout=600)

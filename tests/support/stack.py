@@ -88,21 +88,21 @@ def airflow_env(
 
 
 @pytest.fixture(scope="session")
-def portal(real_data: Path) -> Iterator[PortalDouble]:
+def stack_portal(real_data: Path) -> Iterator[PortalDouble]:
     """The portal double serving the first ROWS real rows of 2024."""
     with PortalDouble(real_data, rows=ROWS) as double:
         yield double
 
 
 @pytest.fixture(scope="session")
-def published(airflow_env: dict[str, str], portal: PortalDouble) -> dict[str, Any]:
+def published(airflow_env: dict[str, str], stack_portal: PortalDouble) -> dict[str, Any]:
     """Airflow has run the ETL DAG once; the year's manifest."""
     from crimes.lake import datasets
     from crimes.lake.storage import Lake
     from crimes.local import airflow_runner
 
     result = airflow_runner.dags_test(
-        airflow_env, "etl_chicago_crimes", conf={"source": portal.url, "year": YEAR}
+        airflow_env, "etl_chicago_crimes", conf={"source": stack_portal.url, "year": YEAR}
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return datasets.current_manifest(Lake(), YEAR)
