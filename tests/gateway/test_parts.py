@@ -120,3 +120,42 @@ def test_a_model_address_without_a_port_gets_its_deployments_port() -> None:
         f"dns:///127.0.0.1:{lda}",
     )
     assert settings.port == deployment_port("gateway")
+
+
+def test_a_result_reads_back_from_the_cache_as_it_was_answered() -> None:
+    import json
+
+    import numpy as np
+
+    from crimes.gateway.predict import BatchResult, ModelResult
+
+    answered = BatchResult(
+        models={
+            "dtc": ModelResult(
+                status="ok",
+                labels=["07"],
+                probabilities=np.ones((1, 2)),
+                classes=("06", "07"),
+                model_version="3",
+                transformation_version="tf-a",
+                latency_ms=0.4,
+            ),
+            "lda": ModelResult(
+                status="ok", labels=["07"], model_version="1", transformation_version="tf-a"
+            ),
+        },
+        unknown=[["iucr"]],
+    )
+    # Through JSON, as Redis keeps it: the answers and versions, never probabilities or timings.
+    cached = BatchResult.from_dict(json.loads(json.dumps(answered.to_dict())))
+    assert cached.cached
+    assert cached.unknown == [["iucr"]]
+    for kind in ("dtc", "lda"):
+        model = cached.models[kind]
+        assert (model.status, model.labels, model.model_version) == (
+            "ok",
+            answered.models[kind].labels,
+            answered.models[kind].model_version,
+        )
+        assert model.transformation_version == "tf-a"
+        assert (model.probabilities, model.latency_ms) == (None, None)

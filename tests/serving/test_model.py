@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 from sklearn.tree import DecisionTreeClassifier
 
-from crimes.protocol import inference
 from crimes.serving.errors import InvalidInput, ModelLoadError, PreconditionFailed
 from crimes.serving.model import Source, prepare
 from tests.serving.models import Trained, bundle, labels
@@ -124,29 +123,3 @@ def test_requests_are_checked_against_the_loaded_model(dtc: Trained) -> None:
     bad[1, 4] = -np.inf
     with pytest.raises(InvalidInput, match=rf"row 1, column 4 \({dtc.feature_names[4]}\) is -inf"):
         loaded.check_features(bad, dtc.transformation_version)
-
-
-@pytest.mark.parametrize("raw", [True, False])
-def test_client_requests_decode_on_the_server(dtc: Trained, raw: bool) -> None:
-    request = inference.infer_request("m", dtc.test[:3], "tf-x", probabilities=True, raw=raw)
-    decoded = inference.decode_infer_request(request, max_rows=10)
-    assert np.array_equal(decoded.features, dtc.test[:3])
-    assert decoded.transformation_version == "tf-x"
-    assert decoded.outputs == ("fbi_code", "probabilities")
-    assert decoded.raw is raw
-
-
-def test_fp32_inputs_are_accepted_as_float64() -> None:
-    request = inference.infer_request("m", np.ones((2, 3)), "tf-x", raw=False)
-    values = list(request.inputs[0].contents.fp64_contents)
-    request.inputs[0].datatype = "FP32"
-    request.inputs[0].contents.ClearField("fp64_contents")
-    request.inputs[0].contents.fp32_contents.extend(values)
-    decoded = inference.decode_infer_request(request, max_rows=10)
-    assert decoded.features.dtype == np.float64
-    assert decoded.features.shape == (2, 3)
-
-
-def test_raw_bytes_tensors_split_into_their_elements() -> None:
-    data = b"".join(len(s).to_bytes(4, "little") + s for s in (b"06", b"", b"08B"))
-    assert inference.split_bytes(data) == [b"06", b"", b"08B"]

@@ -1,0 +1,91 @@
+"""The Open Inference Protocol as both sides speak it: what a client encodes, a server decodes,
+and back (no model involved)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from crimes.protocol import inference
+
+FEATURES = np.random.default_rng(0).uniform(size=(3, 299))
+
+
+def test_model_metadata_reads_back_as_it_was_written() -> None:
+    info = inference.ModelInfo(
+        name="dtc_model_prod",
+        version="3",
+        platform="sklearn",
+        n_features=299,
+        transformation_version="tf-0123456789abcdef",
+        run_id="abc",
+        classes=("06", "08B"),
+        feature_names=("num__latitude", "num__longitude"),
+        source="mlflow",
+        location="models:/dtc_model_prod/3",
+        alias="champion",
+        model_class="DecisionTreeClassifier",
+        loaded_at="2026-12-01T00:00:00+00:00",
+        transformation_uri="runs:/abc/transformation/transformation.joblib",
+        max_batch_rows=10_000,
+    )
+    response = inference.encode_model_metadata(info)
+    assert [(t.name, t.datatype, list(t.shape)) for t in response.inputs] == [
+        ("features", "FP64", [-1, 299])
+    ]
+    assert inference.decode_model_metadata(response) == info
+
+
+def test_answers_read_back_as_the_server_gave_them() -> None:
+    labels = inference.Labels(["06", "08B", "14"])
+    for raw in (True, False):
+        request = inference.infer_request(
+            "m", np.zeros((3, 2)), "tf-x", raw=raw, probabilities=True
+        )
+        decoded = inference.decode_infer_request(request, max_rows=10)
+        probabilities = np.array([[1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0]])
+        answer = inference.Answer(
+            model_name="m",
+            model_version="2",
+            transformation_version="tf-x",
+            labels=np.array(["14", "06", "08B"]),
+            probabilities=probabilities,
+            encoding=labels,
+        )
+        output = inference.decode_infer_response(
+            inference.encode_infer_response(request, decoded, answer)
+        )
+        assert output.labels == ["14", "06", "08B"]
+        assert output.model_version == "2"
+        assert output.classes == ("06", "08B", "14")
+        assert output.probabilities is not None
+        assert np.array_equal(output.probabilities, probabilities)
+
+
+@pytest.mark.parametrize("raw", [True, False])
+def test_client_requests_decode_on_the_server(raw: bool) -> None:
+    request = inference.infer_request("m", FEATURES, "tf-x", probabilities=True, raw=raw)
+    decoded = inference.decode_infer_request(request, max_rows=10)
+    assert np.array_equal(decoded.features, FEATURES)
+    assert decoded.transformation_version == "tf-x"
+    assert decoded.outputs == ("fbi_code", "probabilities")
+    assert decoded.raw is raw
+
+
+@pytest.mark.parametrize("raw", [True, False])
+def test_fp32_features_stay_float32_through_decoding(raw: bool) -> None:
+    features = np.linspace(0, 1, 6, dtype=np.float32).reshape(2, 3)
+    request = inference.infer_request("m", features, "tf-x", raw=raw, datatype="FP32")
+    decoded = inference.decode_infer_request(request, max_rows=10)
+    # No copy to float64 and back: a tree computes on float32 anyway.
+    assert decoded.features.dtype == np.float32
+    assert np.array_equal(decoded.features, features)
+    fp64 = inference.decode_infer_request(
+        inference.infer_request("m", features, "tf-x", raw=raw), max_rows=10
+    )
+    assert fp64.features.dtype == np.float64
+
+
+def test_raw_bytes_tensors_split_into_their_elements() -> None:
+    data = b"".join(len(s).to_bytes(4, "little") + s for s in (b"06", b"", b"08B"))
+    assert inference.split_bytes(data) == [b"06", b"", b"08B"]
