@@ -82,9 +82,10 @@ def build_bundle(kind: str, data: str, rows: int, folder: Path) -> tuple[str, Ma
     )
     model.fit(train.to_numpy(), target.iloc[:cut].to_numpy())
     name = registry.MODELS[kind]
-    version = fitting.version_id(fitted)
+    transformation = fitting.export(fitted)
+    version = transformation.version
     bundles.save_bundle_dir(
-        folder, bundles.bundle_of(name, "1", "bench", model, fitted, trained_on=source)
+        folder, bundles.bundle_of(name, "1", "bench", model, transformation, trained_on=source)
     )
     return version, test, source
 

@@ -8,8 +8,10 @@ the API can never accept a value the training data could not contain, or the oth
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Annotated, Any, Final, Literal, cast
 
 import annotated_types
@@ -149,6 +151,21 @@ _DTYPES: Final[Mapping[str, str]] = {
     "float": "float64",
 }
 FEATURE_DTYPES: Final[Mapping[str, str]] = {s.name: _DTYPES[s.kind] for s in FEATURE_SPECS}
+
+
+def _version() -> str:
+    """A hash of what the contract says (features, kinds, encodings, bounds, target, the
+    missing-location category): a transformation made for another contract is refused."""
+    said = {
+        "features": [asdict(spec) for spec in FEATURE_SPECS],
+        "target": TARGET,
+        "missing_location_description": MISSING_LOCATION_DESCRIPTION,
+    }
+    text = json.dumps(said, sort_keys=True, separators=(",", ":"))
+    return "contract-" + hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+CONTRACT_VERSION: Final = _version()
 
 
 def out_of_contract(frame: pd.DataFrame) -> pd.Series:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
-import pandas as pd
+import numpy as np
 import pytest
 
 from crimes import contract
@@ -19,7 +19,8 @@ from crimes.lake import datasets, layout, storage
 from crimes.lake.storage import Lake
 from crimes.local.portal_double import Fault, PortalDouble
 from crimes.settings import TrackingSettings
-from crimes.transformation import fitting
+from crimes.transformation import document
+from crimes.transformation.lookup import LookupTransformer
 from tests.support.stack import ROWS, YEAR
 
 pytestmark = pytest.mark.e2e
@@ -73,10 +74,12 @@ def test_final_splits_are_consistent_and_reproducible(published: dict[str, Any])
     assert rows["train"] + rows["test"] == rows["preprocessed"]
     assert abs(rows["test"] / rows["preprocessed"] - 0.3) < 0.01
     assert list(final.features_test.columns) == list(contract.FEATURES)
-    # Serving equals training: the published transformation reproduces X_test exactly.
-    again = fitting.transform(final.transformer, final.features_test)
-    pd.testing.assert_frame_equal(again, final.X_test, check_exact=True)
-    assert final.transformation_version == fitting.version_id(final.transformer)
+    # Serving equals training: the published document reproduces X_test exactly.
+    lookup = LookupTransformer(final.transformation)
+    again, _ = lookup.transform(final.features_test.to_dict("records"))
+    assert np.array_equal(again, final.X_test.to_numpy())
+    assert lookup.output_columns == list(final.X_test.columns)
+    assert final.transformation_version == final.transformation.version
 
 
 def test_data_info_describes_the_set(published: dict[str, Any]) -> None:
@@ -108,10 +111,10 @@ def test_the_etl_run_is_in_mlflow(published: dict[str, Any], tmp_path: Path) -> 
     assert run.inputs is not None
     assert [d.dataset.name for d in run.inputs.dataset_inputs] == [f"chicago_crimes_{YEAR}"]
     path = client.download_artifacts(
-        run.info.run_id, "data_info/transformation.joblib", str(tmp_path)
+        run.info.run_id, "data_info/transformation.json", str(tmp_path)
     )
-    fitted = fitting.loads(Path(path).read_bytes())
-    assert fitting.version_id(fitted) == published["transformation_version"]
+    logged = document.loads(Path(path).read_bytes(), published["transformation_version"])
+    assert logged.data == datasets.load_final(Lake(), YEAR).transformation.data
     manifest = json.loads(
         Path(client.download_artifacts(run.info.run_id, "manifest.json", str(tmp_path))).read_text()
     )

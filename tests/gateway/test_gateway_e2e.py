@@ -19,7 +19,6 @@ from crimes.lake.storage import Lake
 from crimes.local import launch
 from crimes.local.launch import LocalProcess
 from crimes.settings import TrackingSettings
-from crimes.transformation import fitting
 from tests.support.stack import YEAR
 
 pytestmark = pytest.mark.e2e
@@ -104,7 +103,8 @@ def test_the_reference_example(http: httpx.Client) -> None:
 def test_no_training_serving_skew_on_real_rows(http: httpx.Client, offline: dict[str, Any]) -> None:
     final = offline["final"]
     rows = final.features_test.head(300)
-    expected = fitting.transform(final.transformer, rows).to_numpy(dtype=np.float64)
+    # The fitted pipeline's own output (the ETL's X_test), not the serving transformation's.
+    expected = final.X_test.head(300).to_numpy(dtype=np.float64)
     dtc = offline["dtc"].predict(expected)
     lda = offline["lda"].predict(expected)
     for i, record in enumerate(records(rows)):
@@ -115,7 +115,7 @@ def test_no_training_serving_skew_on_real_rows(http: httpx.Client, offline: dict
 def test_batch_answers_in_order(http: httpx.Client, offline: dict[str, Any]) -> None:
     final = offline["final"]
     rows = final.features_test.iloc[300:700]
-    matrix = fitting.transform(final.transformer, rows).to_numpy(dtype=np.float64)
+    matrix = final.X_test.iloc[300:700].to_numpy(dtype=np.float64)
     response = http.post("/predict/batch", json={"features": records(rows)})
     assert response.status_code == 200
     assert response.json() == [

@@ -26,7 +26,6 @@ def test_model_metadata_reads_back_as_it_was_written() -> None:
         alias="champion",
         model_class="DecisionTreeClassifier",
         loaded_at="2026-12-01T00:00:00+00:00",
-        transformation_uri="runs:/abc/transformation/transformation.joblib",
         max_batch_rows=10_000,
     )
     response = inference.encode_model_metadata(info)

@@ -26,12 +26,12 @@ def bundle() -> bundles.ModelBundle:
         name="dtc_model_prod",
         version="3",
         model=model,
-        transformer=fitted,
+        transformation=fitting.export(fitted),
         metadata={
             "name": "dtc_model_prod",
             "version": "3",
             "run_id": "r1",
-            "transformation_version": fitting.version_id(fitted),
+            "transformation_version": fitting.export(fitted).version,
             "classes": model.classes_.tolist(),
             "feature_names": list(matrix.columns),
             "metrics": {"test_accuracy": 1.0},
@@ -69,5 +69,13 @@ def test_a_bundle_with_a_mismatched_transformation_is_refused(
     (folder / "metadata.json").write_text(
         text.replace(bundle.transformation_version, "tf-0000000000000000")
     )
-    with pytest.raises(LakeError, match="does not match"):
+    with pytest.raises(LakeError, match="another or an altered transformation"):
         bundles.load_bundle_dir(folder)
+
+
+def test_the_gateway_reads_only_the_transformation_of_a_lake_bundle(
+    bundle: bundles.ModelBundle, tmp_path: Path
+) -> None:
+    lake = Lake(LakeSettings(root=f"file://{tmp_path}/data"))
+    bundles.write_bundle(lake, bundle)
+    assert bundles.read_bundle_transformation(lake, "dtc_model_prod") == bundle.transformation.data

@@ -18,6 +18,7 @@ from crimes.etl import synthetic
 from crimes.etl.preprocess import preprocess
 from crimes.registry import bundles
 from crimes.transformation import fitting
+from crimes.transformation.document import TransformationDocument
 
 Kind = Literal["dtc", "lda"]
 
@@ -26,14 +27,14 @@ Kind = Literal["dtc", "lda"]
 class Trained:
     """A fitted transformation and classifier, and held-out rows already transformed."""
 
-    transformer: Any
+    transformation: TransformationDocument
     model: Any
     train: pd.DataFrame
     test: npt.NDArray[np.float64]
 
     @property
     def transformation_version(self) -> str:
-        return fitting.version_id(self.transformer)
+        return self.transformation.version
 
     @property
     def feature_names(self) -> list[str]:
@@ -63,11 +64,11 @@ def train(
         else LinearDiscriminantAnalysis()
     )
     model.fit(matrix.to_numpy() if on_array else matrix, target.iloc[:cut])
-    return Trained(transformer=fitted, model=model, train=matrix, test=test)
+    return Trained(transformation=fitting.export(fitted), model=model, train=matrix, test=test)
 
 
 def bundle(trained: Trained, name: str, version: str, run_id: str = "run-1") -> bundles.ModelBundle:
-    return bundles.bundle_of(name, version, run_id, trained.model, trained.transformer)
+    return bundles.bundle_of(name, version, run_id, trained.model, trained.transformation)
 
 
 def labels(trained: Trained, rows: npt.NDArray[np.float64]) -> list[str]:

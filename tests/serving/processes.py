@@ -3,7 +3,6 @@ models in a real MLflow server the way the training does."""
 
 from __future__ import annotations
 
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,6 @@ from crimes.proto_gen.inference import grpc_service_pb2 as pb
 from crimes.proto_gen.inference import grpc_service_pb2_grpc as pb_grpc
 from crimes.protocol import inference
 from crimes.registry import Tag
-from crimes.transformation import fitting
 from tests.serving.models import Trained
 
 
@@ -94,10 +92,8 @@ def register(
 
     client = mlflow.MlflowClient()
     mlflow.set_experiment("model-service-tests")
-    with mlflow.start_run() as run, tempfile.TemporaryDirectory() as scratch:
-        path = Path(scratch) / "transformation.joblib"
-        path.write_bytes(fitting.dumps(trained.transformer))
-        mlflow.log_artifact(str(path), artifact_path="transformation")
+    with mlflow.start_run() as run:
+        mlflow.log_text(trained.transformation.data.decode(), registry.TRANSFORMATION_ARTIFACT)
         sample = trained.train.head(20)
         info = mlflow.sklearn.log_model(
             trained.model,

@@ -152,7 +152,6 @@ def test_tritonclient_gets_the_registered_models_own_predictions(
     assert served["run_id"] == run_id
     assert served["transformation_version"] == trained.transformation_version
     assert served["source"] == "mlflow"
-    assert served["transformation_uri"] == f"runs:/{run_id}/transformation/transformation.joblib"
 
 
 def test_services_run_on_uvloop_with_one_blas_thread_large_buffers_and_the_legacy_listener(

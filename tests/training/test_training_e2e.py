@@ -68,7 +68,7 @@ def test_versions_carry_their_lineage(trained: dict[str, Any], client: Any, kind
         "evaluation/classification_report.txt",
     } <= artifacts
     assert [a.path for a in client.list_artifacts(champion.run_id, "transformation")] == [
-        "transformation/transformation.joblib",
+        "transformation/transformation.json",
         "transformation/version.json",
     ]
 

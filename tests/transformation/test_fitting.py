@@ -54,35 +54,3 @@ def test_unknown_categories_and_missing_coordinates_are_handled(data: pd.DataFra
     out = fitting.transform(fitted, frame)
     assert out.shape[0] == 1
     assert np.isfinite(out.to_numpy()).all()
-
-
-def test_version_id_is_a_content_hash(data: pd.DataFrame) -> None:
-    first, _ = fit(data)
-    again, _ = fit(data)
-    other, _ = fit(data.iloc[: len(data) // 2])
-    assert fitting.version_id(first) == fitting.version_id(again)
-    assert fitting.version_id(first) != fitting.version_id(other)
-    reloaded = fitting.loads(fitting.dumps(first))
-    assert fitting.version_id(reloaded) == fitting.version_id(first)
-    assert fitting.version_id(first).startswith("tf-")
-
-
-def test_transform_of_a_reloaded_fit_is_identical(data: pd.DataFrame) -> None:
-    fitted, _ = fit(data)
-    reloaded = fitting.loads(fitting.dumps(fitted))
-    rows = data[list(contract.FEATURES)].head(200)
-    pd.testing.assert_frame_equal(
-        fitting.transform(fitted, rows),
-        fitting.transform(reloaded, rows),
-    )
-
-
-def test_loads_refuses_other_objects() -> None:
-    import io
-
-    import joblib
-
-    buffer = io.BytesIO()
-    joblib.dump({"not": "a transformation"}, buffer)
-    with pytest.raises(TypeError, match="not a fitted transformation"):
-        fitting.loads(buffer.getvalue())

@@ -35,7 +35,7 @@ def test_unknown_and_missing_values_match_the_pipeline(fitted: Any) -> None:
         {**REFERENCE_EXAMPLE, "iucr": "9999", "beat": 9999, "description": "NEW"},
         {**REFERENCE_EXAMPLE, "latitude": None, "longitude": None, "location_description": None},
     ]
-    fast = LookupTransformer(fitted)
+    fast = LookupTransformer(fitting.export(fitted))
     got, unknown = fast.transform(rows)
     assert np.array_equal(got, pipeline(fitted, rows))
     assert unknown[0] == []
@@ -45,8 +45,8 @@ def test_unknown_and_missing_values_match_the_pipeline(fitted: Any) -> None:
 
 
 def test_an_empty_batch(fitted: Any) -> None:
-    got, unknown = LookupTransformer(fitted).transform([])
-    assert got.shape == (0, LookupTransformer(fitted).n_outputs)
+    got, unknown = LookupTransformer(fitting.export(fitted)).transform([])
+    assert got.shape == (0, LookupTransformer(fitting.export(fitted)).n_outputs)
     assert unknown == []
 
 
@@ -54,7 +54,7 @@ def test_rows_from_a_frame_or_from_json_agree(fitted: Any) -> None:
     data, _ = preprocess(synthetic.sample(50, seed=3))
     frame_rows = data[list(contract.FEATURES)].to_dict("records")
     json_rows = json.loads(data[list(contract.FEATURES)].to_json(orient="records"))
-    fast = LookupTransformer(fitted)
+    fast = LookupTransformer(fitting.export(fitted))
     assert np.array_equal(fast.transform(frame_rows)[0], fast.transform(json_rows)[0])
 
 
@@ -64,7 +64,7 @@ def test_the_batch_path_equals_the_per_row_path_and_the_pipeline(fitted: Any) ->
     rows[3] = {**rows[3], "iucr": "9999", "beat": 9999, "description": "NEW"}
     rows[7] = {**rows[7], "latitude": None, "longitude": None, "location_description": None}
     del rows[11]["longitude"]  # a missing key is a null, as in the per-row path
-    fast = LookupTransformer(fitted)
+    fast = LookupTransformer(fitting.export(fitted))
     assert len(rows) > PER_ROW_MAX
     batch, batch_unknown = fast.transform(rows)
     singles = [fast.transform([row]) for row in rows]

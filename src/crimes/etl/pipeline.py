@@ -26,7 +26,7 @@ from crimes.lake.storage import Lake
 from crimes.ops.logs import get_logger
 from crimes.registry import tracking
 from crimes.settings import TrackingSettings
-from crimes.transformation import fitting
+from crimes.transformation import document, fitting
 
 log = get_logger(__name__)
 
@@ -154,7 +154,8 @@ def final_stage(
             parts.train[features], parts.train[contract.TARGET], seed=settings.seed
         )
     x_test = fitting.transform(fitted, parts.test[features])
-    version = fitting.version_id(fitted)
+    transformation = fitting.export(fitted)
+    version = transformation.version
     frames = {
         "X_train": x_train,
         "X_test": x_test,
@@ -171,13 +172,11 @@ def final_stage(
         data,
         parts.train,
         parts.test,
-        fitted,
         version,
         list(x_train.columns),
         parts.train_only_classes,
     )
     info_bytes = storage.canonical_json(info)
-    model_bytes = fitting.dumps(fitted)
     content = {
         "final": {n: storage.sha256(b) for n, b in final_bytes.items()},
         "data_info.json": storage.sha256(info_bytes),
@@ -190,10 +189,10 @@ def final_stage(
             lake, layout.final_prefix(settings.year, dataset), final_bytes
         ),
         "data_info": {
-            **storage.write_files(lake, info_prefix, {"data_info.json": info_bytes}),
-            # Identified by its version id (the hash of its fitted state), not by its bytes.
             **storage.write_files(
-                lake, info_prefix, {"transformation.joblib": model_bytes}, exact=False
+                lake,
+                info_prefix,
+                {"data_info.json": info_bytes, document.FILE_NAME: transformation.data},
             ),
         },
     }
@@ -225,7 +224,6 @@ def data_info(
     data: pd.DataFrame,
     train: pd.DataFrame,
     test: pd.DataFrame,
-    fitted: Any,
     version: str,
     transformed_columns: list[str],
     train_only_classes: tuple[str, ...],
@@ -267,6 +265,7 @@ def data_info(
         "transformation": {
             "version": version,
             "output_columns": transformed_columns,
+            "document": document.FILE_NAME,
             "description": (
                 "median impute + MinMax: latitude, longitude; one-hot: arrest, domestic, "
                 "dia_semana; multi-class target encoding + MinMax: the other eleven"
@@ -377,9 +376,7 @@ def _log_etl_run(
         "data_info/transformation_version.json",
     )
     _log_bytes(
-        storage.read_file(lake, info_files["transformation.joblib"]),
-        "data_info",
-        "transformation.joblib",
+        storage.read_file(lake, info_files[document.FILE_NAME]), "data_info", document.FILE_NAME
     )
 
 

@@ -54,7 +54,6 @@ class ServiceState:
     run_id: str | None = None
     source: str | None = None
     location: str | None = None
-    transformation_uri: str | None = None
     model_class: str | None = None
     error: str | None = None
 
@@ -181,7 +180,6 @@ async def metadata_state(
         run_id=info.run_id or None,
         source=info.source or None,
         location=info.location or None,
-        transformation_uri=info.transformation_uri or None,
         model_class=info.model_class or None,
     )
 

@@ -107,7 +107,7 @@ class TransformedRecords:
         if version not in self._matrices:
             try:
                 transformer = await self.transformations.get(
-                    version, state.transformation_uri, service.model_name
+                    version, service.model_name, state.model_version or ""
                 )
             except TransformationUnavailable as error:
                 raise ModelCallError(None, str(error)) from error
@@ -153,7 +153,9 @@ class Predictor:
             ):
                 try:
                     await self.transformations.get(
-                        state.transformation_version, state.transformation_uri, service.model_name
+                        state.transformation_version,
+                        service.model_name,
+                        state.model_version or "",
                     )
                 except TransformationUnavailable as error:
                     log.warning("gateway.transformation_unavailable", error=str(error))

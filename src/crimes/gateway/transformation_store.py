@@ -1,18 +1,22 @@
-"""The gateway's store of fitted transformations, by version, as lookup-table transformers.
+"""The gateway's store of transformations, by version, as lookup-table transformers.
 
-Fetched once per version: from MLflow (the run that trained the served model logged it), or
-else from the data lake's model bundle; its content hash must equal the version asked for.
+The gateway finds a transformation itself, from the model version a service says it serves:
+the registry names that version's run, whose `transformation/transformation.json` is the
+document (or else the model's bundle in the data lake holds it). What a model service reports
+is only the version asked for: the document's hash must equal it, and nothing is unpickled.
+Fetched once per version.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
-from typing import Any
+import tempfile
+from pathlib import Path
 
+from crimes import registry
 from crimes.ops.logs import get_logger
-from crimes.registry import bundles
-from crimes.transformation import fitting
+from crimes.transformation import document
 from crimes.transformation.lookup import LookupTransformer
 
 log = get_logger(__name__)
@@ -31,13 +35,16 @@ class TransformationStore:
     def cached(self, version: str) -> LookupTransformer | None:
         return self._by_version.get(version)
 
-    async def get(self, version: str, uri: str | None, model_name: str) -> LookupTransformer:
+    async def get(self, version: str, model_name: str, model_version: str) -> LookupTransformer:
+        """The transformation `version` of the registered model version that a service serves."""
         found = self._by_version.get(version)
         if found is not None:
             return found
         task = self._loading.get(version)
         if task is None:
-            task = asyncio.create_task(asyncio.to_thread(self._load, version, uri, model_name))
+            task = asyncio.create_task(
+                asyncio.to_thread(self._load, version, model_name, model_version)
+            )
             self._loading[version] = task
             task.add_done_callback(lambda done: self._finished(version, done))
         # A caller that gives up (its deadline) must not cancel the load the others wait on.
@@ -48,44 +55,45 @@ class TransformationStore:
         if not task.cancelled() and task.exception() is None:
             self._by_version[version] = task.result()
             log.info("gateway.transformation_loaded", version=version)
-            # Loading imported MLflow, scikit-learn, pandas: hundreds of thousands of long-lived
-            # objects that every full garbage collection would walk again (~0.1 s each, and a
-            # 1,000-record batch allocates enough to trigger collections). Frozen, they are
-            # never scanned; requests' own garbage is collected as before.
+            # Loading imported MLflow: hundreds of thousands of long-lived objects that every
+            # full garbage collection would walk again (~0.1 s each, and a 1,000-record batch
+            # allocates enough to trigger collections). Frozen, they are never scanned;
+            # requests' own garbage is collected as before.
             gc.freeze()
 
-    def _load(self, version: str, uri: str | None, model_name: str) -> LookupTransformer:
+    def _load(self, version: str, model_name: str, model_version: str) -> LookupTransformer:
         problems = []
-        for source, load in (("mlflow", self._from_mlflow), ("lake", self._from_lake)):
+        for source, read in (("mlflow", self._from_registry), ("lake", self._from_lake)):
             try:
-                fitted = load(uri, model_name)
+                data = read(model_name, model_version)
+                transformation = document.loads(data, expected_version=version)
             except Exception as error:
                 problems.append(f"{source}: {error}")
                 continue
-            if fitted is None:
-                continue
-            if fitting.version_id(fitted) == version:
-                return LookupTransformer(fitted)
-            problems.append(f"{source}: holds another version")
+            return LookupTransformer(transformation)
         raise TransformationUnavailable(
-            f"transformation {version} not found ({'; '.join(problems) or 'no source'})"
+            f"transformation {version} of {model_name} version {model_version} not found "
+            f"({'; '.join(problems)})"
         )
 
-    def _from_mlflow(self, uri: str | None, model_name: str) -> Any:
-        if not uri:
-            return None
-        import tempfile
-        from pathlib import Path
-
+    def _from_registry(self, model_name: str, model_version: str) -> bytes:
         import mlflow
 
-        with tempfile.TemporaryDirectory() as folder:
+        client = mlflow.MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+        run_id = client.get_model_version(model_name, model_version).run_id
+        if not run_id:
+            raise TransformationUnavailable(f"{model_name} version {model_version} has no run")
+        with tempfile.TemporaryDirectory(prefix="crimes-gateway-") as folder:
             path = mlflow.artifacts.download_artifacts(
-                artifact_uri=uri, dst_path=folder, tracking_uri=self.tracking_uri
+                run_id=run_id,
+                artifact_path=registry.TRANSFORMATION_ARTIFACT,
+                dst_path=folder,
+                tracking_uri=self.tracking_uri,
             )
-            return fitting.loads(Path(path).read_bytes())
+            return Path(path).read_bytes()
 
-    def _from_lake(self, uri: str | None, model_name: str) -> Any:
+    def _from_lake(self, model_name: str, model_version: str) -> bytes:
         from crimes.lake.storage import Lake
+        from crimes.registry import bundles
 
-        return bundles.read_bundle(Lake(), model_name).transformer
+        return bundles.read_bundle_transformation(Lake(), model_name)

@@ -8,11 +8,11 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import pandas as pd
-from sklearn.compose import ColumnTransformer
 
 from crimes.lake import layout, storage
 from crimes.lake.storage import Lake
-from crimes.transformation import fitting
+from crimes.transformation import document
+from crimes.transformation.document import TransformationDocument
 
 FINAL_FILES: Final = (
     "X_train",
@@ -34,7 +34,7 @@ class FinalData:
     y_test: pd.Series
     features_train: pd.DataFrame
     features_test: pd.DataFrame
-    transformer: ColumnTransformer
+    transformation: TransformationDocument
     data_info: dict[str, Any]
     manifest: dict[str, Any]
 
@@ -64,9 +64,13 @@ def load_final(lake: Lake, year: int) -> FinalData:
         for name in FINAL_FILES
     }
     info_files = manifest["files"]["data_info"]
-    transformer = fitting.loads(storage.read_file(lake, info_files["transformation.joblib"]))
-    if fitting.version_id(transformer) != manifest["transformation_version"]:
-        raise storage.LakeError("the published transformation does not match its version id")
+    try:
+        transformation = document.loads(
+            storage.read_file(lake, info_files[document.FILE_NAME]),
+            expected_version=str(manifest["transformation_version"]),
+        )
+    except document.DocumentError as error:
+        raise storage.LakeError(f"the published transformation: {error}") from error
 
     return FinalData(
         X_train=frames["X_train"],
@@ -75,7 +79,7 @@ def load_final(lake: Lake, year: int) -> FinalData:
         y_test=frames["y_test"].iloc[:, 0],
         features_train=frames["features_train"],
         features_test=frames["features_test"],
-        transformer=transformer,
+        transformation=transformation,
         data_info=json.loads(storage.read_file(lake, info_files["data_info.json"])),
         manifest=manifest,
     )

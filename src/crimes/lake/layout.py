@@ -6,7 +6,7 @@ Layout under the lake root (year Y; every path carries it):
     chicago/crimes/Y/final/<dataset>/X_train.parquet ...      transformed splits, targets and
                                                               the untransformed rows of each split
     chicago/crimes/data_info/Y/<dataset>/data_info.json       columns, categories, counts, versions
-    chicago/crimes/data_info/Y/<dataset>/transformation.joblib
+    chicago/crimes/data_info/Y/<dataset>/transformation.json  the fitted transformation, as data
     chicago/crimes/Y/CURRENT.json                             the manifest readers follow
     chicago/crimes/models/<name>/v<version>/...               a model version's bundle
     chicago/crimes/models/<name>/CURRENT.json                 the model's current fallback

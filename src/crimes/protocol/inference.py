@@ -43,7 +43,6 @@ LOCATION: Final = "location"
 ALIAS: Final = "alias"
 MODEL_CLASS: Final = "model_class"
 LOADED_AT: Final = "loaded_at"
-TRANSFORMATION_URI: Final = "transformation_uri"
 MAX_BATCH_ROWS: Final = "max_batch_rows"  # int64
 
 # Features as they travel: FP64, or FP32 (kept as float32 through decoding).
@@ -288,7 +287,6 @@ class ModelInfo:
     alias: str
     model_class: str
     loaded_at: str
-    transformation_uri: str
     max_batch_rows: int
 
 
@@ -309,7 +307,6 @@ def encode_model_metadata(info: ModelInfo) -> pb.ModelMetadataResponse:
         ALIAS: info.alias,
         MODEL_CLASS: info.model_class,
         LOADED_AT: info.loaded_at,
-        TRANSFORMATION_URI: info.transformation_uri,
         MAX_BATCH_ROWS: info.max_batch_rows,
     }
     for key, value in values.items():
@@ -342,7 +339,6 @@ def decode_model_metadata(response: pb.ModelMetadataResponse) -> ModelInfo:
         alias=text(ALIAS),
         model_class=text(MODEL_CLASS),
         loaded_at=text(LOADED_AT),
-        transformation_uri=text(TRANSFORMATION_URI),
         max_batch_rows=int(parameters.get(MAX_BATCH_ROWS) or 0),
     )
 

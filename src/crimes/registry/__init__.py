@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Final
 
+from crimes.transformation import document
+
 MODELS: Final = {"dtc": "dtc_model_prod", "lda": "lda_model_prod"}
 CHAMPION: Final = "champion"
 CHALLENGER: Final = "challenger"
@@ -29,8 +31,8 @@ class Tag:
     TEST_F1_MACRO: Final = "test_f1_macro"
 
 
-# The fitted transformation as every training run logs it: this file in this artifact folder.
-TRANSFORMATION_FILE: Final = "transformation.joblib"
+# The transformation's document as every training run logs it: this file in this folder.
+TRANSFORMATION_FILE: Final = document.FILE_NAME
 TRANSFORMATION_ARTIFACT_DIR: Final = "transformation"
 TRANSFORMATION_ARTIFACT: Final = f"{TRANSFORMATION_ARTIFACT_DIR}/{TRANSFORMATION_FILE}"
 

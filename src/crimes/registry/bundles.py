@@ -1,8 +1,8 @@
 """The model bundle: the self-contained copy of one version that lets a model service start
-when MLflow is unreachable: the fitted classifier, the fitted transformation it was trained
-with, and its metadata, as three files. The same three files form the bundle in the data lake
-(published atomically like every lake set, at `layout.bundle_prefix`) and on a service's local
-disk (its last good model).
+when MLflow is unreachable: the fitted classifier, the document of the transformation it was
+trained with, and its metadata, as three files. The same three files form the bundle in the
+data lake (published atomically like every lake set, at `layout.bundle_prefix`) and on a
+service's local disk (its last good model).
 """
 
 from __future__ import annotations
@@ -17,9 +17,10 @@ import joblib
 
 from crimes.lake import layout, storage
 from crimes.lake.storage import Lake
-from crimes.transformation import fitting
+from crimes.transformation import document
+from crimes.transformation.document import TransformationDocument
 
-BUNDLE_FILES: Final = ("model.joblib", "transformation.joblib", "metadata.json")
+BUNDLE_FILES: Final = ("model.joblib", document.FILE_NAME, "metadata.json")
 
 
 @dataclass
@@ -33,7 +34,7 @@ class ModelBundle:
     name: str
     version: str
     model: Any
-    transformer: Any
+    transformation: TransformationDocument
     metadata: dict[str, Any]
     source: str = field(default="memory")
 
@@ -44,7 +45,7 @@ class ModelBundle:
     def files(self) -> dict[str, bytes]:
         return {
             "model.joblib": _dumps(self.model),
-            "transformation.joblib": fitting.dumps(self.transformer),
+            document.FILE_NAME: self.transformation.data,
             "metadata.json": storage.canonical_json(self.metadata),
         }
 
@@ -54,29 +55,30 @@ def bundle_of(
     version: str,
     run_id: str,
     model: Any,
-    transformer: Any,
+    transformation: TransformationDocument,
     *,
     metrics: dict[str, float] | None = None,
     **extra: Any,
 ) -> ModelBundle:
     """A model version as a bundle; what a model service checks is derived, never restated.
 
-    The transformation version, the classes and the input columns come from the fitted objects
-    themselves, so a bundle cannot name a transformation or columns its model was not made with.
+    The transformation version, the classes and the input columns come from the classifier and
+    the document themselves, so a bundle cannot name a transformation or columns its model was
+    not made with.
     """
     return ModelBundle(
         name=name,
         version=version,
         model=model,
-        transformer=transformer,
+        transformation=transformation,
         metadata={
             **extra,
             "name": name,
             "version": version,
             "run_id": run_id,
-            "transformation_version": fitting.version_id(transformer),
+            "transformation_version": transformation.version,
             "classes": [str(c) for c in model.classes_],
-            "feature_names": [str(c) for c in transformer.get_feature_names_out()],
+            "feature_names": list(transformation.output_columns),
             "metrics": metrics or {},
         },
     )
@@ -90,15 +92,18 @@ def _dumps(value: Any) -> bytes:
 
 def _bundle(name: str, files: dict[str, bytes], source: str) -> ModelBundle:
     metadata = json.loads(files["metadata.json"])
-    transformer = fitting.loads(files["transformation.joblib"])
-    if fitting.version_id(transformer) != metadata["transformation_version"]:
-        raise storage.LakeError(f"bundle at {source}: transformation does not match its version")
+    try:
+        transformation = document.loads(
+            files[document.FILE_NAME], expected_version=str(metadata["transformation_version"])
+        )
+    except document.DocumentError as error:
+        raise storage.LakeError(f"bundle at {source}: its transformation: {error}") from error
     model = joblib.load(io.BytesIO(files["model.joblib"]))
     return ModelBundle(
         name=name,
         version=str(metadata["version"]),
         model=model,
-        transformer=transformer,
+        transformation=transformation,
         metadata=metadata,
         source=source,
     )
@@ -109,7 +114,11 @@ def write_bundle(lake: Lake, bundle: ModelBundle) -> dict[str, Any]:
     prefix = layout.bundle_prefix(bundle.name, bundle.version)
     files = bundle.files()
     described = {
-        **storage.write_files(lake, prefix, {"metadata.json": files["metadata.json"]}),
+        **storage.write_files(
+            lake,
+            prefix,
+            {name: files[name] for name in ("metadata.json", document.FILE_NAME)},
+        ),
         # Pickles of one fitted object may differ byte-wise across processes: written once.
         **storage.write_files(
             lake,
@@ -166,3 +175,10 @@ def _remove_tree(path: Path) -> None:
     for child in path.iterdir():
         child.unlink()
     path.rmdir()
+
+
+def read_bundle_transformation(lake: Lake, name: str) -> bytes:
+    """Only the transformation's document of the model's current bundle (checksum verified):
+    what the gateway needs, without touching the model file."""
+    manifest = storage.read_pointer(lake, layout.bundle_pointer(name))
+    return storage.read_file(lake, manifest["files"]["bundle"][document.FILE_NAME])

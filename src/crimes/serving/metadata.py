@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from crimes import registry
 from crimes.protocol import inference
 from crimes.serving.model import PLATFORM, LoadedModel
 
@@ -24,8 +23,5 @@ def model_info(model: LoadedModel, max_rows: int) -> inference.ModelInfo:
         alias=model.alias,
         model_class=model.model_class,
         loaded_at=datetime.fromtimestamp(model.loaded_at, UTC).isoformat(),
-        transformation_uri=f"runs:/{model.run_id}/{registry.TRANSFORMATION_ARTIFACT}"
-        if model.run_id
-        else "",
         max_batch_rows=max_rows,
     )

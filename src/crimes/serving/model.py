@@ -24,7 +24,6 @@ from crimes.protocol import inference
 from crimes.registry import Tag
 from crimes.registry.bundles import ModelBundle
 from crimes.serving.errors import InvalidInput, ModelLoadError, PreconditionFailed
-from crimes.transformation import fitting
 
 PLATFORM: Final = "sklearn"
 FloatMatrix = inference.FloatMatrix
@@ -172,13 +171,13 @@ def prepare(
     if "classes" in bundle.metadata and list(bundle.metadata["classes"]) != list(classes):
         raise ModelLoadError(f"{where}: metadata classes differ from the classifier's")
 
-    actual = fitting.version_id(bundle.transformer)
+    actual = bundle.transformation.version
     if actual != bundle.transformation_version:
         raise ModelLoadError(
             f"{where}: its transformation is {actual}, the version is tagged "
             f"{bundle.transformation_version}"
         )
-    columns = [str(c) for c in bundle.transformer.get_feature_names_out()]
+    columns = list(bundle.transformation.output_columns)
     expected: dict[str, list[str]] = {"the transformation's output": columns}
     if signature_columns is not None:
         expected["the logged signature"] = list(signature_columns)

@@ -22,7 +22,7 @@ from crimes.registry.bundles import ModelBundle
 from crimes.serving.errors import ModelLoadError
 from crimes.serving.model import LoadedModel, Source, prepare
 from crimes.serving.settings import ModelServerSettings
-from crimes.transformation import fitting
+from crimes.transformation import document
 
 log = get_logger("crimes.serving")
 
@@ -119,6 +119,19 @@ class MlflowRegistry:
         if not ref.run_id:
             raise ModelLoadError(f"{uri}: the version has no run (its transformation lives there)")
         with tempfile.TemporaryDirectory(prefix="crimes-serving-") as scratch:
+            # The transformation first: data, checked against the version's tag.
+            transformation_file = mlflow.artifacts.download_artifacts(
+                run_id=ref.run_id,
+                artifact_path=registry.TRANSFORMATION_ARTIFACT,
+                dst_path=str(Path(scratch) / "transformation"),
+                tracking_uri=self.uri,
+            )
+            try:
+                transformation = document.loads(
+                    Path(transformation_file).read_bytes(), expected_version=tagged
+                )
+            except document.DocumentError as error:
+                raise ModelLoadError(f"{uri}: its transformation: {error}") from error
             model_dir = mlflow.artifacts.download_artifacts(
                 artifact_uri=uri,
                 dst_path=str(Path(scratch) / "model"),
@@ -134,19 +147,12 @@ class MlflowRegistry:
                 raise ModelLoadError(f"{uri}: no model signature was logged")
             columns = [str(c) for c in logged.signature.inputs.input_names()]
             model = mlflow.sklearn.load_model(model_dir)
-            transformer_file = mlflow.artifacts.download_artifacts(
-                run_id=ref.run_id,
-                artifact_path=registry.TRANSFORMATION_ARTIFACT,
-                dst_path=str(Path(scratch) / "transformation"),
-                tracking_uri=self.uri,
-            )
-            transformer = fitting.loads(Path(transformer_file).read_bytes())
         classes = [str(c) for c in getattr(model, "classes_", [])]
         bundle = ModelBundle(
             name=ref.name,
             version=ref.version,
             model=model,
-            transformer=transformer,
+            transformation=transformation,
             metadata={
                 "name": ref.name,
                 "version": ref.version,

@@ -242,7 +242,7 @@ def register(fitted: Fitted, final: FinalData, name: str, kind: str) -> str:
         json.dumps({"transformation_version": final.transformation_version}),
         f"{registry.TRANSFORMATION_ARTIFACT_DIR}/version.json",
     )
-    mlflow.log_artifact(_temporary_file(final), artifact_path=registry.TRANSFORMATION_ARTIFACT_DIR)
+    mlflow.log_text(final.transformation.data.decode(), registry.TRANSFORMATION_ARTIFACT)
     sample = final.X_test.head(20)
     info = mlflow.sklearn.log_model(
         fitted.model,
@@ -320,7 +320,7 @@ def publish_bundle(
         version,
         run_id,
         fitted.model,
-        final.transformer,
+        final.transformation,
         metrics=result.metrics,
         hyperparameters=fitted.params,
         **{k: v for k, v in lineage.tags().items() if k != Tag.TRANSFORMATION_VERSION},
@@ -339,18 +339,6 @@ def _champion_hyperparameters(
     params = json.loads(champion.tags.get(Tag.HYPERPARAMETERS, "{}"))
     guess = {k: params[k] for k in models.DTC_SPACE if k in params}
     return guess if len(guess) == len(models.DTC_SPACE) else None
-
-
-def _temporary_file(final: FinalData) -> str:
-    import tempfile
-    from pathlib import Path
-
-    from crimes.transformation import fitting
-
-    folder = Path(tempfile.mkdtemp(prefix="crimes-transformation-"))
-    path = folder / registry.TRANSFORMATION_FILE
-    path.write_bytes(fitting.dumps(final.transformer))
-    return str(path)
 
 
 def run_training(

@@ -8,21 +8,16 @@ columns) with one deliberate change: the target encoder is scikit-learn's multi-
 the 2024 data that capped LDA at 0.949 accuracy against 0.9999 with per-class encodings.
 
 Unknown categories (a new IUCR, say) are encoded as the training prior by the target encoder and
-as all-zero by the one-hot encoder. The fitted object gets a version id, a hash of its fitted
-state, that travels with every artifact made from it.
+as all-zero by the one-hot encoder. The fitted pipeline is exported as data (`export`: the
+document of `document`, whose hash is the transformation's version); nothing ever unpickles it.
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
-import json
-from typing import Any, Final
+from typing import Any
 
-import joblib
 import numpy as np
 import pandas as pd
-from sklearn.base import BaseEstimator
 from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
 from sklearn.model_selection import StratifiedKFold
@@ -30,8 +25,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import MinMaxScaler, OneHotEncoder, TargetEncoder
 
 from crimes import contract
-
-VERSION_PREFIX: Final = "tf-"
+from crimes.transformation import document
 
 
 def build(seed: int = 42) -> ColumnTransformer:
@@ -98,60 +92,78 @@ def _inputs(features: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def version_id(transformer: BaseEstimator) -> str:
-    """A content hash of the fitted state: equal fits give equal ids, in any process."""
-    digest = hashlib.sha256()
-    _feed(digest, transformer)
-    return VERSION_PREFIX + digest.hexdigest()[:16]
+def export(fitted: ColumnTransformer) -> document.TransformationDocument:
+    """The fitted pipeline as its document. Each categorical feature's outputs are computed by
+    the pipeline itself, on every known category and on one unknown value; the numeric
+    features' by the imputer's and the scaler's fitted state."""
+    output_columns = [str(c) for c in fitted.get_feature_names_out()]
+    index = {name: i for i, name in enumerate(output_columns)}
+    numeric_step = fitted.named_transformers_["num"]
+    medians = numeric_step.named_steps["impute"].statistics_
+    scaler = numeric_step.named_steps["scale"]
+    numeric = [
+        document.NumericFeature(
+            feature=name,
+            column=index[f"num__{name}"],
+            median=float(medians[i]),
+            scale=float(scaler.scale_[i]),
+            min=float(scaler.min_[i]),
+        )
+        for i, name in enumerate(contract.NUMERIC_FEATURES)
+    ]
+    categorical = [
+        *_categorical(fitted, "onehot", contract.ONEHOT_FEATURES, index),
+        *_categorical(fitted, "target", contract.TARGET_ENCODED_FEATURES, index),
+    ]
+    return document.build(output_columns, numeric, categorical)
 
 
-def _feed(digest: Any, value: Any) -> None:
-    if isinstance(value, BaseEstimator):
-        digest.update(f"<{type(value).__module__}.{type(value).__qualname__}>".encode())
-        # Fitted attributes end with "_", parameters do not: together they are the whole state.
-        state = vars(value)
-        for key in sorted(state):
-            digest.update(key.encode())
-            _feed(digest, state[key])
-    elif isinstance(value, np.ndarray):
-        digest.update(f"nd{value.dtype.str}{value.shape}".encode())
-        if value.dtype == object:
-            digest.update(json.dumps([_plain(v) for v in value.ravel()]).encode())
-        else:
-            digest.update(np.ascontiguousarray(value).tobytes())
-    elif isinstance(value, dict):
-        digest.update(b"{")
-        for key in sorted(value, key=str):
-            _feed(digest, str(key))
-            _feed(digest, value[key])
-        digest.update(b"}")
-    elif isinstance(value, list | tuple):
-        digest.update(b"[")
-        for item in value:
-            _feed(digest, item)
-        digest.update(b"]")
-    elif isinstance(value, pd.DataFrame | pd.Series):
-        _feed(digest, value.to_numpy())
-    elif callable(value):
-        digest.update(getattr(value, "__qualname__", type(value).__qualname__).encode())
-    else:
-        digest.update(repr(_plain(value)).encode())
+class _Unknown:
+    """A category no training row had (hashable, never equal to a real value)."""
+
+
+def _categorical(
+    fitted: ColumnTransformer, block: str, features: tuple[str, ...], index: dict[str, int]
+) -> list[document.CategoricalFeature]:
+    step = fitted.named_transformers_[block]
+    encoder = step.named_steps["encode"] if hasattr(step, "named_steps") else step
+    names = list(step.get_feature_names_out(list(features)))
+    known = [[_plain(c) for c in categories] for categories in encoder.categories_]
+    found = []
+    for position, feature in enumerate(features):
+        values: list[Any] = [*known[position], _Unknown()]
+        # Every other feature holds a known category; only this feature's columns are kept.
+        probe = pd.DataFrame(
+            {
+                other: [known[j][0]] * len(values) if other != feature else values
+                for j, other in enumerate(features)
+            },
+            dtype=object,
+        )
+        out = np.asarray(step.transform(probe), dtype=np.float64)
+        mine = [i for i, n in enumerate(names) if _feature_of(n, features) == feature]
+        found.append(
+            document.CategoricalFeature(
+                feature=feature,
+                encoding=contract.SPEC_BY_NAME[feature].encoding,
+                columns=tuple(index[f"{block}__{names[i]}"] for i in mine),
+                categories=tuple(
+                    (value, tuple(float(v) for v in out[row, mine]))
+                    for row, value in enumerate(values[:-1])
+                ),
+                unknown=tuple(float(v) for v in out[-1, mine]),
+            )
+        )
+    return found
+
+
+def _feature_of(output_name: str, features: tuple[str, ...]) -> str | None:
+    """The input feature an encoder output name belongs to: the longest matching prefix
+    ("dia_mes_..." is dia_mes's, not a feature called "dia")."""
+    matches = [f for f in features if output_name.startswith(f"{f}_")]
+    return max(matches, key=len) if matches else None
 
 
 def _plain(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    return value if isinstance(value, str | int | float | bool | None) else repr(value)
-
-
-def dumps(transformer: ColumnTransformer) -> bytes:
-    buffer = io.BytesIO()
-    joblib.dump(transformer, buffer)
-    return buffer.getvalue()
-
-
-def loads(data: bytes) -> ColumnTransformer:
-    loaded = joblib.load(io.BytesIO(data))
-    if not isinstance(loaded, ColumnTransformer):
-        raise TypeError(f"not a fitted transformation: {type(loaded).__name__}")
-    return loaded
+    """A fitted category as the JSON value of its feature's kind (numpy scalars unwrapped)."""
+    return value.item() if isinstance(value, np.generic) else value

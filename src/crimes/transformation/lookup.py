@@ -1,13 +1,14 @@
-"""The fitted transformation as lookup tables: a per-row path for serving, without pandas.
+"""The transformation as lookup tables, built from its document: what serving computes with,
+without pandas or scikit-learn.
 
 The reference spent ~18 ms per request building a DataFrame and running the fitted pipeline.
 Every output column of the fitted transformation depends on one input feature only (imputation,
 MinMax scaling, one-hot and target encoding are all per feature), so the whole transformation of
-a categorical feature is a table from category to output values. The tables are computed by the
-fitted pipeline itself, once, on every known category (and on one unknown value): the per-row
-path then only looks values up, and its output is numerically identical to the pipeline's (the
-tests compare every row of the real test set). Latitude and longitude are computed with the same
-float64 operations, in the same order, as the imputer and scaler.
+a categorical feature is a table from category to output values: the document holds those
+tables, computed by the fitted pipeline itself. Looking values up gives output numerically
+identical to the pipeline's (the tests compare every row of the real test set). Latitude and
+longitude are computed with the same float64 operations, in the same order, as the imputer and
+scaler.
 """
 
 from __future__ import annotations
@@ -20,22 +21,14 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import pandas as pd
 
 from crimes import contract
-from crimes.transformation import fitting
+from crimes.transformation.document import TransformationDocument
 
 Vector = npt.NDArray[np.float64]
 
 # Up to this many rows the per-row path is faster; above it, the column-wise batch path.
 PER_ROW_MAX = 16
-
-
-class _Unknown:
-    """A category no training row had (hashable, never equal to a real value)."""
-
-    def __repr__(self) -> str:
-        return "<unknown>"
 
 
 @dataclass(frozen=True)
@@ -74,59 +67,28 @@ class _Table:
 
 
 class LookupTransformer:
-    def __init__(self, fitted: Any) -> None:
-        self.version = fitting.version_id(fitted)
-        self.output_columns: list[str] = [str(c) for c in fitted.get_feature_names_out()]
+    def __init__(self, document: TransformationDocument) -> None:
+        self.version = document.version
+        self.output_columns: list[str] = list(document.output_columns)
         self.n_outputs = len(self.output_columns)
-        index = {name: i for i, name in enumerate(self.output_columns)}
-        numeric = fitted.named_transformers_["num"]
-        self._medians = numeric.named_steps["impute"].statistics_.astype(np.float64)
-        self._scale = numeric.named_steps["scale"].scale_.astype(np.float64)
-        self._min = numeric.named_steps["scale"].min_.astype(np.float64)
-        self._numeric_columns = np.array(
-            [index[f"num__{name}"] for name in contract.NUMERIC_FEATURES], dtype=np.intp
-        )
+        numeric = {n.feature: n for n in document.numeric}
+        ordered = [numeric[name] for name in contract.NUMERIC_FEATURES]
+        self._medians = np.array([n.median for n in ordered], dtype=np.float64)
+        self._scale = np.array([n.scale for n in ordered], dtype=np.float64)
+        self._min = np.array([n.min for n in ordered], dtype=np.float64)
+        self._numeric_columns = np.array([n.column for n in ordered], dtype=np.intp)
         self._tables = [
-            *self._tables_of(fitted, "onehot", contract.ONEHOT_FEATURES, index),
-            *self._tables_of(fitted, "target", contract.TARGET_ENCODED_FEATURES, index),
-        ]
-
-    @staticmethod
-    def _tables_of(
-        fitted: Any, block: str, features: Sequence[str], index: Mapping[str, int]
-    ) -> list[_Table]:
-        step = fitted.named_transformers_[block]
-        encoder = step.named_steps["encode"] if hasattr(step, "named_steps") else step
-        names = list(step.get_feature_names_out(list(features)))
-        block_columns = np.array([index[f"{block}__{n}"] for n in names], dtype=np.intp)
-        known = [list(categories) for categories in encoder.categories_]
-        tables = []
-        for position, feature in enumerate(features):
-            values: list[Any] = [*known[position], _Unknown()]
-            # Every other feature holds a known category; only this feature's columns are kept.
-            probe = pd.DataFrame(
-                {
-                    other: [known[j][0]] * len(values) if other != feature else values
-                    for j, other in enumerate(features)
+            _Table(
+                feature=c.feature,
+                columns=np.array(c.columns, dtype=np.intp),
+                by_category={
+                    category: np.array(values, dtype=np.float64)
+                    for category, values in c.categories
                 },
-                dtype=object,
+                unknown=np.array(c.unknown, dtype=np.float64),
             )
-            out = np.asarray(step.transform(probe), dtype=np.float64)
-            mine = [i for i, n in enumerate(names) if n.startswith(f"{feature}_")]
-            # "mes_" is a prefix of no other feature's names, but "dia_mes_" starts with "dia_":
-            # keep only the names of exactly this feature.
-            mine = [i for i in mine if _feature_of(names[i], features) == feature]
-            tables.append(
-                _Table(
-                    feature=feature,
-                    columns=block_columns[mine],
-                    by_category={
-                        value: out[row, mine].copy() for row, value in enumerate(values[:-1])
-                    },
-                    unknown=out[-1, mine].copy(),
-                )
-            )
-        return tables
+            for c in document.categorical
+        ]
 
     def transform(self, rows: Sequence[Mapping[Any, Any]]) -> tuple[Vector, list[list[str]]]:
         """Transformed rows, and for each row the features whose category was unknown."""
@@ -205,9 +167,3 @@ class LookupTransformer:
                 encoded = table.unknown
             target[table.columns] = encoded
         return unknown
-
-
-def _feature_of(output_name: str, features: Sequence[str]) -> str:
-    """The input feature an encoder output name belongs to: the longest matching prefix."""
-    matches = [f for f in features if output_name.startswith(f"{f}_")]
-    return max(matches, key=len)
