@@ -9,8 +9,9 @@ import sys
 from pathlib import Path
 
 from crimes.proto_gen.inference import grpc_service_pb2 as pb
+from tests.conftest import PROJECT_ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = PROJECT_ROOT
 SCRIPT = ROOT / "scripts" / "generate_protos.py"
 
 

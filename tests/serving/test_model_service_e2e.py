@@ -27,6 +27,7 @@ from crimes.lake.storage import Lake
 from crimes.proto_gen.inference import grpc_service_pb2_grpc as pb_grpc
 from crimes.protocol import inference
 from crimes.registry import bundles
+from tests.conftest import PROJECT_ROOT
 from tests.serving.malformed import CASES, Case, Target
 from tests.serving.models import Trained, bundle, train
 from tests.serving.processes import ServiceProcess, move_alias, register, start_service
@@ -34,7 +35,7 @@ from tests.serving.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.e2e
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = PROJECT_ROOT
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 
 

@@ -9,8 +9,9 @@ from typer.testing import CliRunner
 from crimes.cli import app
 from crimes.serving.settings import load_settings
 from crimes.settings import DeploymentError, deployment_settings
+from tests.conftest import PROJECT_ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = PROJECT_ROOT
 
 
 @pytest.fixture(autouse=True)

@@ -15,6 +15,7 @@ from crimes.lake.settings import LakeSettings
 from crimes.local.settings import StackSettings
 from crimes.local.stack import StackError, backend, env_exports, mlflow_server, status, swift, up
 from crimes.local.stack.cli import app, export_lines
+from tests.conftest import PROJECT_ROOT
 
 
 def _swift_settings(tmp_path: Path, **extra: object) -> StackSettings:
@@ -204,7 +205,7 @@ def test_a_port_held_by_a_stranger_fails_up_before_starting_anything(tmp_path: P
     assert list((tmp_path / "pids").iterdir()) == []
 
 
-INSTALL_SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "install-system-deps.sh"
+INSTALL_SCRIPT = PROJECT_ROOT / "scripts" / "install-system-deps.sh"
 
 
 def _fake_apt(tmp_path: Path, bin_dir: Path, *, stale_lists: bool) -> dict[str, str]:
