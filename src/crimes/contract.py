@@ -17,7 +17,7 @@ from typing import Annotated, Any, Final, Literal, cast
 import annotated_types
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, StrictBool
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool
 
 Encoding = Literal["numeric", "onehot", "target"]
 
@@ -32,8 +32,42 @@ def _feature(encoding: Encoding, description: str, **constraints: Any) -> Any:
     return Field(description=description, json_schema_extra={"encoding": encoding}, **constraints)
 
 
+def normalise_text(value: Any) -> Any:
+    """The contract's text rule, wherever a record comes from (the portal, a REST client, a
+    gRPC client): surrounding whitespace stripped, upper case, and text that is empty or only
+    whitespace is a missing value. What is not text is left for validation to judge."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    return text.upper() if text else None
+
+
+def _required_text(value: Any) -> Any:
+    normalised = normalise_text(value)
+    if normalised is None and isinstance(value, str):
+        raise ValueError("is empty or only whitespace: this feature is required")
+    return normalised
+
+
+def normalise_text_column(column: pd.Series) -> pd.Series:
+    """`normalise_text` over a whole column (object dtype, None where missing)."""
+    text = column.astype("string").str.strip()
+    text = text.mask(text == "").str.upper()
+    return text.astype("object").where(text.notna(), None)
+
+
+# Text features: normalised before their type and bounds are checked. Listed after a required
+# feature's Field, so its length bounds stay those of a string (and say "characters").
+_RequiredText = BeforeValidator(_required_text)
+_OptionalText = BeforeValidator(normalise_text)
+
+
 class CrimeFeatures(BaseModel):
-    """The 16 raw model features of one crime record, as a client sends them."""
+    """The 16 raw model features of one crime record, as a client sends them.
+
+    Text features are normalised first (`normalise_text`): `" theft "` is `"THEFT"`, and a
+    location description of only whitespace is not recorded.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -45,20 +79,26 @@ class CrimeFeatures(BaseModel):
             min_length=4,
             max_length=4,
         ),
+        _RequiredText,
     ]
     primary_type: Annotated[
-        str, _feature("target", "Primary description of the IUCR code.", min_length=1)
+        str,
+        _feature("target", "Primary description of the IUCR code.", min_length=1),
+        _RequiredText,
     ]
     description: Annotated[
-        str, _feature("target", "Secondary description of the IUCR code.", min_length=1)
+        str,
+        _feature("target", "Secondary description of the IUCR code.", min_length=1),
+        _RequiredText,
     ]
     location_description: Annotated[
         str | None,
+        _OptionalText,
+        # No min_length: blank text is a missing value here, never an error.
         _feature(
             "target",
-            "Where the incident happened; null means not recorded "
+            "Where the incident happened; null (or blank) means not recorded "
             f"('{MISSING_LOCATION_DESCRIPTION}').",
-            min_length=1,
         ),
     ] = None
     arrest: Annotated[StrictBool, _feature("onehot", "Whether an arrest was made.")]
@@ -139,6 +179,7 @@ FEATURE_SPECS: Final[tuple[FeatureSpec, ...]] = tuple(_spec(n) for n in CrimeFea
 FEATURES: Final[tuple[str, ...]] = tuple(s.name for s in FEATURE_SPECS)
 SPEC_BY_NAME: Final[Mapping[str, FeatureSpec]] = {s.name: s for s in FEATURE_SPECS}
 NUMERIC_FEATURES: Final = tuple(s.name for s in FEATURE_SPECS if s.encoding == "numeric")
+TEXT_FEATURES: Final = tuple(s.name for s in FEATURE_SPECS if s.kind == "text")
 ONEHOT_FEATURES: Final = tuple(s.name for s in FEATURE_SPECS if s.encoding == "onehot")
 TARGET_ENCODED_FEATURES: Final = tuple(s.name for s in FEATURE_SPECS if s.encoding == "target")
 CATEGORICAL_FEATURES: Final = ONEHOT_FEATURES + TARGET_ENCODED_FEATURES

@@ -104,3 +104,27 @@ def test_frame_check_agrees_with_the_schema_row_by_row() -> None:
         except ValidationError:
             accepted = False
         assert accepted == (verdict is None), (row, verdict)
+
+
+def test_text_is_normalised_the_same_way_wherever_a_record_comes_from() -> None:
+    assert contract.normalise_text("  motor vehicle theft ") == "MOTOR VEHICLE THEFT"
+    assert contract.normalise_text(" \t\n") is None
+    assert contract.normalise_text(5) == 5  # not text: left for validation to refuse
+    variant = contract.CrimeFeatures(
+        **{
+            **REFERENCE_EXAMPLE,
+            "iucr": " 0930",
+            "primary_type": "motor vehicle theft ",
+            "description": "Theft / Recovery - Automobile",
+            "location_description": "\tstreet",
+        }
+    )
+    assert variant == contract.CrimeFeatures(**REFERENCE_EXAMPLE)
+    blank = contract.CrimeFeatures(**{**REFERENCE_EXAMPLE, "location_description": "   "})
+    assert blank.location_description is None  # not recorded, as null is
+    with pytest.raises(ValidationError, match="only whitespace"):
+        contract.CrimeFeatures(**{**REFERENCE_EXAMPLE, "primary_type": "  "})
+    # The ETL's column-wise twin gives the same values.
+    values = ["  street ", "Street", "", "   ", None, "ÁLLEY ", "a\u00a0"]
+    column = contract.normalise_text_column(pd.Series(values, dtype="object"))
+    assert column.tolist() == [contract.normalise_text(v) for v in values]

@@ -157,3 +157,17 @@ def test_records_without_any_location_columns() -> None:
     features, dropped = run(*rows)
     assert dropped == {}
     assert features.latitude.isna().all()
+
+
+def test_text_in_any_case_and_padding_gives_the_canonical_features() -> None:
+    canonical, _ = preprocess(pd.DataFrame([record()]))
+    careless = record(
+        iucr=f" {CSV_RECORD['iucr']} ",
+        primary_type=str(CSV_RECORD["primary_type"]).lower(),
+        description=f"\t{str(CSV_RECORD['description']).title()}",
+        location_description=f"{str(CSV_RECORD['location_description']).lower()}  ",
+    )
+    features, _ = preprocess(pd.DataFrame([careless]))
+    pd.testing.assert_frame_equal(features, canonical)
+    blank, _ = preprocess(pd.DataFrame([record(location_description="   ")]))
+    assert blank.loc[0, "location_description"] == contract.MISSING_LOCATION_DESCRIPTION

@@ -4,6 +4,7 @@ registered, the gateway under uvicorn, real Redis, HTTP calls with httpx."""
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -112,6 +113,34 @@ def test_no_training_serving_skew_on_real_rows(http: httpx.Client, offline: dict
         assert answer == {"dtc_fbi_code_output": dtc[i], "lda_fbi_code_output": lda[i]}, record
 
 
+def variant(record: dict[str, Any], i: int) -> dict[str, Any]:
+    """The record as a careless client writes it: text in another case, padded with spaces."""
+    cases = (str.lower, str.title, str.upper)
+    changed = dict(record)
+    for name in contract.TEXT_FEATURES:
+        if isinstance(changed.get(name), str):
+            changed[name] = f"{' ' * (i % 3)}{cases[i % 3](changed[name])}\t"
+    return changed
+
+
+def test_case_and_whitespace_variants_get_the_canonical_answers(
+    http: httpx.Client, offline: dict[str, Any]
+) -> None:
+    final = offline["final"]
+    rows = records(final.features_test.iloc[700:900])
+    canonical = http.post("/predict/batch", json={"features": rows}).json()
+    variants = [variant(r, i) for i, r in enumerate(rows)]
+    assert variants != rows
+    assert http.post("/predict/batch", json={"features": variants}).json() == canonical
+    for i in range(0, len(rows), 20):  # and one by one, through /predict
+        answer = http.post("/predict", json={"features": variants[i]}).json()
+        assert answer == canonical[i], variants[i]
+    # Nothing became an unknown category on the way.
+    verbose = http.post("/v2/predict", json={"features": variants[0]}).json()
+    plain = http.post("/v2/predict", json={"features": rows[0]}).json()
+    assert verbose["unknown_categories"] == plain["unknown_categories"]
+
+
 def test_batch_answers_in_order(http: httpx.Client, offline: dict[str, Any]) -> None:
     final = offline["final"]
     rows = final.features_test.iloc[300:700]
@@ -132,14 +161,28 @@ def test_batch_above_the_documented_maximum_is_422(http: httpx.Client) -> None:
     assert response.json()["detail"][0]["field"] == "features"
 
 
+def unknown_counts(http: httpx.Client) -> dict[str, float]:
+    text = http.get("/metrics").text
+    found = re.findall(
+        r'^crimes_gateway_unknown_categories_total\{feature="(\w+)"\} (\S+)', text, re.M
+    )
+    return {feature: float(value) for feature, value in found}
+
+
 def test_verbose_form(http: httpx.Client) -> None:
     unseen = {**EXAMPLE, "iucr": "9999", "description": "SOMETHING NEW"}
+    before = unknown_counts(http)
     response = http.post("/v2/predict", params={"probabilities": "true"}, json={"features": unseen})
     assert response.status_code == 200, response.text
     body = response.json()
     # The test data covers December only, so the example's June is unknown too.
     assert {"iucr", "description"} <= set(body["unknown_categories"])
     assert "primary_type" not in body["unknown_categories"]
+    # ... and counted per feature in Prometheus.
+    after = unknown_counts(http)
+    for feature in body["unknown_categories"]:
+        assert after[feature] == before.get(feature, 0) + 1, feature
+    assert after.get("primary_type", 0) == before.get("primary_type", 0)
     for kind in ("dtc", "lda"):
         answer = body[kind]
         assert answer["status"] == "ok"

@@ -164,16 +164,13 @@ def preprocess(raw: pd.DataFrame) -> tuple[pd.DataFrame, PreprocessReport]:
     drop_where(target.isna(), "missing_target")
 
     out = pd.DataFrame(index=frame.index)
-    for name in ("iucr", "primary_type", "description"):
-        out[name] = _text(frame[name]).str.upper()
-    location_description = (
-        _text(frame["location_description"]) if "location_description" in frame else None
-    )
-    out["location_description"] = (
-        location_description.str.upper()
-        if location_description is not None
-        else pd.Series(None, index=frame.index, dtype="object")
-    )
+    # The contract's text rule (strip, upper case, blank is missing), as the API applies it.
+    for name in contract.TEXT_FEATURES:
+        out[name] = (
+            contract.normalise_text_column(frame[name])
+            if name in frame
+            else pd.Series(None, index=frame.index, dtype="object")
+        )
     for name in ("arrest", "domestic"):
         out[name] = parse_booleans(frame[name])
         drop_where(out[name].isna(), f"bad_{name}")

@@ -47,6 +47,13 @@ class GatewayMetrics:
         self.rows = Counter(
             "crimes_gateway_rows_total", "Records predicted.", registry=self.registry
         )
+        self.unknown_categories = Counter(
+            "crimes_gateway_unknown_categories_total",
+            "Records served with a category no training row had, by feature (encoded as the "
+            "transformation's unknown category: a sign of new codes or of drift).",
+            ["feature"],
+            registry=self.registry,
+        )
 
     def labelled(self, metric: MetricWrapperBase, *values: str) -> Any:
         """`metric.labels(*values)`, looked up once: `labels()` checks and locks on every call,

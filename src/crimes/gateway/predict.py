@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -187,7 +188,14 @@ class Predictor:
         results = await asyncio.gather(
             *(self._answer_within_deadline(kind, records, probabilities) for kind in kinds)
         )
-        return BatchResult(models=dict(zip(kinds, results, strict=True)), unknown=records.unknown())
+        unknown = records.unknown()
+        self._count_unknown(unknown)
+        return BatchResult(models=dict(zip(kinds, results, strict=True)), unknown=unknown)
+
+    def _count_unknown(self, unknown: list[list[str]]) -> None:
+        counts = Counter(name for names in unknown if names for name in names)
+        for feature, count in counts.items():
+            self.metrics.labelled(self.metrics.unknown_categories, feature).inc(count)
 
     async def _answer_within_deadline(
         self, kind: str, records: TransformedRecords, probabilities: bool
