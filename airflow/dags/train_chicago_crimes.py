@@ -36,6 +36,11 @@ def _train(kind: str) -> dict[str, Any]:
         "trials": Param(None, type=["null", "integer"], minimum=1, maximum=500),
         "cv_folds": Param(None, type=["null", "integer"], minimum=2, maximum=10),
         "year": Param(None, type=["null", "integer"], minimum=2001, maximum=2100),
+        "dataset": Param(
+            None,
+            type=["null", "string"],
+            description="A published dataset id (ds-...); default: the triggering ETL's",
+        ),
     },
 )
 def train_chicago_crimes() -> None:

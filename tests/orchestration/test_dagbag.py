@@ -73,7 +73,7 @@ def test_training_is_scheduled_on_the_etl_asset(dagbag: Any) -> None:
     assert isinstance(condition, AssetAll)
     assert list(condition.objects) == [produced]
     assert {t.task_id for t in training.tasks} == {"train_dtc", "train_lda"}
-    assert set(training.params) == {"trials", "cv_folds", "year"}
+    assert set(training.params) == {"trials", "cv_folds", "year", "dataset"}
     assert training.max_active_runs == 1
 
 
@@ -88,3 +88,14 @@ def test_the_year_comes_from_the_param_or_the_triggering_event() -> None:
     assert assets.triggering_year(context(2023, []), 2024) == 2023
     assert assets.triggering_year(context(None, [Event({"year": 2022})]), 2024) == 2022
     assert assets.triggering_year(context(None, []), 2024) == 2024
+
+
+def test_training_is_pinned_to_the_dataset_the_etl_event_names() -> None:
+    class Event:
+        def __init__(self, extra: dict[str, Any]) -> None:
+            self.extra = extra
+
+    events = [Event({"dataset": "ds-old"}), Event({"year": 2024}), Event({"dataset": "ds-new"})]
+    assert assets.triggering_dataset({"triggering_asset_events": {"a": events}}) == "ds-new"
+    assert assets.triggering_dataset({"triggering_asset_events": {}}) is None
+    assert assets.triggering_dataset({}) is None

@@ -100,3 +100,23 @@ def test_the_fallback_bundle_is_the_champion(
 
     registered = mlflow.sklearn.load_model(f"models:/{name}/{champion.version}")
     assert (bundle.model.predict(sample) == registered.predict(sample)).all()
+
+
+def test_training_again_on_the_same_dataset_registers_no_duplicate(
+    trained: dict[str, Any], client: Any
+) -> None:
+    from crimes.training import pipeline as training
+    from crimes.training.settings import TrainingSettings
+
+    def versions(name: str) -> int:
+        return len(client.search_model_versions(f"name = '{name}'"))
+
+    before = {name: versions(name) for name in registry.MODELS.values()}
+    summaries = training.run_training(
+        TrainingSettings(year=YEAR, trials=1, cv_folds=2), dataset=trained["dataset"]
+    )
+    for summary in summaries:
+        assert summary.reason.startswith(f"already trained on dataset {trained['dataset']}")
+        tagged = client.get_model_version(summary.name, summary.version).tags
+        assert tagged[Tag.DATASET] == trained["dataset"]
+    assert {name: versions(name) for name in registry.MODELS.values()} == before

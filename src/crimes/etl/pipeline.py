@@ -292,6 +292,8 @@ def publish_stage(
         _log_etl_run(settings, lake, extracted, preprocessed, final)
         manifest = _manifest(settings, extracted, preprocessed, final, run.info.run_id, previous)
         _log_text(json.dumps(manifest, indent=1, sort_keys=True), "manifest.json")
+        # Each dataset keeps its own manifest, so training and promotion can read any of them.
+        lake.write_json(layout.dataset_manifest_key(settings.year, final.dataset), manifest)
         storage.publish_pointer(lake, pointer, manifest)
     log.info(
         "etl.published",

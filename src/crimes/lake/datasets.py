@@ -47,6 +47,58 @@ def current_manifest(lake: Lake, year: int) -> dict[str, Any]:
     return storage.read_pointer(lake, layout.pointer_key(year))
 
 
+def dataset_manifest(lake: Lake, year: int, dataset: str | None = None) -> dict[str, Any]:
+    """The manifest of one published dataset (the year's current one when none is named)."""
+    if dataset is None:
+        return current_manifest(lake, year)
+    key = layout.dataset_manifest_key(year, dataset)
+    if not lake.exists(key):
+        raise storage.LakeError(
+            f"dataset {dataset} of {year} was never published ({lake.url(key)})"
+        )
+    manifest = lake.read_json(key)
+    if not isinstance(manifest, dict) or manifest.get("dataset") != dataset:
+        raise storage.LakeError(f"{lake.url(key)} is not the manifest of dataset {dataset}")
+    return manifest
+
+
+@dataclass(frozen=True)
+class HeldOutRows:
+    """A dataset's raw splits (contract features and targets), without the transformed ones."""
+
+    dataset: str
+    features_train: pd.DataFrame
+    y_train: pd.Series
+    features_test: pd.DataFrame
+    y_test: pd.Series
+
+
+def load_transformation(lake: Lake, manifest: dict[str, Any]) -> TransformationDocument:
+    """A dataset's transformation document, checked against the version its manifest names."""
+    entry = manifest["files"]["data_info"][document.FILE_NAME]
+    try:
+        return document.loads(
+            storage.read_file(lake, entry), expected_version=str(manifest["transformation_version"])
+        )
+    except document.DocumentError as error:
+        raise storage.LakeError(f"the published transformation: {error}") from error
+
+
+def load_raw_splits(lake: Lake, manifest: dict[str, Any]) -> HeldOutRows:
+    final = manifest["files"]["final"]
+
+    def frame(name: str) -> pd.DataFrame:
+        return storage.read_parquet_bytes(storage.read_file(lake, final[f"{name}.parquet"]))
+
+    return HeldOutRows(
+        dataset=str(manifest["dataset"]),
+        features_train=frame("features_train"),
+        y_train=frame("y_train").iloc[:, 0],
+        features_test=frame("features_test"),
+        y_test=frame("y_test").iloc[:, 0],
+    )
+
+
 def load_data_info(lake: Lake, year: int) -> dict[str, Any]:
     manifest = current_manifest(lake, year)
     info = storage.read_file(lake, manifest["files"]["data_info"]["data_info.json"])
@@ -56,22 +108,15 @@ def load_data_info(lake: Lake, year: int) -> dict[str, Any]:
     return value
 
 
-def load_final(lake: Lake, year: int) -> FinalData:
-    manifest = current_manifest(lake, year)
+def load_final(lake: Lake, year: int, dataset: str | None = None) -> FinalData:
+    """A published dataset, every file verified (the year's current one when none is named)."""
+    manifest = dataset_manifest(lake, year, dataset)
     final = manifest["files"]["final"]
     frames = {
         name: storage.read_parquet_bytes(storage.read_file(lake, final[f"{name}.parquet"]))
         for name in FINAL_FILES
     }
     info_files = manifest["files"]["data_info"]
-    try:
-        transformation = document.loads(
-            storage.read_file(lake, info_files[document.FILE_NAME]),
-            expected_version=str(manifest["transformation_version"]),
-        )
-    except document.DocumentError as error:
-        raise storage.LakeError(f"the published transformation: {error}") from error
-
     return FinalData(
         X_train=frames["X_train"],
         X_test=frames["X_test"],
@@ -79,7 +124,7 @@ def load_final(lake: Lake, year: int) -> FinalData:
         y_test=frames["y_test"].iloc[:, 0],
         features_train=frames["features_train"],
         features_test=frames["features_test"],
-        transformation=transformation,
+        transformation=load_transformation(lake, manifest),
         data_info=json.loads(storage.read_file(lake, info_files["data_info.json"])),
         manifest=manifest,
     )

@@ -5,6 +5,7 @@ Layout under the lake root (year Y; every path carries it):
     chicago/crimes/Y/preprocessed/<snapshot>/crimes.parquet   contract features + target
     chicago/crimes/Y/final/<dataset>/X_train.parquet ...      transformed splits, targets and
                                                               the untransformed rows of each split
+    chicago/crimes/Y/final/<dataset>/MANIFEST.json            that dataset's manifest
     chicago/crimes/data_info/Y/<dataset>/data_info.json       columns, categories, counts, versions
     chicago/crimes/data_info/Y/<dataset>/transformation.json  the fitted transformation, as data
     chicago/crimes/Y/CURRENT.json                             the manifest readers follow
@@ -35,6 +36,11 @@ def preprocessed_prefix(year: int, snapshot: str) -> str:
 
 def final_prefix(year: int, dataset: str) -> str:
     return f"{year_prefix(year)}/final/{dataset}"
+
+
+def dataset_manifest_key(year: int, dataset: str) -> str:
+    """Each published dataset's own manifest (the year's pointer names only the current one)."""
+    return f"{final_prefix(year, dataset)}/MANIFEST.json"
 
 
 def data_info_prefix(year: int, dataset: str) -> str:

@@ -37,3 +37,13 @@ def triggering_year(context: Any, default: int) -> int:
             if event.extra and event.extra.get("year"):
                 return int(event.extra["year"])
     return default
+
+
+def triggering_dataset(context: Any) -> str | None:
+    """The dataset id the ETL event that started this run names (the newest such event)."""
+    events = context.get("triggering_asset_events") or {}
+    for asset_events in events.values():
+        for event in reversed(list(asset_events)):
+            if event.extra and event.extra.get("dataset"):
+                return str(event.extra["dataset"])
+    return None

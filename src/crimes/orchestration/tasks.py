@@ -13,7 +13,7 @@ from crimes.etl import pipeline as etl
 from crimes.etl.settings import EtlSettings
 from crimes.lake import datasets
 from crimes.lake.storage import Lake
-from crimes.orchestration.assets import triggering_year
+from crimes.orchestration.assets import triggering_dataset, triggering_year
 from crimes.training import pipeline as training
 from crimes.training.settings import TrainingSettings
 
@@ -67,8 +67,9 @@ def publish(
 
 
 def train(kind: str, context: Mapping[str, Any]) -> Summary:
-    """Train one model on the published data of the run's year (its param, else the ETL
-    event that triggered the run)."""
+    """Train one model on the dataset the run is about: its `dataset` param, else the one the
+    ETL event that triggered it names, else the year's current one (both models of a run train
+    on the same dataset, even if another ETL publishes meanwhile)."""
     params = context["params"]
     defaults = TrainingSettings()
     settings = TrainingSettings(
@@ -77,6 +78,7 @@ def train(kind: str, context: Mapping[str, Any]) -> Summary:
         cv_folds=params.get("cv_folds") or defaults.cv_folds,
     )
     lake = Lake()
-    final = datasets.load_final(lake, settings.year)
+    dataset = params.get("dataset") or triggering_dataset(context)
+    final = datasets.load_final(lake, settings.year, dataset)
     summary = training.train(kind, final, settings, lake, orchestrator_run=context["run_id"])
     return summary.as_dict()

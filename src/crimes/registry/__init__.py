@@ -23,6 +23,7 @@ class Tag:
     TRANSFORMATION_VERSION: Final = "transformation_version"
     ETL_RUN_ID: Final = "etl_run_id"
     DATASET: Final = "dataset"
+    YEAR: Final = "year"
     DATA_SNAPSHOT: Final = "data_snapshot"
     SYNTHETIC: Final = "synthetic_data"
     HYPERPARAMETERS: Final = "hyperparameters"

@@ -19,8 +19,8 @@ from crimes.lake.storage import Lake
 from crimes.ops.logs import get_logger
 from crimes.registry import Tag, bundles, tracking
 from crimes.settings import TrackingSettings, tracking_settings
+from crimes.training import comparison, models, promotion
 from crimes.training import evaluate as evaluation
-from crimes.training import models, promotion
 from crimes.training.evaluate import Evaluation
 from crimes.training.models import Fitted
 from crimes.training.promotion import Decision
@@ -56,6 +56,7 @@ class Lineage:
 
     transformation_version: str
     etl_run_id: str
+    year: int
     dataset: str
     data_snapshot: str
     synthetic: bool
@@ -66,6 +67,7 @@ class Lineage:
         return cls(
             transformation_version=final.transformation_version,
             etl_run_id=str(manifest["etl_run_id"]),
+            year=int(manifest["year"]),
             dataset=str(manifest["dataset"]),
             data_snapshot=str(manifest["snapshot"]),
             synthetic=bool(manifest.get("synthetic", False)),
@@ -75,6 +77,7 @@ class Lineage:
         return {
             Tag.TRANSFORMATION_VERSION: self.transformation_version,
             Tag.ETL_RUN_ID: self.etl_run_id,
+            Tag.YEAR: str(self.year),
             Tag.DATASET: self.dataset,
             Tag.DATA_SNAPSHOT: self.data_snapshot,
             Tag.SYNTHETIC: str(self.synthetic).lower(),
@@ -127,6 +130,10 @@ def train(
     config = tracking_config or tracking_settings()
     client = mlflow.MlflowClient(config.tracking_uri)
     splits, lineage = Splits.of(final), Lineage.of(final)
+    existing = trained_before(client, name, lineage.dataset)
+    if existing is not None:
+        log.info("training.already_done", model=name, dataset=lineage.dataset, **existing.as_dict())
+        return existing
     run_tags = {"stage": "training", "model": kind, **lineage.tags()}
     if orchestrator_run:
         run_tags["airflow_run_id"] = orchestrator_run
@@ -137,7 +144,7 @@ def train(
         result, metrics = evaluate_and_log(name, fitted, splits, started)
         version = register(fitted, final, name, kind)
         tag_version(client, name, version, lineage, fitted, result)
-        decision = decide_promotion(client, name, version, result, lineage, splits, settings)
+        decision = decide_promotion(client, name, version, fitted, final, result, lake, settings)
         bundle = (
             publish_bundle(lake, name, version, run.info.run_id, fitted, final, result, lineage)
             if decision.promoted
@@ -161,6 +168,29 @@ def train(
         **{k: v for k, v in summary.as_dict().items() if k != "hyperparameters"},
     )
     return summary
+
+
+def trained_before(client: Any, name: str, dataset: str) -> TrainingSummary | None:
+    """The version already trained on this dataset, if any: a rerun of the task (a retry, the
+    same ETL output published again) registers no duplicate."""
+    found = client.search_model_versions(f"name = '{name}' and tags.{Tag.DATASET} = '{dataset}'")
+    if not found:
+        return None
+    version = min(found, key=lambda v: int(v.version))
+    tags = version.tags or {}
+    return TrainingSummary(
+        model=next(kind for kind, model in registry.MODELS.items() if model == name),
+        name=name,
+        version=str(version.version),
+        run_id=str(version.run_id or ""),
+        metrics={k: float(v) for k, v in tags.items() if k.startswith("test_")},
+        hyperparameters=json.loads(tags.get(Tag.HYPERPARAMETERS, "{}")),
+        promoted=tags.get("promotion.decision") == registry.CHAMPION,
+        reason=f"already trained on dataset {dataset}: version {version.version}",
+        champion_before=tags.get("promotion.champion_version") or None,
+        bundle=None,
+        seconds=0.0,
+    )
 
 
 def _log_inputs(kind: str, name: str, splits: Splits, settings: TrainingSettings) -> None:
@@ -275,32 +305,35 @@ def decide_promotion(
     client: Any,
     name: str,
     version: str,
+    fitted: Fitted,
+    final: FinalData,
     result: Evaluation,
-    lineage: Lineage,
-    splits: Splits,
+    lake: Lake,
     settings: TrainingSettings,
 ) -> Decision:
-    """The alias the new version earns (the champion re-scored on the same test rows); the
-    decision is logged on the run."""
+    """The alias the new version earns, the champion and the candidate scored on the same raw
+    rows (`comparison`); the decision, both scores and the rows, tagged on the version and the
+    run."""
     import mlflow
-
-    def rescore(champion: Any) -> float:
-        model = mlflow.sklearn.load_model(f"models:/{name}/{champion.version}")
-        return evaluation.scores(splits.y_test, model.predict(splits.x_test))["test_f1_weighted"]
 
     decision = promotion.promote(
         client,
         name,
         version,
         result.f1_weighted,
-        lineage.transformation_version,
-        rescore,
+        lambda champion: comparison.compare(
+            champion, name, fitted.model, final, lake, settings.promotion_min_rows
+        ),
         floor=settings.promotion_floor_f1,
         attempts=settings.promotion_attempts,
     )
-    mlflow.set_tags(decision.as_tags())
+    tags = decision.as_tags()
+    mlflow.set_tags(tags)
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, value)
     if decision.champion_f1 is not None:
         mlflow.log_metric("champion_f1_weighted_rescored", decision.champion_f1)
+        mlflow.log_metric("candidate_f1_weighted_same_rows", decision.candidate_f1)
     return decision
 
 
@@ -346,10 +379,12 @@ def run_training(
     kinds: tuple[str, ...] = KINDS,
     lake: Lake | None = None,
     tracking_config: TrackingSettings | None = None,
+    dataset: str | None = None,
 ) -> list[TrainingSummary]:
+    """Train the models on one dataset: the one named, else the year's current one."""
     settings = settings or TrainingSettings()
     lake = lake or Lake()
-    final = datasets.load_final(lake, settings.year)
+    final = datasets.load_final(lake, settings.year, dataset)
     return [train(kind, final, settings, lake, tracking_config) for kind in kinds]
 
 

@@ -1,10 +1,12 @@
 """Champion/challenger promotion, decided in code.
 
-A new version takes `champion` only if its test weighted F1 is at least the current champion's
-on the SAME test set: the champion is loaded and re-scored, not trusted from its tags. When the
-transformation changed, the old champion cannot score the new features: the new version then
-wins only if it reaches the floor (`TrainingSettings.promotion_floor_f1`), as must the very first
-version. A loser gets `challenger`.
+A new version takes `champion` only if its weighted F1 is at least the current champion's on
+the SAME raw rows, each version scoring them through its own transformation (`comparison`
+chooses the rows and scores both): the champion is loaded and re-scored, never trusted from its
+tags, whatever the transformation versions. Only the very first version is judged by the floor
+(`TrainingSettings.promotion_floor_f1`). A champion that cannot be re-scored at all (its
+artifacts unreadable, or too few rows neither version trained on) is beaten only by a candidate
+that reaches the floor and the champion's recorded test F1. A loser gets `challenger`.
 
 Runs may race (two retrains, a retried task): after moving an alias the registry is read back,
 and if the champion moved under us the decision is taken again against the new champion, so the
@@ -31,6 +33,18 @@ class PromotionError(RuntimeError):
 
 
 @dataclass(frozen=True)
+class Comparison:
+    """Both versions scored on the same rows; `champion_f1` None when the champion could not be
+    re-scored (`rule` says why), `candidate_f1` then the candidate's own test F1."""
+
+    candidate_f1: float
+    champion_f1: float | None
+    rows: int
+    rule: str
+    rows_sha256: str = ""
+
+
+@dataclass(frozen=True)
 class Decision:
     version: str
     promoted: bool
@@ -38,6 +52,9 @@ class Decision:
     candidate_f1: float
     champion_version: str | None
     champion_f1: float | None
+    rows: int = 0
+    rows_rule: str = ""
+    rows_sha256: str = ""
 
     def as_tags(self) -> dict[str, str]:
         return {
@@ -48,6 +65,9 @@ class Decision:
             "promotion.champion_f1_weighted": (
                 "" if self.champion_f1 is None else repr(self.champion_f1)
             ),
+            "promotion.rows": str(self.rows),
+            "promotion.rows_rule": self.rows_rule[:4000],
+            "promotion.rows_sha256": self.rows_sha256,
         }
 
 
@@ -57,6 +77,7 @@ def decide(
     has_champion: bool,
     floor: float,
     candidate_is_newer: bool = True,
+    champion_recorded_f1: float | None = None,
 ) -> tuple[bool, str]:
     """Whether the candidate takes `champion`, and why (pure: the policy in one place).
 
@@ -69,18 +90,19 @@ def decide(
         return False, f"no champion yet, but test F1 {candidate_f1:.6f} < floor {floor}"
     if champion_f1 is not None:
         if candidate_f1 > champion_f1 or (candidate_f1 == champion_f1 and candidate_is_newer):
-            return True, (
-                f"test F1 {candidate_f1:.6f} >= champion's {champion_f1:.6f} on the same test set"
-            )
-        return False, (
-            f"test F1 {candidate_f1:.6f} < champion's {champion_f1:.6f} on the same test set"
-        )
-    if candidate_f1 >= floor:
+            return True, f"F1 {candidate_f1:.6f} >= champion's {champion_f1:.6f} on the same rows"
+        return False, f"F1 {candidate_f1:.6f} < champion's {champion_f1:.6f} on the same rows"
+    # The champion could not be re-scored: it is beaten only by clearing both bars it set.
+    bar = max(floor, champion_recorded_f1 if champion_recorded_f1 is not None else 1.0)
+    if candidate_f1 >= bar:
         return True, (
-            f"features changed (champion cannot be re-scored): test F1 {candidate_f1:.6f} "
-            f">= floor {floor}"
+            f"champion not re-scorable: test F1 {candidate_f1:.6f} >= the floor and the "
+            f"champion's recorded F1 ({bar})"
         )
-    return False, f"features changed and test F1 {candidate_f1:.6f} < floor {floor}"
+    return False, (
+        f"champion not re-scorable: test F1 {candidate_f1:.6f} < the floor or the champion's "
+        f"recorded F1 ({bar})"
+    )
 
 
 def current_champion(client: Any, name: str) -> Any | None:
@@ -121,6 +143,13 @@ def set_alias(client: Any, name: str, alias: str, version: str, attempts: int = 
             time.sleep(0.05 * attempt)
 
 
+def _recorded_f1(champion: Any | None) -> float | None:
+    try:
+        return float(champion.tags[Tag.TEST_F1_WEIGHTED]) if champion is not None else None
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
 def _version_of(model_version: Any | None) -> str | None:
     return None if model_version is None else str(model_version.version)
 
@@ -130,14 +159,14 @@ def promote(
     name: str,
     version: str,
     candidate_f1: float,
-    transformation_version: str,
-    rescore: Callable[[Any], float],
+    compare: Callable[[Any], Comparison],
     floor: float,
     attempts: int = 5,
     settle_seconds: float = 0.5,
 ) -> Decision:
-    """Give `version` the alias it earns; `rescore(champion_version)` scores the champion on the
-    candidate's test set.
+    """Give `version` the alias it earns; `compare(champion_version)` scores the champion and
+    the candidate on the same rows (`candidate_f1` is the candidate's own test F1, what the
+    floor judges when there is no champion).
 
     The registry has no compare-and-set, so a concurrent promotion that read the same champion
     can overwrite this one's write after it was checked. The champion is read again just before
@@ -150,17 +179,18 @@ def promote(
         champion = current_champion(client, name)
         if champion is not None and str(champion.version) == version:
             return Decision(version, True, "already champion", candidate_f1, version, candidate_f1)
-        champion_f1: float | None = None
-        if champion is not None and champion.tags.get(Tag.TRANSFORMATION_VERSION) == (
-            transformation_version
-        ):
-            champion_f1 = rescore(champion)
+        comparison = (
+            compare(champion)
+            if champion is not None
+            else Comparison(candidate_f1, None, 0, "no champion: the candidate's own test split")
+        )
         promoted, reason = decide(
-            candidate_f1,
-            champion_f1,
+            comparison.candidate_f1,
+            comparison.champion_f1,
             champion is not None,
             floor,
             candidate_is_newer=champion is None or int(version) > int(champion.version),
+            champion_recorded_f1=_recorded_f1(champion),
         )
         # Rescoring takes a while: decided against a champion that has moved since, decide
         # again. This keeps the read-to-write gap far below the settle interval.
@@ -179,9 +209,12 @@ def promote(
                 version=version,
                 promoted=promoted,
                 reason=reason,
-                candidate_f1=candidate_f1,
+                candidate_f1=comparison.candidate_f1,
                 champion_version=_version_of(champion),
-                champion_f1=champion_f1,
+                champion_f1=comparison.champion_f1,
+                rows=comparison.rows,
+                rows_rule=comparison.rule,
+                rows_sha256=comparison.rows_sha256,
             )
             log.info("promotion.decided", name=name, **decision.as_tags())
             return decision

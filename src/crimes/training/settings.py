@@ -19,7 +19,9 @@ class TrainingSettings(BaseSettings):
     cv_folds: int = Field(default=3, ge=2, le=10)
     seed: int = 42
     n_jobs: int = Field(default=2, ge=1)
-    # A new version that cannot be compared with the champion (the features changed) must
-    # reach this test weighted F1 to take `champion`; so must the very first version.
+    # The very first version must reach this test weighted F1 to take `champion` (and so must
+    # a candidate whose champion cannot be re-scored, beside the champion's recorded F1).
     promotion_floor_f1: float = Field(default=0.95, ge=0, le=1)
+    # The champion and the candidate are compared on at least this many rows neither trained on.
+    promotion_min_rows: int = Field(default=200, ge=1)
     promotion_attempts: int = Field(default=5, ge=1)
