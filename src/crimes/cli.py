@@ -54,10 +54,17 @@ def probe_grpc(
 def probe_model_service() -> None:
     """grpc.health.v1 check of this container's model service, at the port and for the model
     its settings name (CRIMES_MODEL_*, as the service itself reads them)."""
-    from crimes.ops.probe import grpc_serving
-    from crimes.serving.settings import load_settings
+    from pydantic import ValidationError
 
-    settings = load_settings()
+    from crimes.ops.probe import grpc_serving
+    from crimes.serving.settings import ServiceAddress
+
+    try:
+        settings = ServiceAddress()  # type: ignore[call-arg]  # from the environment
+    except ValidationError as error:
+        names = ", ".join(f"CRIMES_MODEL_{str(e['loc'][0]).upper()}" for e in error.errors())
+        typer.echo(f"cannot probe: {names} not set or invalid", err=True)
+        raise typer.Exit(1) from None
     healthy, status = grpc_serving(f"127.0.0.1:{settings.port}", settings.name)
     typer.echo(status)
     raise typer.Exit(0 if healthy else 1)

@@ -83,6 +83,7 @@ def test_two_replicas_share_the_load_and_survive_losing_one(
             probe("model-service", env={**dtc_settings, "CRIMES_MODEL_NAME": "lda_model_prod"}) == 1
         )
         assert probe("gateway", env={"CRIMES_GATEWAY_PORT": str(gateway.port)}) == 0
+        assert probe("model-service", env={"CRIMES_MODEL_PORT": "not a port"}) == 1
 
         models = httpx.get(f"{gateway.url}/models", trust_env=False).json()
         assert models["dtc"]["ready_replicas"] == 2

@@ -94,3 +94,13 @@ def load_settings(deployment: str | None = None, **overrides: Any) -> ModelServe
     given = {key: value for key, value in overrides.items() if value is not None}
     env_file = deployment_file(deployment) if deployment is not None else None
     return ModelServerSettings(_env_file=env_file, **given)  # type: ignore[call-arg]
+
+
+class ServiceAddress(BaseSettings):
+    """Where this container's model service listens and what it serves: all its health probe
+    needs (read from the same CRIMES_MODEL_* variables as the service)."""
+
+    model_config = SettingsConfigDict(env_prefix="CRIMES_MODEL_", extra="ignore")
+
+    name: str = Field(min_length=1)
+    port: int = Field(ge=1, le=65535)
