@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
+from pydantic import ValidationError
 
 from crimes.lake import layout
 from crimes.local.stack.cli import app as stack_app
@@ -33,6 +34,21 @@ def serve_gateway(
     run(load_settings(port=port, host=host))
 
 
+# A user's mistake (a file that is not crime data, a missing column): this exit status.
+BAD_INPUT = 2
+
+
+def _fail(command: str, error: BaseException, code: int) -> NoReturn:
+    """One clear line on stderr and a non-zero exit: never a traceback for a user's mistake."""
+    message = " ".join(str(error).split()) or type(error).__name__
+    if isinstance(error, ValidationError):
+        message = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in error.errors()
+        )
+    typer.echo(f"crimes {command}: {message}", err=True)
+    raise typer.Exit(code)
+
+
 probe_app = typer.Typer(help="Health probes (exit 0 when healthy), for containers.")
 app.add_typer(probe_app, name="probe")
 
@@ -54,7 +70,6 @@ def probe_grpc(
 def probe_model_service() -> None:
     """grpc.health.v1 check of this container's model service, at the port and for the model
     its settings name (CRIMES_MODEL_*, as the service itself reads them)."""
-    from pydantic import ValidationError
 
     from crimes.ops.probe import grpc_serving
     from crimes.serving.settings import ServiceAddress
@@ -100,18 +115,30 @@ def etl(
     year: Annotated[int | None, typer.Option(help="Year of the crimes (CRIMES_YEAR).")] = None,
 ) -> None:
     """Extract, preprocess, split and transform one year of crimes into the data lake."""
-    from crimes.etl.pipeline import run_etl
+
+    from crimes.etl.extract import ExtractError, SourceUnreachable
+    from crimes.etl.pipeline import EtlError, run_etl
+    from crimes.etl.preprocess import SchemaError
     from crimes.etl.settings import EtlSettings
-    from crimes.lake.storage import Lake
+    from crimes.lake.storage import Lake, LakeError
 
     overrides: dict[str, object] = {}
     if source:
         overrides["source"] = source
     if year:
         overrides["year"] = year
-    settings = EtlSettings(**overrides)  # type: ignore[arg-type]
-    lake = Lake()
-    manifest = run_etl(settings, lake)
+    try:
+        settings = EtlSettings(**overrides)  # type: ignore[arg-type]
+        lake = Lake()
+        manifest = run_etl(settings, lake)
+    except SourceUnreachable as error:
+        _fail("etl", error, code=1)
+    except (ExtractError, SchemaError, EtlError, ValidationError) as error:
+        _fail("etl", error, code=BAD_INPUT)
+    except LakeError as error:
+        _fail("etl", error, code=1)
+    except Exception as error:  # MLflow unreachable, say: still one line, never a traceback
+        _fail("etl", error, code=1)
 
     summary = {
         "manifest": lake.url(layout.pointer_key(settings.year)),
@@ -150,7 +177,10 @@ def train(
     unknown = sorted(set(kinds) - set(KINDS))
     if unknown:
         raise typer.BadParameter(f"unknown model(s) {unknown}: expected {list(KINDS)}")
-    summaries = run_training(settings, kinds)
+    try:
+        summaries = run_training(settings, kinds)
+    except Exception as error:  # nothing published yet, MLflow unreachable: one line
+        _fail("train", error, code=1)
     typer.echo(json.dumps([s.as_dict() for s in summaries], indent=2, default=str))
 
 

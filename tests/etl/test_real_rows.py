@@ -57,3 +57,40 @@ def test_codes_keep_their_meaning(full: tuple[pd.DataFrame, dict[str, int]]) -> 
     assert {"08B", "01B", "06"} <= set(features[contract.TARGET])
     assert features.beat.between(111, 2535).all()
     assert features.district.between(1, 31).all()
+
+
+# The headers the portal's Export button writes (the data README: they were renamed to these).
+EXPORT_HEADERS = {
+    "id": "ID", "case_number": "Case Number", "date": "Date", "block": "Block", "iucr": "IUCR",
+    "primary_type": "Primary Type", "description": "Description",
+    "location_description": "Location Description", "arrest": "Arrest", "domestic": "Domestic",
+    "beat": "Beat", "district": "District", "ward": "Ward", "community_area": "Community Area",
+    "fbi_code": "FBI Code", "x_coordinate": "X Coordinate", "y_coordinate": "Y Coordinate",
+    "year": "Year", "updated_on": "Updated On", "latitude": "Latitude", "longitude": "Longitude",
+    "location": "Location",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("location_form", ["point", "pair"])
+def test_the_export_buttons_csv_gives_the_same_features(
+    real_data: Path, tmp_path: Path, location_form: str
+) -> None:
+    from crimes.etl.extract import extract
+    from crimes.etl.settings import EtlSettings
+
+    rows = load_portal_csv(real_data, rows=ROWS)
+    exported = rows.rename(columns=EXPORT_HEADERS)
+    assert list(exported.columns)[:3] == ["ID", "Case Number", "Date"]
+    if location_form == "pair":  # the older "(lat, lon)" form of the Location column
+        exported["Location"] = [
+            None if lat is None else f"({lat}, {lon})"
+            for lat, lon in zip(rows["latitude"], rows["longitude"], strict=True)
+        ]
+        exported[["Latitude", "Longitude"]] = None  # coordinates only in Location
+    path = tmp_path / "Crimes_-_2024.csv"
+    exported.to_csv(path, index=False)
+    from_export = extract(EtlSettings(source=str(path))).frame
+    expected, expected_report = preprocess(rows)
+    features, report = preprocess(from_export)
+    assert report.dropped == expected_report.dropped
+    pd.testing.assert_frame_equal(features, expected, check_exact=True)

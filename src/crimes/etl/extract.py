@@ -24,6 +24,7 @@ import pandas as pd
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 from tenacity.wait import wait_exponential
 
+from crimes.etl.preprocess import SchemaError, portal_column_names
 from crimes.etl.settings import EtlSettings
 from crimes.ops.logs import get_logger
 
@@ -58,6 +59,10 @@ class Extracted:
     pages: int
     rows: int
     fmt: Format
+
+
+class SourceUnreachable(ExtractError):
+    """The source did not answer usably, attempt after attempt (not the user's input)."""
 
 
 class _TransientError(Exception):
@@ -235,7 +240,7 @@ def _fetch_page(
                 attempts += 1
                 return _get_page(client, url, params, where)
     except _TransientError as error:
-        raise ExtractError(
+        raise SourceUnreachable(
             f"{where} failed after {attempts} attempts; last error: {error.reason}"
         ) from error
     raise AssertionError("unreachable: tenacity either returns or raises")
@@ -441,6 +446,11 @@ def extract(settings: EtlSettings) -> Extracted:
         result = read_file(source)
     else:
         raise ExtractError(f"unsupported source {source!r}: expected http(s)://, file:// or a path")
+    if result.fmt != "api":
+        try:
+            result.frame.columns = portal_column_names(result.frame.columns)
+        except SchemaError as error:
+            raise ExtractError(f"{result.source}: {error}") from error
     if result.fmt != "api" and "year" in result.frame.columns:
         # A file is taken as it is (the raw zone keeps what the source gave), but rows of
         # another year than the one asked for are worth a warning.

@@ -18,7 +18,7 @@ import pandas as pd
 
 from crimes import contract
 from crimes.etl.extract import extract
-from crimes.etl.preprocess import PreprocessReport, preprocess
+from crimes.etl.preprocess import PreprocessReport, check_columns, preprocess
 from crimes.etl.settings import EtlSettings
 from crimes.etl.split import MIN_STRATIFIED_ROWS, split
 from crimes.lake import layout, storage
@@ -95,6 +95,8 @@ def extract_stage(settings: EtlSettings, lake: Lake) -> Extracted:
     extracted = extract(settings)
     if extracted.rows == 0:
         raise EtlError(f"the source {extracted.source} returned no rows for {settings.year}")
+    # Refused before anything is stored: a file that is not crime records never enters the lake.
+    check_columns(extracted.frame.columns)
     data = storage.parquet_bytes(extracted.frame)
     snapshot = "snap-" + storage.sha256(data)[:16]
     files = storage.write_files(

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -61,6 +62,28 @@ _LAT_LON_PAIR = re.compile(r"^\s*\(\s*([^,\s]+)\s*,\s*([^,\s]+)\s*\)\s*$")
 
 class SchemaError(ValueError):
     """The raw data lacks columns the contract needs: nothing can be made of it."""
+
+
+def portal_column_name(header: object) -> str:
+    """A column as the Socrata API names it, from either export: the portal's Export button
+    writes readable headers ("Case Number", "FBI Code", "X Coordinate"), the API snake_case."""
+    return re.sub(r"[^0-9a-z]+", "_", str(header).strip().lower()).strip("_")
+
+
+def check_columns(columns: Iterable[object]) -> None:
+    """SchemaError unless every column the contract needs is there (in either header style)."""
+    present = set(portal_column_names(columns))
+    missing = [c for c in REQUIRED_COLUMNS if c not in present]
+    if missing:
+        raise SchemaError(f"not Chicago crime records: missing the columns {', '.join(missing)}")
+
+
+def portal_column_names(headers: Iterable[object]) -> list[str]:
+    names = [portal_column_name(h) for h in headers]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise SchemaError(f"columns {repeated} appear twice (in both header styles?)")
+    return names
 
 
 @dataclass
@@ -129,9 +152,8 @@ def _integral(column: pd.Series) -> pd.Series:
 
 def preprocess(raw: pd.DataFrame) -> tuple[pd.DataFrame, PreprocessReport]:
     """Raw portal rows -> contract features + target, sorted by record id, deduplicated."""
-    missing_columns = [c for c in REQUIRED_COLUMNS if c not in raw.columns]
-    if missing_columns:
-        raise SchemaError(f"raw data lacks required columns: {', '.join(missing_columns)}")
+    raw = raw.set_axis(portal_column_names(raw.columns), axis="columns")
+    check_columns(raw.columns)
     report = PreprocessReport(rows_in=len(raw))
     frame = raw.reset_index(drop=True)
     reason = pd.Series(None, index=frame.index, dtype="object")
