@@ -177,8 +177,14 @@ def train(
     unknown = sorted(set(kinds) - set(KINDS))
     if unknown:
         raise typer.BadParameter(f"unknown model(s) {unknown}: expected {list(KINDS)}")
+
+    def report(line: str) -> None:
+        typer.echo(line, err=True)
+
+    if "dtc" in kinds:
+        typer.echo(f"dtc: Optuna search, {settings.trials} trials", err=True)
     try:
-        summaries = run_training(settings, kinds)
+        summaries = run_training(settings, kinds, report=report)
     except Exception as error:  # nothing published yet, MLflow unreachable: one line
         _fail("train", error, code=1)
     typer.echo(json.dumps([s.as_dict() for s in summaries], indent=2, default=str))

@@ -71,6 +71,9 @@ def test_make_demo_then_make_down(real_data: Path, tmp_path: Path) -> None:
         }
         for url in ("/docs", "MLflow UI", "Airflow UI"):
             assert url in demo.stdout
+        # Each Optuna trial was said as it finished, with its score and the best so far.
+        trials = re.findall(r"trial (\d)/2: CV F1 \d\.\d+, best \d\.\d+ \(", demo.stdout)
+        assert sorted(trials) == ["1", "2"], demo.stdout
         models = httpx.get(f"{gateway}/models", timeout=10, trust_env=False).json()
         assert models["dtc"]["ready_replicas"] == 2
         assert models["lda"]["ready_replicas"] == 1

@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -239,12 +240,16 @@ class AirflowApi:
         run_type: str | None = None,
         after: str = "",
         timeout: float = 600,
+        on_poll: Callable[[], None] | None = None,
     ) -> dict[str, Any]:
-        """Until the run (or, without an id, the first run of the DAG of `run_type`) ends."""
+        """Until the run (or, without an id, the first run of the DAG of `run_type`) ends;
+        `on_poll` is called between checks (to follow the run's progress)."""
         import time
 
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            if on_poll is not None:
+                on_poll()
             for run in self.runs(dag_id):
                 if run_id is not None and run["dag_run_id"] != run_id:
                     continue

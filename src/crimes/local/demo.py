@@ -118,6 +118,58 @@ def _airflow(settings: StackSettings, state_dir: Path, env: dict[str, str]) -> d
     return airflow_runner.start_services(air, state_dir, settings.airflow_port)
 
 
+class TrialFollower:
+    """Prints each Optuna trial of the DTC search as it finishes, read from MLflow (every trial
+    is a nested run of the training run), while the demo waits for the training DAG."""
+
+    def __init__(self, announce: Callable[[str], None]) -> None:
+        self.announce = announce
+        self.since_ms = int(time.time() * 1000)
+        self.seen: set[str] = set()
+        self.best: float | None = None
+
+    def __call__(self) -> None:
+        try:
+            self._follow()
+        except Exception as error:  # progress is a courtesy: never fail the demo over it
+            log.debug("demo.trials_unavailable", error=str(error))
+
+    def _follow(self) -> None:
+        import mlflow
+
+        from crimes.training.models import trial_line
+        from crimes.training.settings import TrainingSettings
+
+        client = mlflow.MlflowClient(tracking_settings().tracking_uri)
+        experiment = client.get_experiment_by_name(tracking_settings().experiment)
+        if experiment is None:
+            return
+        ids = [experiment.experiment_id]
+        parents = client.search_runs(
+            ids,
+            filter_string=f"tags.stage = 'training' and tags.model = 'dtc' "
+            f"and attributes.start_time >= {self.since_ms}",
+        )
+        for parent in parents:
+            trials = client.search_runs(
+                ids,
+                filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'",
+                order_by=["attributes.start_time ASC"],
+            )
+            for trial in trials:
+                value = trial.data.metrics.get("cv_f1_weighted")
+                if trial.info.run_id in self.seen or value is None:
+                    continue
+                self.seen.add(trial.info.run_id)
+                self.best = value if self.best is None else max(self.best, value)
+                elapsed = int(trial.info.end_time or time.time() * 1000) - parent.info.start_time
+                self.announce(
+                    trial_line(
+                        len(self.seen), TrainingSettings().trials, value, self.best, elapsed / 1000
+                    )
+                )
+
+
 def etl_then_training(
     api: airflow_runner.AirflowApi, source: str, step: Callable[[str], None]
 ) -> None:
@@ -128,13 +180,14 @@ def etl_then_training(
     etl = api.wait_run(assets.ETL_DAG_ID, run_id, timeout=1800)
     if etl["state"] != "success":
         raise RuntimeError(f"the ETL run failed: see Airflow ({api.base_url})")
-    step("training: started by the ETL's Asset, waiting for it")
+    step("training: started by the ETL's Asset, waiting for it (each Optuna trial below)")
     # Only a run the Asset started after this ETL counts (not one of an earlier run).
     training = api.wait_run(
         assets.TRAINING_DAG_ID,
         run_type="asset_triggered",
         after=str(etl.get("start_date") or ""),
         timeout=1800,
+        on_poll=TrialFollower(step.announce if isinstance(step, Progress) else print),
     )
     if training["state"] != "success":
         raise RuntimeError(f"the training run failed: see Airflow ({api.base_url})")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -58,12 +59,45 @@ def fit_lda(x_train: Matrix, y_train: Labels, settings: TrainingSettings) -> Fit
     return Fitted(kind="lda", model=model, params=params)
 
 
+class TrialProgress:
+    """An Optuna callback saying each finished trial: n/N, its CV score, the best so far and
+    the time since the search started (a structured log line, and a line for `report`)."""
+
+    def __init__(self, trials: int, report: Callable[[str], None] | None = None) -> None:
+        self.trials = trials
+        self.report = report
+        self.started = time.perf_counter()
+
+    def __call__(self, study: Any, trial: Any) -> None:
+        elapsed = time.perf_counter() - self.started
+        best = study.best_value if trial.value is not None else None
+        log.info(
+            "training.dtc.trial",
+            trial=trial.number + 1,
+            of=self.trials,
+            cv_f1_weighted=trial.value,
+            best=best,
+            elapsed_s=round(elapsed, 1),
+        )
+        if self.report is not None:
+            self.report(trial_line(trial.number + 1, self.trials, trial.value, best, elapsed))
+
+
+def trial_line(
+    number: int, of: int, value: float | None, best: float | None, elapsed: float
+) -> str:
+    score = "failed" if value is None else f"CV F1 {value:.6f}"
+    best_text = "" if best is None else f", best {best:.6f}"
+    return f"      trial {number}/{of}: {score}{best_text} ({elapsed:.1f} s)"
+
+
 def search_dtc(
     x_train: Matrix,
     y_train: Labels,
     settings: TrainingSettings,
     callbacks: list[Callable[..., None]] | None = None,
     first_guess: dict[str, Any] | None = None,
+    report: Callable[[str], None] | None = None,
 ) -> Fitted:
     """Optuna search (TPE, seeded) maximising the mean weighted F1 of stratified k-fold CV,
     then a refit of the best parameters on the whole training split."""
@@ -96,7 +130,8 @@ def search_dtc(
         sampler=optuna.samplers.TPESampler(seed=settings.seed),
     )
     study.enqueue_trial(first_guess or DTC_FIRST_GUESS)
-    study.optimize(objective, n_trials=settings.trials, callbacks=callbacks or [])
+    progress = TrialProgress(settings.trials, report)
+    study.optimize(objective, n_trials=settings.trials, callbacks=[*(callbacks or []), progress])
     best = dict(study.best_params)
     log.info("training.dtc.search_done", best=best, cv_f1_weighted=study.best_value)
     model = DecisionTreeClassifier(**best, random_state=settings.seed).fit(x_train, y_train)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -121,7 +122,9 @@ def train(
     lake: Lake,
     tracking_config: TrackingSettings | None = None,
     orchestrator_run: str | None = None,
+    report: Callable[[str], None] | None = None,
 ) -> TrainingSummary:
+    """`report`, when given, hears each finished Optuna trial as a line of text."""
     import mlflow
 
     if kind not in registry.MODELS:
@@ -140,7 +143,7 @@ def train(
     started = time.perf_counter()
     with tracking.run(f"{kind}-{lineage.dataset}", run_tags, config) as run:
         _log_inputs(kind, name, splits, settings)
-        fitted = fit(kind, splits, settings, client, config, name, lineage)
+        fitted = fit(kind, splits, settings, client, config, name, lineage, report)
         result, metrics = evaluate_and_log(name, fitted, splits, started)
         version = register(fitted, final, name, kind)
         tag_version(client, name, version, lineage, fitted, result)
@@ -216,6 +219,7 @@ def fit(
     config: TrackingSettings,
     name: str,
     lineage: Lineage,
+    report: Callable[[str], None] | None = None,
 ) -> Fitted:
     """The DTC's Optuna search (every trial a nested run), or the LDA fit."""
     import mlflow
@@ -236,6 +240,7 @@ def fit(
             settings,
             callbacks=[callback],
             first_guess=_champion_hyperparameters(client, name, lineage.transformation_version),
+            report=report,
         )
     else:
         fitted = models.fit_lda(splits.x_train, splits.y_train, settings)
@@ -380,12 +385,13 @@ def run_training(
     lake: Lake | None = None,
     tracking_config: TrackingSettings | None = None,
     dataset: str | None = None,
+    report: Callable[[str], None] | None = None,
 ) -> list[TrainingSummary]:
     """Train the models on one dataset: the one named, else the year's current one."""
     settings = settings or TrainingSettings()
     lake = lake or Lake()
     final = datasets.load_final(lake, settings.year, dataset)
-    return [train(kind, final, settings, lake, tracking_config) for kind in kinds]
+    return [train(kind, final, settings, lake, tracking_config, report=report) for kind in kinds]
 
 
 __all__ = ["KINDS", "TrainingSummary", "run_training", "train"]
