@@ -28,22 +28,21 @@ def final_data_asset() -> Any:
 
 def triggering_year(context: Any, default: int) -> int:
     """The year a DAG run is about: its `year` param, else the ETL event that started it."""
-    year = context["params"].get("year")
-    if year:
-        return int(year)
-    events = context.get("triggering_asset_events") or {}
-    for asset_events in events.values():
-        for event in reversed(list(asset_events)):
-            if event.extra and event.extra.get("year"):
-                return int(event.extra["year"])
-    return default
+    year = context["params"].get("year") or _from_events(context, "year")
+    return int(year) if year else default
 
 
 def triggering_dataset(context: Any) -> str | None:
     """The dataset id the ETL event that started this run names (the newest such event)."""
+    dataset = _from_events(context, "dataset")
+    return str(dataset) if dataset else None
+
+
+def _from_events(context: Any, key: str) -> Any:
+    """`key` of the newest triggering Asset event that carries it, else None."""
     events = context.get("triggering_asset_events") or {}
     for asset_events in events.values():
         for event in reversed(list(asset_events)):
-            if event.extra and event.extra.get("dataset"):
-                return str(event.extra["dataset"])
+            if event.extra and event.extra.get(key):
+                return event.extra[key]
     return None
