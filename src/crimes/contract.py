@@ -250,3 +250,67 @@ def as_features_frame(frame: pd.DataFrame) -> pd.DataFrame:
     for name in NUMERIC_FEATURES:
         out[name] = pd.to_numeric(out[name], errors="raise").astype("float64")
     return out.astype(dict(FEATURE_DTYPES))
+
+
+class ContractViolation(ValueError):
+    """A value outside the contract, named by feature and row (0-based)."""
+
+    def __init__(self, feature: str, row: int, message: str) -> None:
+        super().__init__(f"input '{feature}' row {row}: {message}")
+        self.feature = feature
+        self.row = row
+
+
+def validate_columns(columns: Mapping[str, Any], rows: int) -> dict[str, list[Any]]:
+    """Records given column by column (text as str or None, bools, ints, floats with NaN for
+    missing), checked by the same rules as `CrimeFeatures` and normalised as it normalises;
+    plain Python values per feature. Optional features may be absent (all missing)."""
+    checked: dict[str, list[Any]] = {}
+    for spec in FEATURE_SPECS:
+        values = columns.get(spec.name)
+        if values is None:
+            if not spec.nullable:
+                raise ContractViolation(spec.name, 0, "the feature is required")
+            checked[spec.name] = [None] * rows
+            continue
+        if len(values) != rows:
+            raise ContractViolation(spec.name, 0, f"{len(values)} values for {rows} rows")
+        checked[spec.name] = _checked_column(spec, values)
+    return checked
+
+
+def _checked_column(spec: FeatureSpec, values: Any) -> list[Any]:
+    if spec.kind == "text":
+        out = [normalise_text(v) for v in values]
+        for row, value in enumerate(out):
+            if value is None:
+                if not spec.nullable:
+                    raise ContractViolation(spec.name, row, "is empty or only whitespace")
+            elif spec.min_length is not None and len(value) < spec.min_length:
+                raise ContractViolation(
+                    spec.name, row, f"{value!r} is shorter than {spec.min_length}"
+                )
+            elif spec.max_length is not None and len(value) > spec.max_length:
+                raise ContractViolation(
+                    spec.name, row, f"{value!r} is longer than {spec.max_length}"
+                )
+        return out
+    if spec.kind == "bool":
+        return [bool(v) for v in values]
+    array = np.asarray(values, dtype=np.float64 if spec.kind == "float" else np.int64)
+    missing = np.isnan(array) if spec.kind == "float" else np.zeros(len(array), dtype=bool)
+    if missing.any() and not spec.nullable:
+        raise ContractViolation(spec.name, int(np.argmax(missing)), "is missing (NaN)")
+    present = ~missing
+    bad = present & ~np.isfinite(array) if spec.kind == "float" else np.zeros_like(present)
+    for limit, below in ((spec.minimum, True), (spec.maximum, False)):
+        if limit is not None:
+            bad |= present & ((array < limit) if below else (array > limit))
+    if bad.any():
+        row = int(np.argmax(bad))
+        raise ContractViolation(
+            spec.name, row, f"{array[row]} is outside {spec.minimum}..{spec.maximum}"
+        )
+    if spec.kind == "float":
+        return [None if m else v for v, m in zip(array.tolist(), missing.tolist(), strict=True)]
+    return array.tolist()  # type: ignore[no-any-return]

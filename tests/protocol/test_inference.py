@@ -29,8 +29,19 @@ def test_model_metadata_reads_back_as_it_was_written() -> None:
         max_batch_rows=10_000,
     )
     response = inference.encode_model_metadata(info)
+    # Both input forms: the transformed matrix, and a raw record's features one by one.
     assert [(t.name, t.datatype, list(t.shape)) for t in response.inputs] == [
-        ("features", "FP64", [-1, 299])
+        ("features", "FP64", [-1, 299]),
+        ("iucr", "BYTES", [-1]),
+        ("primary_type", "BYTES", [-1]),
+        ("description", "BYTES", [-1]),
+        ("location_description", "BYTES", [-1]),
+        ("arrest", "BOOL", [-1]),
+        ("domestic", "BOOL", [-1]),
+        *[(name, "INT64", [-1]) for name in ("beat", "district", "ward", "community_area")],
+        ("latitude", "FP64", [-1]),
+        ("longitude", "FP64", [-1]),
+        *[(name, "INT64", [-1]) for name in ("mes", "dia_mes", "dia_semana", "hora")],
     ]
     assert inference.decode_model_metadata(response) == info
 

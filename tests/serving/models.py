@@ -3,6 +3,8 @@ scikit-learn classifiers, as registry bundles (the format every fallback uses)."
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import warnings
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -31,6 +33,8 @@ class Trained:
     model: Any
     train: pd.DataFrame
     test: npt.NDArray[np.float64]
+    # The same held-out rows as raw records (the contract's features, as a client sends them).
+    records: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
     @property
     def transformation_version(self) -> str:
@@ -64,7 +68,10 @@ def train(
         else LinearDiscriminantAnalysis()
     )
     model.fit(matrix.to_numpy() if on_array else matrix, target.iloc[:cut])
-    return Trained(transformation=fitting.export(fitted), model=model, train=matrix, test=test)
+    records = json.loads(features.iloc[cut:].to_json(orient="records"))
+    return Trained(
+        transformation=fitting.export(fitted), model=model, train=matrix, test=test, records=records
+    )
 
 
 def bundle(trained: Trained, name: str, version: str, run_id: str = "run-1") -> bundles.ModelBundle:

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from crimes import contract
 from crimes.proto_gen.inference import grpc_service_pb2 as pb
 from crimes.proto_gen.inference import grpc_service_pb2_grpc as pb_grpc
 from crimes.protocol import inference
@@ -124,9 +125,15 @@ def test_metadata_names_the_transformation_run_and_classes(tmp_path: Path, lda: 
 
     metadata = asyncio.run(scenario())
     assert (metadata.name, list(metadata.versions), metadata.platform) == (NAME, ["4"], "sklearn")
-    assert [(i.name, i.datatype, list(i.shape)) for i in metadata.inputs] == [
-        ("features", "FP64", [-1, lda.train.shape[1]])
-    ]
+    assert next((i.name, i.datatype, list(i.shape)) for i in metadata.inputs) == (
+        "features",
+        "FP64",
+        [-1, lda.train.shape[1]],
+    )
+    # ... and the other form: a raw record, a tensor per feature of the contract.
+    assert [i.name for i in metadata.inputs][1:] == list(contract.FEATURES)
+    forms = json.loads(metadata.parameters["input_forms"].string_param)
+    assert forms["records"] == list(contract.FEATURES)
     assert [(o.name, o.datatype, list(o.shape)) for o in metadata.outputs] == [
         ("fbi_code", "BYTES", [-1]),
         ("probabilities", "FP64", [-1, len(lda.model.classes_)]),

@@ -55,6 +55,41 @@ def call(
     return answer
 
 
+def call_records(address: str, model: str, records_file: str) -> dict[str, Any]:
+    """Raw records, one tensor per feature (BYTES, BOOL, INT64, FP64 with NaN for missing)."""
+    import numpy as np
+    import tritonclient.grpc as triton
+
+    from crimes import contract
+
+    records = json.loads(open(records_file).read())  # noqa: SIM115
+    kinds = {"text": ("BYTES", object), "bool": ("BOOL", bool), "int": ("INT64", np.int64)}
+    inputs = []
+    for spec in contract.FEATURE_SPECS:
+        values = [record.get(spec.name) for record in records]
+        if spec.kind == "float":
+            datatype, array = (
+                "FP64",
+                np.array([np.nan if v is None else v for v in values], dtype=np.float64),
+            )
+        else:
+            datatype, dtype = kinds[spec.kind]
+            if spec.kind == "text":
+                values = [b"" if v is None else str(v).encode() for v in values]
+            array = np.array(values, dtype=dtype)
+        tensor = triton.InferInput(spec.name, [len(records)], datatype)
+        tensor.set_data_from_numpy(array)
+        inputs.append(tensor)
+    client = triton.InferenceServerClient(url=address)
+    result = client.infer(model, inputs, outputs=[triton.InferRequestedOutput("fbi_code")])
+    labels = [b.decode() for b in result.as_numpy("fbi_code").tolist()]
+    client.close()
+    return {"labels": labels}
+
+
 if __name__ == "__main__":
     request = json.loads(sys.stdin.read())
-    json.dump(call(**request), sys.stdout)
+    if "records_file" in request:
+        json.dump(call_records(**request), sys.stdout)
+    else:
+        json.dump(call(**request), sys.stdout)

@@ -19,11 +19,12 @@ import json
 import struct
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
+from crimes import contract
 from crimes.proto_gen.inference import grpc_service_pb2 as pb
 from crimes.registry import Tag
 
@@ -44,6 +45,16 @@ ALIAS: Final = "alias"
 MODEL_CLASS: Final = "model_class"
 LOADED_AT: Final = "loaded_at"
 MAX_BATCH_ROWS: Final = "max_batch_rows"  # int64
+
+# Raw records, one tensor per contract feature: each kind's wire datatypes (the first the one
+# to send). See `crimes.protocol.records`.
+RECORD_DATATYPES: Final[Mapping[str, tuple[str, ...]]] = {
+    "text": ("BYTES",),
+    "bool": ("BOOL",),
+    "int": ("INT64", "INT32"),
+    "float": ("FP64", "FP32"),
+}
+INPUT_FORMS: Final = "input_forms"  # JSON: which inputs make each of the two request forms
 
 # Features as they travel: FP64, or FP32 (kept as float32 through decoding).
 Features = npt.NDArray[np.float64] | npt.NDArray[np.float32]
@@ -101,15 +112,16 @@ def decode_infer_request(request: pb.ModelInferRequest, max_rows: int) -> InferI
     if len(request.inputs) != 1:
         raise InvalidInput(
             f"request has {len(request.inputs)} input tensors: send exactly one, "
-            f"'{INPUT}', FP64 of shape [N, features]"
+            f"'{INPUT}', FP64 of shape [N, features], or the records' features, one tensor "
+            "each (see ModelMetadata)"
         )
     tensor = request.inputs[0]
     if tensor.name != INPUT:
-        raise InvalidInput(f"unknown input tensor '{tensor.name}': the model's input is '{INPUT}'")
-    if tensor.parameters:
-        for key, why in _UNSUPPORTED_PARAMETERS.items():
-            if key in tensor.parameters:
-                raise InvalidInput(f"input '{INPUT}': {why}")
+        raise InvalidInput(
+            f"unknown input tensor '{tensor.name}': the model's inputs are '{INPUT}' or the "
+            "records' features (see ModelMetadata)"
+        )
+    unsupported_parameter(tensor.parameters, f"input '{INPUT}'")
     datatype = tensor.datatype
     if datatype not in _DTYPES:
         raise InvalidInput(
@@ -187,12 +199,19 @@ def decode_infer_request(request: pb.ModelInferRequest, max_rows: int) -> InferI
     return InferInput(
         features=features,
         transformation_version=version,
-        outputs=_requested_outputs(request.outputs),
+        outputs=requested_outputs(request.outputs),
         raw=raw,
     )
 
 
-def _requested_outputs(
+def unsupported_parameter(parameters: Mapping[str, pb.InferParameter], where: str) -> None:
+    """InvalidInput when a tensor asks for a protocol feature this server does not offer."""
+    for key, why in _UNSUPPORTED_PARAMETERS.items():
+        if key in parameters:
+            raise InvalidInput(f"{where}: {why}")
+
+
+def requested_outputs(
     requested: Iterable[pb.ModelInferRequest.InferRequestedOutputTensor],
 ) -> tuple[str, ...]:
     names: list[str] = []
@@ -203,10 +222,7 @@ def _requested_outputs(
             )
         if output.name in names:
             raise InvalidInput(f"output '{output.name}' is requested twice")
-        if output.parameters:
-            for key, why in _UNSUPPORTED_PARAMETERS.items():
-                if key in output.parameters:
-                    raise InvalidInput(f"output '{output.name}': {why}")
+        unsupported_parameter(output.parameters, f"output '{output.name}'")
         names.append(output.name)
     return tuple(names) or DEFAULT_OUTPUTS
 
@@ -239,8 +255,18 @@ class Answer:
     encoding: Labels
 
 
+class Requested(Protocol):
+    """What a decoded request (matrix or records) says about the answer it wants."""
+
+    @property
+    def outputs(self) -> tuple[str, ...]: ...
+
+    @property
+    def raw(self) -> bool: ...
+
+
 def encode_infer_response(
-    request: pb.ModelInferRequest, decoded: InferInput, answer: Answer
+    request: pb.ModelInferRequest, decoded: Requested, answer: Answer
 ) -> pb.ModelInferResponse:
     response = pb.ModelInferResponse(
         model_name=answer.model_name, model_version=answer.model_version, id=request.id
@@ -295,6 +321,9 @@ def encode_model_metadata(info: ModelInfo) -> pb.ModelMetadataResponse:
         name=info.name, versions=[info.version], platform=info.platform
     )
     response.inputs.add(name=INPUT, datatype="FP64", shape=[-1, info.n_features])
+    # The other form: a raw record, one tensor per feature (optional ones may be left out).
+    for spec in contract.FEATURE_SPECS:
+        response.inputs.add(name=spec.name, datatype=RECORD_DATATYPES[spec.kind][0], shape=[-1])
     response.outputs.add(name=LABELS, datatype="BYTES", shape=[-1])
     response.outputs.add(name=PROBABILITIES, datatype="FP64", shape=[-1, len(info.classes)])
     values: dict[str, bool | int | float | str] = {
@@ -308,6 +337,13 @@ def encode_model_metadata(info: ModelInfo) -> pb.ModelMetadataResponse:
         MODEL_CLASS: info.model_class,
         LOADED_AT: info.loaded_at,
         MAX_BATCH_ROWS: info.max_batch_rows,
+        INPUT_FORMS: json.dumps(
+            {
+                "matrix": [INPUT],
+                "records": list(contract.FEATURES),
+                "records_optional": [s.name for s in contract.FEATURE_SPECS if s.nullable],
+            }
+        ),
     }
     for key, value in values.items():
         set_parameter(response.parameters[key], value)

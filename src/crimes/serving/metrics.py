@@ -72,6 +72,12 @@ class Metrics:
             ["model"],
             registry=self.registry,
         )
+        self.unknown_categories = Counter(
+            "crimes_model_unknown_categories",
+            "Raw records served with a category no training row had, by feature.",
+            ["model", "feature"],
+            registry=self.registry,
+        )
         self._children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
         self._loaded_labels: tuple[str, ...] | None = None
         self.ready.labels(model).set(0)
@@ -87,6 +93,11 @@ class Metrics:
             self._children[key] = children
         children[0].inc()
         children[1].observe(seconds)
+
+    def unknown(self, per_row: list[list[str]]) -> None:
+        for names in per_row:
+            for feature in names:
+                self.unknown_categories.labels(self.model, feature).inc()
 
     def serving(self, model: LoadedModel) -> None:
         if self._loaded_labels is not None:

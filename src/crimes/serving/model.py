@@ -24,6 +24,7 @@ from crimes.protocol import inference
 from crimes.registry import Tag
 from crimes.registry.bundles import ModelBundle
 from crimes.serving.errors import InvalidInput, ModelLoadError, PreconditionFailed
+from crimes.transformation.lookup import LookupTransformer
 
 PLATFORM: Final = "sklearn"
 FloatMatrix = inference.FloatMatrix
@@ -69,6 +70,8 @@ class LoadedModel:
     loaded_at: float = field(default_factory=time.time)
     # The class labels as BYTES tensor elements, encoded once.
     labels: inference.Labels = field(default_factory=lambda: inference.Labels(()), repr=False)
+    # The version's own transformation, for records sent raw (built from its document).
+    transformer: LookupTransformer | None = field(default=None, repr=False)
     # The classifier's own label computation minus scikit-learn's per-call input validation,
     # when it gave exactly the classifier's predictions at load time (see `_direct_labels`).
     direct_labels: LabelFunction | None = field(default=None, repr=False)
@@ -134,6 +137,14 @@ class LoadedModel:
                 f"input row {row}, column {column} ({self.feature_names[column]}) is "
                 f"{features[row, column]}: features must be finite numbers"
             )
+
+    def transform_records(
+        self, columns: dict[str, list[Any]], rows: int
+    ) -> tuple[FloatMatrix, list[list[str]]]:
+        """Validated records through this version's own transformation; each row's unknown
+        categories."""
+        assert self.transformer is not None, "prepare() builds it"
+        return self.transformer.transform_columns(columns, rows)
 
     def predict(self, features: Features, probabilities: bool) -> Prediction:
         model = self.bundle.model
@@ -205,6 +216,7 @@ def prepare(
         feature_names=tuple(columns),
         alias=alias,
         labels=inference.Labels(classes),
+        transformer=LookupTransformer(bundle.transformation),
     )
     _smoke(loaded, where)
     direct = _direct_labels(model)

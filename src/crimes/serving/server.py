@@ -23,7 +23,7 @@ from google.protobuf.message import DecodeError, Message
 from crimes.ops.logs import get_logger
 from crimes.ops.memory import keep_large_buffers
 from crimes.proto_gen.inference import grpc_service_pb2 as pb
-from crimes.protocol import inference
+from crimes.protocol import inference, records
 from crimes.serving.errors import InvalidInput, ModelNotFound, ModelUnavailable, status_code
 from crimes.serving.health import Health, enable_reflection
 from crimes.serving.metadata import model_info
@@ -180,14 +180,25 @@ class InferenceService:
 
     async def model_infer(self, request: pb.ModelInferRequest, call: _Call) -> Message:
         model = self._model(request.model_name, request.model_version, call)
-        decoded = inference.decode_infer_request(request, self.settings.max_batch_rows)
-        model.check_features(decoded.features, decoded.transformation_version)
+        decoded: inference.Requested
+        features: inference.Features
+        if records.is_record_request(request):
+            # Raw records: validated by the contract, transformed by this version's own
+            # transformation (the transformation_version parameter does not apply).
+            raw = records.decode(request, self.settings.max_batch_rows)
+            features, unknown = model.transform_records(raw.columns, raw.rows)
+            self.metrics.unknown(unknown)
+            decoded = raw
+        else:
+            matrix = inference.decode_infer_request(request, self.settings.max_batch_rows)
+            model.check_features(matrix.features, matrix.transformation_version)
+            features, decoded = matrix.features, matrix
         probabilities = inference.PROBABILITIES in decoded.outputs
-        if len(decoded.features) <= self.settings.inline_rows:
-            prediction = model.predict(decoded.features, probabilities)
+        if len(features) <= self.settings.inline_rows:
+            prediction = model.predict(features, probabilities)
         else:
             prediction = await asyncio.get_running_loop().run_in_executor(
-                self.executor, model.predict, decoded.features, probabilities
+                self.executor, model.predict, features, probabilities
             )
         answer = inference.Answer(
             model_name=model.name,

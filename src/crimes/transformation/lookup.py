@@ -93,22 +93,31 @@ class LookupTransformer:
     def transform(self, rows: Sequence[Mapping[Any, Any]]) -> tuple[Vector, list[list[str]]]:
         """Transformed rows, and for each row the features whose category was unknown."""
         if len(rows) > PER_ROW_MAX:
-            return self._transform_columns(rows)
+            return self._transform_columns(self._columns(rows), len(rows))
         out = np.empty((len(rows), self.n_outputs), dtype=np.float64)
         unknown: list[list[str]] = []
         for i, row in enumerate(rows):
             unknown.append(self._fill(out[i], row))
         return out, unknown
 
+    def transform_columns(
+        self, columns: Mapping[str, Sequence[Any]], count: int
+    ) -> tuple[Vector, list[list[str]]]:
+        """Records given column by column (what a raw-record gRPC request carries): the same
+        answers as `transform` on the same records, whichever path it takes."""
+        if count > PER_ROW_MAX:
+            return self._transform_columns(columns, count)
+        names = list(columns)
+        rows = [dict(zip(names, row, strict=True)) for row in zip(*columns.values(), strict=True)]
+        return self.transform(rows)
+
     def _transform_columns(
-        self, rows: Sequence[Mapping[Any, Any]]
+        self, columns: Mapping[str, Sequence[Any]], count: int
     ) -> tuple[Vector, list[list[str]]]:
         """The batch path: column by column, one fancy-index per feature. The same lookups
         (the same dictionaries) and the same float64 operations as the per-row path, so the
         same bits."""
-        count = len(rows)
         out = np.empty((count, self.n_outputs), dtype=np.float64)
-        columns = self._columns(rows)
         # None becomes NaN in a float64 array, as in the per-row path.
         out[:, self._numeric_columns] = self._numeric(
             np.array([columns[name] for name in contract.NUMERIC_FEATURES], dtype=np.float64).T
