@@ -135,7 +135,8 @@ def train(
     splits, lineage = Splits.of(final), Lineage.of(final)
     existing = trained_before(client, name, lineage.dataset)
     if existing is not None:
-        log.info("training.already_done", model=name, dataset=lineage.dataset, **existing.as_dict())
+        said = {k: v for k, v in existing.as_dict().items() if k != "hyperparameters"}
+        log.info("training.already_done", dataset=lineage.dataset, **said)
         return existing
     run_tags = {"stage": "training", "model": kind, **lineage.tags()}
     if orchestrator_run:
