@@ -166,3 +166,39 @@ def test_column_checks_accept_and_normalise_what_crimefeatures_does() -> None:
     assert {name: values[0] for name, values in checked.items()} == expected
     with pytest.raises(contract.ContractViolation, match="input 'iucr' row 0"):
         contract.validate_columns({**columns, "iucr": [None]}, 1)
+
+
+def test_grpcurl_sends_a_raw_record_through_reflection(tmp_path: Path, dtc: Trained) -> None:
+    """grpcurl (a real gRPC client that knows the API only through reflection) sends a raw
+    record as JSON: the answer is our client's."""
+    import json
+    import subprocess
+    import sys
+
+    from google.protobuf import json_format
+
+    from crimes.proto_gen.inference import grpc_service_pb2 as pb
+
+    grpcurl = str(Path(sys.executable).parent / "grpcurl")
+    registry = FakeRegistry()
+    registry.publish("1", bundle(dtc, NAME, "1"))
+    record = dtc.records[0]
+    body = json_format.MessageToJson(records.infer_request(NAME, [record], raw=False))
+
+    async def scenario() -> tuple[str, inference.InferOutput]:
+        async with running(settings(tmp_path), registry) as live:
+            await until(lambda: live.server.runtime.ready)
+            ours = await live.stub.ModelInfer(records.infer_request(NAME, [record]), timeout=10)
+            command = [grpcurl, "-plaintext", "-d", "@", live.address,
+                       "inference.GRPCInferenceService/ModelInfer"]  # fmt: skip
+            ran = await asyncio.to_thread(
+                subprocess.run, command, input=body, capture_output=True, text=True, timeout=60
+            )
+            assert ran.returncode == 0, ran.stderr
+            return ran.stdout, inference.decode_infer_response(ours)
+
+    answered, ours = asyncio.run(scenario())
+    response = json_format.Parse(answered, pb.ModelInferResponse())
+    assert inference.decode_infer_response(response).labels == ours.labels
+    said = json.loads(answered)
+    assert said.get("modelName", said.get("model_name")) == NAME
