@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from crimes import registry
+from crimes import contract, registry
 from crimes.lake.storage import Lake
 from crimes.proto_gen.inference import grpc_service_pb2_grpc as pb_grpc
 from crimes.protocol import inference
@@ -133,9 +133,14 @@ def test_tritonclient_gets_the_registered_models_own_predictions(
     metadata = answer["metadata"]
     assert metadata["name"] == service.name
     assert metadata["versions"] == [version]
-    assert metadata["inputs"] == [
-        {"name": "features", "datatype": "FP64", "shape": ["-1", str(rows.shape[1])]}
-    ]
+    # Both input forms, as tritonclient reads them: the matrix, then a tensor per feature.
+    assert metadata["inputs"][0] == {
+        "name": "features",
+        "datatype": "FP64",
+        "shape": ["-1", str(rows.shape[1])],
+    }
+    assert [i["name"] for i in metadata["inputs"][1:]] == list(contract.FEATURES)
+    assert all(i["shape"] == ["-1"] for i in metadata["inputs"][1:])
     assert [o["name"] for o in metadata["outputs"]] == ["fbi_code", "probabilities"]
 
     labels, probabilities = _offline(service.name, version, rows)
