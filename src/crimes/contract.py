@@ -220,21 +220,35 @@ def out_of_contract(frame: pd.DataFrame) -> pd.Series:
         bad = column.isna() if not spec.nullable else pd.Series(False, index=frame.index)
         present = column.notna()
         if spec.kind == "text":
-            lengths = column.str.len()
-            if spec.min_length is not None:
-                bad |= present & (lengths < spec.min_length)
-            if spec.max_length is not None:
-                bad |= present & (lengths > spec.max_length)
+            bad |= _breaks_length(spec, column.str.len(), present)
         elif spec.kind in ("int", "float"):
-            values = pd.to_numeric(column, errors="coerce")
-            if spec.kind == "float":
-                bad |= present & ~np.isfinite(values.astype("float64"))
-            if spec.minimum is not None:
-                bad |= present & (values < spec.minimum)
-            if spec.maximum is not None:
-                bad |= present & (values > spec.maximum)
+            bad |= _breaks_bounds(spec, pd.to_numeric(column, errors="coerce"), present)
         reason = reason.mask(bad & reason.isna(), f"out_of_range_{spec.name}")
     return reason.where(reason.notna(), None)
+
+
+def _breaks_length(spec: FeatureSpec, lengths: Any, present: Any) -> Any:
+    """Where present text is shorter or longer than the feature allows (numpy or pandas)."""
+    bad = present & False
+    if spec.min_length is not None:
+        bad |= present & (lengths < spec.min_length)
+    if spec.max_length is not None:
+        bad |= present & (lengths > spec.max_length)
+    return bad
+
+
+def _breaks_bounds(spec: FeatureSpec, values: Any, present: Any) -> Any:
+    """Where present numbers are outside the feature's range, or not finite (numpy or pandas)."""
+    bad = (
+        present & ~np.isfinite(values.astype("float64"))
+        if spec.kind == "float"
+        else present & False
+    )
+    if spec.minimum is not None:
+        bad |= present & (values < spec.minimum)
+    if spec.maximum is not None:
+        bad |= present & (values > spec.maximum)
+    return bad
 
 
 def features_frame(records: list[CrimeFeatures]) -> pd.DataFrame:
@@ -280,32 +294,33 @@ def validate_columns(columns: Mapping[str, Any], rows: int) -> dict[str, list[An
 
 
 def _checked_column(spec: FeatureSpec, values: Any) -> list[Any]:
-    if spec.kind == "text":
-        out = [normalise_text(v) for v in values]
-        for row, value in enumerate(out):
-            if value is None:
-                if not spec.nullable:
-                    raise ContractViolation(spec.name, row, "is empty or only whitespace")
-            elif spec.min_length is not None and len(value) < spec.min_length:
-                raise ContractViolation(
-                    spec.name, row, f"{value!r} is shorter than {spec.min_length}"
-                )
-            elif spec.max_length is not None and len(value) > spec.max_length:
-                raise ContractViolation(
-                    spec.name, row, f"{value!r} is longer than {spec.max_length}"
-                )
-        return out
+    """One feature's values checked by the rules `out_of_contract` applies (the same helpers);
+    ContractViolation names the first row that breaks them."""
     if spec.kind == "bool":
         return [bool(v) for v in values]
+    if spec.kind == "text":
+        out = [normalise_text(v) for v in values]
+        lengths = np.array([-1 if v is None else len(v) for v in out])
+        present = lengths >= 0
+        if not spec.nullable and not present.all():
+            raise ContractViolation(
+                spec.name, int(np.argmin(present)), "is empty or only whitespace"
+            )
+        bad = _breaks_length(spec, lengths, present)
+        if bad.any():
+            row = int(np.argmax(bad))
+            raise ContractViolation(
+                spec.name,
+                row,
+                f"{out[row]!r} has {lengths[row]} characters, expected "
+                f"{spec.min_length}..{spec.max_length}",
+            )
+        return out
     array = np.asarray(values, dtype=np.float64 if spec.kind == "float" else np.int64)
     missing = np.isnan(array) if spec.kind == "float" else np.zeros(len(array), dtype=bool)
     if missing.any() and not spec.nullable:
         raise ContractViolation(spec.name, int(np.argmax(missing)), "is missing (NaN)")
-    present = ~missing
-    bad = present & ~np.isfinite(array) if spec.kind == "float" else np.zeros_like(present)
-    for limit, below in ((spec.minimum, True), (spec.maximum, False)):
-        if limit is not None:
-            bad |= present & ((array < limit) if below else (array > limit))
+    bad = _breaks_bounds(spec, array, ~missing)
     if bad.any():
         row = int(np.argmax(bad))
         raise ContractViolation(
