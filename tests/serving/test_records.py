@@ -202,3 +202,21 @@ def test_grpcurl_sends_a_raw_record_through_reflection(tmp_path: Path, dtc: Trai
     assert inference.decode_infer_response(response).labels == ours.labels
     said = json.loads(answered)
     assert said.get("modelName", said.get("model_name")) == NAME
+
+
+def test_unknown_categories_of_records_are_counted_per_feature(
+    tmp_path: Path, dtc: Trained
+) -> None:
+    registry = FakeRegistry()
+    registry.publish("1", bundle(dtc, NAME, "1"))
+    unseen = [{**record, "iucr": "9999"} for record in dtc.records[:20]]
+
+    async def scenario() -> Any:
+        async with running(settings(tmp_path), registry) as live:
+            await until(lambda: live.server.runtime.ready)
+            await live.stub.ModelInfer(records.infer_request(NAME, unseen), timeout=10)
+            return live.server.metrics.registry
+
+    metrics = asyncio.run(scenario())
+    labels = {"model": NAME, "feature": "iucr"}
+    assert metrics.get_sample_value("crimes_model_unknown_categories_total", labels) == 20

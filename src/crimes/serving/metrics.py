@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 from typing import Any, Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
@@ -95,9 +96,10 @@ class Metrics:
         children[1].observe(seconds)
 
     def unknown(self, per_row: list[list[str]]) -> None:
-        for names in per_row:
-            for feature in names:
-                self.unknown_categories.labels(self.model, feature).inc()
+        """Count each row's unknown categories: one increment per feature, not per row."""
+        counts = collections.Counter(feature for names in per_row for feature in names)
+        for feature, count in counts.items():
+            self.unknown_categories.labels(self.model, feature).inc(count)
 
     def serving(self, model: LoadedModel) -> None:
         if self._loaded_labels is not None:
