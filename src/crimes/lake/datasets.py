@@ -42,6 +42,16 @@ class FinalData:
     def transformation_version(self) -> str:
         return str(self.manifest["transformation_version"])
 
+    def raw_splits(self) -> HeldOutRows:
+        """Its raw splits, already in memory (no second read of the lake)."""
+        return HeldOutRows(
+            dataset=str(self.manifest["dataset"]),
+            features_train=self.features_train,
+            y_train=self.y_train,
+            features_test=self.features_test,
+            y_test=self.y_test,
+        )
+
 
 def current_manifest(lake: Lake, year: int) -> dict[str, Any]:
     return storage.read_pointer(lake, layout.pointer_key(year))

@@ -10,6 +10,7 @@ show what it lost. When both were trained on the same dataset, that is its test 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass
@@ -41,6 +42,13 @@ class Rows:
     features: pd.DataFrame
     target: pd.Series
     rule: str
+
+    @functools.cached_property
+    def records(self) -> list[dict[str, Any]]:
+        """The rows as a client sends them (JSON types, null for a missing coordinate), made
+        once for both versions."""
+        records: list[dict[str, Any]] = json.loads(self.features.to_json(orient="records"))
+        return records
 
     @property
     def sha256(self) -> str:
@@ -92,8 +100,7 @@ def held_out_by_neither(candidate: HeldOutRows, champion: HeldOutRows) -> Rows:
 
 def f1_on(model: Any, transformation: TransformationDocument, rows: Rows) -> float:
     """A version's weighted F1 on raw rows, through its own transformation."""
-    records = json.loads(rows.features.to_json(orient="records"))
-    matrix, _ = LookupTransformer(transformation).transform(records)
+    matrix, _ = LookupTransformer(transformation).transform(rows.records)
     return evaluation.scores(rows.target.to_numpy(), model.predict(matrix))["test_f1_weighted"]
 
 
@@ -102,6 +109,7 @@ def compare(
     name: str,
     candidate_model: Any,
     candidate: FinalData,
+    candidate_test_f1: float,
     lake: Lake,
     min_rows: int,
 ) -> Comparison:
@@ -109,15 +117,9 @@ def compare(
     re-scored gives a Comparison without its F1 (and the candidate's own test F1)."""
     import mlflow
 
-    own_f1 = evaluation.scores(
-        candidate.y_test.astype(str).to_numpy(),
-        candidate_model.predict(candidate.X_test.to_numpy(dtype=np.float64)),
-    )["test_f1_weighted"]
     try:
-        champion_data = _champion_data(champion, lake)
-        rows = held_out_by_neither(
-            datasets.load_raw_splits(lake, candidate.manifest), champion_data.rows
-        )
+        champion_data = _champion_data(champion, candidate, lake)
+        rows = held_out_by_neither(candidate.raw_splits(), champion_data.rows)
         if len(rows.features) < min_rows:
             raise ValueError(
                 f"only {len(rows.features)} rows neither version trained on (fewer than {min_rows})"
@@ -132,7 +134,7 @@ def compare(
             champion=champion.version,
             error=str(error),
         )
-        return Comparison(own_f1, None, 0, f"champion not re-scorable: {error}")
+        return Comparison(candidate_test_f1, None, 0, f"champion not re-scorable: {error}")
     log.info(
         "promotion.compared",
         name=name,
@@ -150,17 +152,22 @@ class _ChampionData:
     transformation: TransformationDocument
 
 
-def _champion_data(champion: Any, lake: Lake) -> _ChampionData:
-    """The champion's own dataset (its splits) and transformation, both verified."""
+def _champion_data(champion: Any, candidate: FinalData, lake: Lake) -> _ChampionData:
+    """The champion's own dataset (its splits) and transformation, both verified; the
+    candidate's, already loaded, when both were trained on the same dataset."""
     tags = champion.tags or {}
     dataset, year = tags.get(Tag.DATASET), tags.get(Tag.YEAR)
     if not dataset or not year:
         raise ValueError(f"version {champion.version} names no dataset and year")
-    manifest = datasets.dataset_manifest(lake, int(year), dataset)
-    transformation = datasets.load_transformation(lake, manifest)
+    if dataset == candidate.manifest["dataset"]:
+        rows, transformation = candidate.raw_splits(), candidate.transformation
+    else:
+        manifest = datasets.dataset_manifest(lake, int(year), dataset)
+        rows = datasets.load_raw_splits(lake, manifest)
+        transformation = datasets.load_transformation(lake, manifest)
     if transformation.version != tags.get(Tag.TRANSFORMATION_VERSION):
         raise ValueError(
             f"dataset {dataset}'s transformation is not the one version {champion.version} "
             "is tagged with"
         )
-    return _ChampionData(datasets.load_raw_splits(lake, manifest), transformation)
+    return _ChampionData(rows, transformation)

@@ -328,7 +328,13 @@ def decide_promotion(
         version,
         result.f1_weighted,
         lambda champion: comparison.compare(
-            champion, name, fitted.model, final, lake, settings.promotion_min_rows
+            champion,
+            name,
+            fitted.model,
+            final,
+            result.f1_weighted,
+            lake,
+            settings.promotion_min_rows,
         ),
         floor=settings.promotion_floor_f1,
         attempts=settings.promotion_attempts,
