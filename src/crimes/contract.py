@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+import operator
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Annotated, Any, Final, Literal, cast
 
@@ -220,35 +221,49 @@ def out_of_contract(frame: pd.DataFrame) -> pd.Series:
         bad = column.isna() if not spec.nullable else pd.Series(False, index=frame.index)
         present = column.notna()
         if spec.kind == "text":
-            bad |= _breaks_length(spec, column.str.len(), present)
+            bad |= present & _outside(column.str.len(), *_limits(spec), finite=False)
         elif spec.kind in ("int", "float"):
-            bad |= _breaks_bounds(spec, pd.to_numeric(column, errors="coerce"), present)
+            values = pd.to_numeric(column, errors="coerce")
+            bad |= present & _outside(values, *_limits(spec), finite=spec.kind == "float")
         reason = reason.mask(bad & reason.isna(), f"out_of_range_{spec.name}")
     return reason.where(reason.notna(), None)
 
 
-def _breaks_length(spec: FeatureSpec, lengths: Any, present: Any) -> Any:
-    """Where present text is shorter or longer than the feature allows (numpy or pandas)."""
-    bad = present & False
-    if spec.min_length is not None:
-        bad |= present & (lengths < spec.min_length)
-    if spec.max_length is not None:
-        bad |= present & (lengths > spec.max_length)
-    return bad
-
-
-def _breaks_bounds(spec: FeatureSpec, values: Any, present: Any) -> Any:
-    """Where present numbers are outside the feature's range, or not finite (numpy or pandas)."""
-    bad = (
-        present & ~np.isfinite(values.astype("float64"))
-        if spec.kind == "float"
-        else present & False
+def _limits(spec: FeatureSpec) -> tuple[float, float]:
+    """The range a feature's values must lie in (its length's, for text); NaN where the
+    contract sets no bound (a comparison with NaN is never true)."""
+    low, high = (
+        (spec.min_length, spec.max_length) if spec.kind == "text" else (spec.minimum, spec.maximum)
     )
-    if spec.minimum is not None:
-        bad |= present & (values < spec.minimum)
-    if spec.maximum is not None:
-        bad |= present & (values > spec.maximum)
+    return (np.nan if low is None else float(low), np.nan if high is None else float(high))
+
+
+_LIMITS: Final = {spec.name: _limits(spec) for spec in FEATURE_SPECS}
+
+
+def _outside(values: Any, low: float, high: float, *, finite: bool) -> Any:
+    """The contract's range rule, written once: where values (numbers, or text lengths) are
+    below `low` or above `high`, or not finite when `finite` numbers are required. Plain
+    comparisons, so it holds for a pandas column and for one Python number alike; callers
+    leave out the missing values."""
+    bad = (values < low) | (values > high)
+    if finite:
+        bad = bad | (values != values) | (abs(values) == np.inf)
     return bad
+
+
+def feature_columns(records: Sequence[Mapping[str, Any]]) -> dict[str, Sequence[Any]]:
+    """Records (dicts of features) as one sequence per feature, in the contract's order; a
+    feature a record leaves out is None there."""
+    values: list[Sequence[Any]]
+    try:
+        # Every feature present (validated records): one C-level pass over the records.
+        values = list(zip(*map(operator.itemgetter(*FEATURES), records), strict=True))
+    except KeyError:
+        values = [[record.get(name) for record in records] for name in FEATURES]
+    if not values:
+        values = [() for _ in FEATURES]
+    return dict(zip(FEATURES, values, strict=True))
 
 
 def features_frame(records: list[CrimeFeatures]) -> pd.DataFrame:
@@ -278,7 +293,11 @@ class ContractViolation(ValueError):
 def validate_columns(columns: Mapping[str, Any], rows: int) -> dict[str, list[Any]]:
     """Records given column by column (text as str or None, bools, ints, floats with NaN for
     missing), checked by the same rules as `CrimeFeatures` and normalised as it normalises;
-    plain Python values per feature. Optional features may be absent (all missing)."""
+    plain Python values per feature. Optional features may be absent (all missing).
+
+    A column is judged by its smallest and largest values (builtins over a list: cheap for
+    one record and for thousands); only a column that breaks a rule is searched for its first
+    bad row, which the ContractViolation names."""
     checked: dict[str, list[Any]] = {}
     for spec in FEATURE_SPECS:
         values = columns.get(spec.name)
@@ -289,43 +308,64 @@ def validate_columns(columns: Mapping[str, Any], rows: int) -> dict[str, list[An
             continue
         if len(values) != rows:
             raise ContractViolation(spec.name, 0, f"{len(values)} values for {rows} rows")
-        checked[spec.name] = _checked_column(spec, values)
+        plain = values.tolist() if isinstance(values, np.ndarray) else list(values)
+        checked[spec.name] = _checked_column(spec, plain)
     return checked
 
 
-def _checked_column(spec: FeatureSpec, values: Any) -> list[Any]:
-    """One feature's values checked by the rules `out_of_contract` applies (the same helpers);
-    ContractViolation names the first row that breaks them."""
+def _checked_column(spec: FeatureSpec, values: list[Any]) -> list[Any]:
     if spec.kind == "bool":
         return [bool(v) for v in values]
     if spec.kind == "text":
-        out = [normalise_text(v) for v in values]
-        lengths = np.array([-1 if v is None else len(v) for v in out])
-        present = lengths >= 0
-        if not spec.nullable and not present.all():
-            raise ContractViolation(
-                spec.name, int(np.argmin(present)), "is empty or only whitespace"
-            )
-        bad = _breaks_length(spec, lengths, present)
-        if bad.any():
-            row = int(np.argmax(bad))
+        values, distinct = _normalised(values)
+        if not spec.nullable and None in distinct:
+            raise ContractViolation(spec.name, values.index(None), "is empty or only whitespace")
+        present = [len(v) for v in distinct if v is not None]
+    elif spec.kind == "float":
+        values = [None if v != v else v for v in values]  # NaN: missing
+        present = [v for v in values if v is not None]
+        if not spec.nullable and len(present) < len(values):
+            raise ContractViolation(spec.name, values.index(None), "is missing (NaN)")
+    else:
+        present = values
+    if present and _breaks(spec, min(present), max(present)):
+        _raise_first(spec, values)
+    return values
+
+
+def _normalised(values: list[Any]) -> tuple[list[Any], Collection[Any]]:
+    """`normalise_text` over a column, once per distinct value (a column of categories holds
+    few), and the distinct normalised values; values that cannot be a dictionary key are
+    normalised one by one."""
+    try:
+        distinct = {value: normalise_text(value) for value in set(values)}
+    except TypeError:
+        column = [normalise_text(v) for v in values]
+        return column, column
+    return [distinct[v] for v in values], set(distinct.values())
+
+
+def _breaks(spec: FeatureSpec, value: Any, other: Any | None = None) -> bool:
+    """Whether a value (a text's length), or either of two, breaks the feature's range."""
+    low, high = _LIMITS[spec.name]
+    finite = spec.kind == "float"
+    return bool(_outside(value, low, high, finite=finite)) or (
+        other is not None and bool(_outside(other, low, high, finite=finite))
+    )
+
+
+def _raise_first(spec: FeatureSpec, values: list[Any]) -> None:
+    for row, value in enumerate(values):
+        if value is None:
+            continue
+        if spec.kind == "text" and _breaks(spec, len(value)):
             raise ContractViolation(
                 spec.name,
                 row,
-                f"{out[row]!r} has {lengths[row]} characters, expected "
+                f"{value!r} has {len(value)} characters, expected "
                 f"{spec.min_length}..{spec.max_length}",
             )
-        return out
-    array = np.asarray(values, dtype=np.float64 if spec.kind == "float" else np.int64)
-    missing = np.isnan(array) if spec.kind == "float" else np.zeros(len(array), dtype=bool)
-    if missing.any() and not spec.nullable:
-        raise ContractViolation(spec.name, int(np.argmax(missing)), "is missing (NaN)")
-    bad = _breaks_bounds(spec, array, ~missing)
-    if bad.any():
-        row = int(np.argmax(bad))
-        raise ContractViolation(
-            spec.name, row, f"{array[row]} is outside {spec.minimum}..{spec.maximum}"
-        )
-    if spec.kind == "float":
-        return [None if m else v for v, m in zip(array.tolist(), missing.tolist(), strict=True)]
-    return array.tolist()  # type: ignore[no-any-return]
+        if spec.kind != "text" and _breaks(spec, value):
+            raise ContractViolation(
+                spec.name, row, f"{value} is outside {spec.minimum}..{spec.maximum}"
+            )

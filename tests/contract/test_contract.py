@@ -106,6 +106,52 @@ def test_frame_check_agrees_with_the_schema_row_by_row() -> None:
         assert accepted == (verdict is None), (row, verdict)
 
 
+def test_column_check_agrees_with_the_schema_row_by_row() -> None:
+    """The raw-record check (column-wise, one record or many) accepts exactly what the schema
+    accepts, and names the feature and row of the first value it refuses."""
+    probes: dict[str, list[Any]] = {
+        "beat": [0, 1, 9999, 10000],
+        "latitude": [-90.5, 41.7, 90.0, None, float("inf"), float("-inf")],
+        "iucr": ["0460", " 460", "04600", "   "],
+        "location_description": ["street", "  ", None],
+        "hora": [-1, 0, 23, 24],
+    }
+    rows = [
+        {**REFERENCE_EXAMPLE, **dict(zip(probes, values, strict=True))}
+        for values in itertools.product(*probes.values())
+    ]
+
+    def columns(batch: list[dict[str, Any]]) -> dict[str, list[Any]]:
+        return {
+            name: [float("nan") if r[name] is None and name == "latitude" else r[name]
+                   for r in batch]
+            for name in contract.FEATURES
+        }  # fmt: skip
+
+    accepted_rows = []
+    for row in rows:
+        try:
+            expected = contract.CrimeFeatures(**row).model_dump()
+        except ValidationError as error:
+            problem = str(error)
+            with pytest.raises(contract.ContractViolation) as refused:
+                contract.validate_columns(columns([row]), 1)
+            assert refused.value.feature in problem, (row, refused.value)
+            continue
+        checked = contract.validate_columns(columns([row]), 1)
+        assert {name: values[0] for name, values in checked.items()} == expected
+        accepted_rows.append(row)
+    # Many records at once: the first refused row is named.
+    half = len(accepted_rows) // 2
+    assert half > 5
+    batch = [*accepted_rows[:half], {**REFERENCE_EXAMPLE, "hora": 24}, *accepted_rows[half:]]
+    with pytest.raises(contract.ContractViolation, match=f"input 'hora' row {half}: 24"):
+        contract.validate_columns(columns(batch), len(batch))
+    assert len(contract.validate_columns(columns(accepted_rows), len(accepted_rows))["iucr"]) == (
+        len(accepted_rows)
+    )
+
+
 def test_text_is_normalised_the_same_way_wherever_a_record_comes_from() -> None:
     assert contract.normalise_text("  motor vehicle theft ") == "MOTOR VEHICLE THEFT"
     assert contract.normalise_text(" \t\n") is None

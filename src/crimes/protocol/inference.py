@@ -448,13 +448,21 @@ def decode_infer_response(response: pb.ModelInferResponse) -> InferOutput:
     )
 
 
+_LENGTH: Final = struct.Struct("<I")
+
+
 def split_bytes(data: bytes) -> list[bytes]:
-    """A raw BYTES tensor's elements (each prefixed by its 4-byte little-endian length)."""
+    """A raw BYTES tensor's elements (each prefixed by its 4-byte little-endian length);
+    InvalidInput when the data ends inside a length or an element."""
     items: list[bytes] = []
-    offset = 0
-    while offset < len(data):
-        (size,) = struct.unpack_from("<I", data, offset)
-        offset += 4
-        items.append(data[offset : offset + size])
-        offset += size
+    append, length = items.append, _LENGTH.unpack_from
+    offset, end = 0, len(data)
+    while offset < end:
+        if offset + 4 > end:
+            raise InvalidInput(f"raw BYTES data ends inside an element's length at byte {offset}")
+        start = offset + 4
+        offset = start + length(data, offset)[0]
+        if offset > end:
+            raise InvalidInput(f"raw BYTES data ends inside element {len(items)}")
+        append(data[start:offset])
     return items

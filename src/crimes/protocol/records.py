@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import numpy as np
-import numpy.typing as npt
 
 from crimes import contract
 from crimes.proto_gen.inference import grpc_service_pb2 as pb
@@ -37,6 +36,14 @@ _RAW: Final[Mapping[str, str]] = {
     "INT32": "<i4",
     "FP64": "<f8",
     "FP32": "<f4",
+}
+_LENGTH: Final = struct.Struct("<I")
+_STRUCT: Final[Mapping[str, str]] = {
+    "BOOL": "?",
+    "INT64": "q",
+    "INT32": "i",
+    "FP64": "d",
+    "FP32": "f",
 }
 _TYPED: Final[Mapping[str, str]] = {
     "BYTES": "bytes_contents",
@@ -64,10 +71,11 @@ def is_record_request(request: pb.ModelInferRequest) -> bool:
 
 
 def decode(request: pb.ModelInferRequest, max_rows: int) -> RecordsInput:
-    raw = len(request.raw_input_contents) > 0
-    if raw and len(request.raw_input_contents) != len(request.inputs):
+    contents = list(request.raw_input_contents)
+    raw = len(contents) > 0
+    if raw and len(contents) != len(request.inputs):
         raise InvalidInput(
-            f"raw_input_contents has {len(request.raw_input_contents)} entries for "
+            f"raw_input_contents has {len(contents)} entries for "
             f"{len(request.inputs)} input tensors"
         )
     columns: dict[str, Any] = {}
@@ -76,16 +84,17 @@ def decode(request: pb.ModelInferRequest, max_rows: int) -> RecordsInput:
         name = tensor.name
         if name in columns:
             raise InvalidInput(f"input '{name}' is sent twice")
-        unsupported_parameter(tensor.parameters, f"input '{name}'")
-        spec = contract.SPEC_BY_NAME[name]
-        if tensor.datatype not in DATATYPES[spec.kind]:
+        if tensor.parameters:
+            unsupported_parameter(tensor.parameters, f"input '{name}'")
+        datatype = tensor.datatype
+        if datatype not in DATATYPES[contract.SPEC_BY_NAME[name].kind]:
             raise InvalidInput(
-                f"input '{name}': datatype '{tensor.datatype}', expected "
-                f"{' or '.join(DATATYPES[spec.kind])}"
+                f"input '{name}': datatype '{datatype}', expected "
+                f"{' or '.join(DATATYPES[contract.SPEC_BY_NAME[name].kind])}"
             )
-        shape = list(tensor.shape)
+        shape = tensor.shape
         if len(shape) != 1 or shape[0] < 1:
-            raise InvalidInput(f"input '{name}': shape {shape}, expected [N] with N >= 1")
+            raise InvalidInput(f"input '{name}': shape {list(shape)}, expected [N] with N >= 1")
         if rows is None:
             rows = shape[0]
             if rows > max_rows:
@@ -94,8 +103,7 @@ def decode(request: pb.ModelInferRequest, max_rows: int) -> RecordsInput:
             raise InvalidInput(f"input '{name}' has {shape[0]} rows, the others {rows}")
         if raw and tensor.HasField("contents"):
             raise InvalidInput(f"input '{name}' has both contents and raw_input_contents")
-        data = request.raw_input_contents[index] if raw else None
-        columns[name] = _values(name, tensor, data, rows)
+        columns[name] = _values(name, datatype, tensor, contents[index] if raw else None, rows)
     missing = [s.name for s in contract.FEATURE_SPECS if not s.nullable and s.name not in columns]
     if missing:
         raise InvalidInput(f"the record inputs lack {', '.join(missing)}")
@@ -107,25 +115,29 @@ def decode(request: pb.ModelInferRequest, max_rows: int) -> RecordsInput:
     return RecordsInput(checked, rows, requested_outputs(request.outputs), raw)
 
 
-def _values(name: str, tensor: Any, data: bytes | None, rows: int) -> Any:
-    datatype = tensor.datatype
+def _values(name: str, datatype: str, tensor: Any, data: bytes | None, rows: int) -> Any:
     if datatype == "BYTES":
         items = split_bytes(data) if data is not None else list(tensor.contents.bytes_contents)
         if len(items) != rows:
             raise InvalidInput(f"input '{name}': {len(items)} values for {rows} rows")
+        # A column holds few distinct texts (categories): each is decoded once.
         try:
-            return [item.decode("utf-8") for item in items]
+            text = {item: item.decode("utf-8") for item in set(items)}
         except UnicodeDecodeError as error:
             row = next(i for i, item in enumerate(items) if not _is_utf8(item))
             raise InvalidInput(f"input '{name}' row {row}: not UTF-8 text") from error
+        return [text[item] for item in items]
     if data is not None:
-        dtype = np.dtype(_RAW[datatype])
-        if len(data) != rows * dtype.itemsize:
+        code = _STRUCT[datatype]
+        size = rows * struct.calcsize(code)
+        if len(data) != size:
             raise InvalidInput(
                 f"input '{name}': raw data has {len(data)} bytes, {rows} {datatype} values need "
-                f"{rows * dtype.itemsize}"
+                f"{size}"
             )
-        return np.frombuffer(data, dtype=dtype)
+        # struct gives plain Python values at once (what validation reads), for one value
+        # or thousands, cheaper than a numpy array and its tolist().
+        return struct.unpack(f"<{rows}{code}", data)
     expected = _TYPED[datatype]
     misplaced = [f.name for f, _ in tensor.contents.ListFields() if f.name != expected]
     if misplaced:
@@ -156,34 +168,54 @@ def infer_request(
     request_id: str = "",
 ) -> pb.ModelInferRequest:
     """A ModelInfer request carrying records (dicts of contract features) as columns."""
+    return columns_request(
+        model_name,
+        contract.feature_columns(records),
+        len(records),
+        probabilities=probabilities,
+        raw=raw,
+        request_id=request_id,
+    )
+
+
+def columns_request(
+    model_name: str,
+    columns: Mapping[str, Sequence[Any]],
+    rows: int,
+    *,
+    probabilities: bool = False,
+    raw: bool = True,
+    request_id: str = "",
+) -> pb.ModelInferRequest:
+    """A ModelInfer request carrying records given column by column (None: missing).
+
+    `raw` puts the values in raw_input_contents (cheap from numpy arrays); otherwise in the
+    typed contents, which protobuf fills and reads in C from Python lists: the cheaper form for
+    a caller that holds records as Python values, as the gateway does.
+    """
     request = pb.ModelInferRequest(model_name=model_name, id=request_id)
     for spec in contract.FEATURE_SPECS:
-        values = [record.get(spec.name) for record in records]
+        values = columns[spec.name]
         datatype = DATATYPES[spec.kind][0]
-        tensor = request.inputs.add(name=spec.name, datatype=datatype, shape=[len(values)])
+        tensor = request.inputs.add(name=spec.name, datatype=datatype, shape=[rows])
         if spec.kind == "text":
-            encoded = [b"" if v is None else str(v).encode() for v in values]
+            # Few distinct texts per column (categories): each is encoded once.
+            utf8 = {v: b"" if v is None else str(v).encode() for v in set(values)}
+            encoded = [utf8[v] for v in values]
             if raw:
                 request.raw_input_contents.append(
-                    b"".join(struct.pack("<I", len(e)) + e for e in encoded)
+                    b"".join(b for e in encoded for b in (_LENGTH.pack(len(e)), e))
                 )
             else:
                 tensor.contents.bytes_contents.extend(encoded)
             continue
-        array = _array(spec.kind, values)
+        if spec.kind == "float":
+            values = [np.nan if v is None else v for v in values]
         if raw:
-            request.raw_input_contents.append(array.astype(_RAW[datatype]).tobytes())
+            request.raw_input_contents.append(np.asarray(values, dtype=_RAW[datatype]).tobytes())
         else:
-            getattr(tensor.contents, _TYPED[datatype]).extend(array.tolist())
+            getattr(tensor.contents, _TYPED[datatype]).extend(values)
     if probabilities:
         request.outputs.add(name="fbi_code")
         request.outputs.add(name="probabilities")
     return request
-
-
-def _array(kind: str, values: list[Any]) -> npt.NDArray[Any]:
-    if kind == "float":
-        return np.array([np.nan if v is None else float(v) for v in values], dtype=np.float64)
-    if kind == "bool":
-        return np.array(values, dtype=bool)
-    return np.array(values, dtype=np.int64)

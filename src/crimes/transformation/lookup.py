@@ -13,7 +13,6 @@ scaler.
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
@@ -93,7 +92,7 @@ class LookupTransformer:
     def transform(self, rows: Sequence[Mapping[Any, Any]]) -> tuple[Vector, list[list[str]]]:
         """Transformed rows, and for each row the features whose category was unknown."""
         if len(rows) > PER_ROW_MAX:
-            return self._transform_columns(self._columns(rows), len(rows))
+            return self._transform_columns(contract.feature_columns(rows), len(rows))
         out = np.empty((len(rows), self.n_outputs), dtype=np.float64)
         unknown: list[list[str]] = []
         for i, row in enumerate(rows):
@@ -136,16 +135,6 @@ class LookupTransformer:
             for i in np.flatnonzero(positions == table.unknown_position).tolist():
                 unknown[i].append(table.feature)
         return out, unknown
-
-    @staticmethod
-    def _columns(rows: Sequence[Mapping[Any, Any]]) -> dict[str, Sequence[Any]]:
-        values: list[Sequence[Any]]
-        try:
-            # Every feature present (validated records): one C-level pass over the rows.
-            values = list(zip(*map(operator.itemgetter(*contract.FEATURES), rows), strict=True))
-        except KeyError:
-            values = [[row.get(name) for row in rows] for name in contract.FEATURES]
-        return dict(zip(contract.FEATURES, values, strict=True))
 
     def _numeric(self, coordinates: Vector) -> Vector:
         """The imputer and the scaler on numeric coordinates (one row, or one row per record):
