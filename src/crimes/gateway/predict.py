@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +20,7 @@ from crimes.gateway.metrics import GatewayMetrics
 from crimes.gateway.transformation_store import TransformationStore, TransformationUnavailable
 from crimes.ops.logs import get_logger
 from crimes.protocol import inference
+from crimes.transformation.lookup import LookupTransformer
 
 log = get_logger(__name__)
 
@@ -88,14 +90,33 @@ class BatchResult:
 
 
 class TransformedRecords:
-    """The records of one prediction, transformed at most once per transformation version
-    (both models normally share one), and each record's unknown categories."""
+    """The records of one prediction (validated: one record as a dict, a batch as columns),
+    transformed at most once per transformation version (both models normally share one),
+    and each record's unknown categories."""
 
-    def __init__(self, rows: list[dict[str, Any]], transformations: TransformationStore) -> None:
-        self.rows = rows
+    def __init__(
+        self,
+        columns: Mapping[str, Sequence[Any]] | None,
+        count: int,
+        transformations: TransformationStore,
+        row: dict[str, Any] | None = None,
+    ) -> None:
+        self.columns = columns
+        self.row = row
+        self.count = count
         self.transformations = transformations
         self._matrices: dict[str, np.ndarray] = {}
         self._unknown: dict[str, list[list[str]]] = {}
+
+    @classmethod
+    def one(cls, row: dict[str, Any], transformations: TransformationStore) -> TransformedRecords:
+        return cls(None, 1, transformations, row=row)
+
+    def _transform(self, transformer: LookupTransformer) -> tuple[np.ndarray, list[list[str]]]:
+        if self.row is not None:
+            return transformer.transform([self.row])
+        assert self.columns is not None
+        return transformer.transform_columns(self.columns, self.count)
 
     async def for_service(self, service: ModelService) -> tuple[str, np.ndarray]:
         """The transformation version the service's model needs, and the records made with it."""
@@ -114,14 +135,14 @@ class TransformedRecords:
                 raise ModelCallError(None, str(error)) from error
             # The other model's call may have transformed while this one waited.
             if version not in self._matrices:
-                self._matrices[version], self._unknown[version] = transformer.transform(self.rows)
+                self._matrices[version], self._unknown[version] = self._transform(transformer)
         return version, self._matrices[version]
 
     def unknown(self) -> list[list[str]]:
         """Each record's unknown categories, under every transformation version used."""
         per_version = list(self._unknown.values())
         if not per_version:  # no transformation ran (both services failed before)
-            return [[] for _ in self.rows]
+            return [[] for _ in range(self.count)]
         merged = [sorted(set(names)) if names else names for names in per_version[0]]
         for other in per_version[1:]:
             for i, names in enumerate(other):
@@ -171,7 +192,8 @@ class Predictor:
             self.metrics.labelled(self.metrics.cache, "hit" if hit else "miss").inc()
             if hit is not None:
                 return BatchResult.from_dict(hit)
-        result = await self.predict([row], probabilities)
+        records = TransformedRecords.one(row, self.transformations)
+        result = await self._predict(records, probabilities)
         if key is not None and not result.failures:
             await self.cache.put(key, result.to_dict())
         return result
@@ -181,9 +203,16 @@ class Predictor:
         versions = {kind: s.state.model_version for kind, s in self.services.items()}
         return cache_key(row, versions) if all(versions.values()) else None
 
-    async def predict(self, rows: list[dict[str, Any]], probabilities: bool = False) -> BatchResult:
-        self.metrics.rows.inc(len(rows))
-        records = TransformedRecords(rows, self.transformations)
+    async def predict(
+        self, columns: Mapping[str, Sequence[Any]], count: int, probabilities: bool = False
+    ) -> BatchResult:
+        """Validated records given column by column (a batch)."""
+        return await self._predict(
+            TransformedRecords(columns, count, self.transformations), probabilities
+        )
+
+    async def _predict(self, records: TransformedRecords, probabilities: bool) -> BatchResult:
+        self.metrics.rows.inc(records.count)
         kinds = list(self.services)
         results = await asyncio.gather(
             *(self._answer_within_deadline(kind, records, probabilities) for kind in kinds)

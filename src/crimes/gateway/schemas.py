@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, NotRequired
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, Strict, TypeAdapter, ValidationError
 from typing_extensions import TypedDict
 
+from crimes import contract
 from crimes.contract import CrimeFeatures
 
 EXAMPLE: dict[str, Any] = {
@@ -72,20 +73,24 @@ class ErrorBody(BaseModel):
     detail: Any
 
 
-def _rows_adapter() -> TypeAdapter[Any]:
-    """`BatchRequest` validated straight into plain dicts, for the batch hot path.
+def _types_adapter() -> TypeAdapter[Any]:
+    """`BatchRequest`'s shape and types only, validated straight into plain dicts: the batch
+    hot path. The contract's rules (text normalisation, lengths, ranges) then run column-wise
+    in `contract.validate_columns`, the same check the model services apply to raw records.
 
-    The same annotations and constraints as `CrimeFeatures` and `BatchRequest.features`, as
-    TypedDicts: pydantic builds no model object per record and no dump is needed after. It only
-    ever answers "valid" for a body the models accept (tests compare them); anything it rejects
-    is parsed again with the models, which name the problems.
+    The same types as `CrimeFeatures` (strict booleans, required and optional fields, no extra
+    keys) as TypedDicts, so pydantic builds no model object per record. Together with the
+    column check it only ever answers "valid" for a body the models accept, with their values
+    (tests compare them); anything refused is parsed again with the models, which name the
+    problems.
     """
     typed_dict: Any = TypedDict  # built from the contract at run time, not a static type
     fields: dict[str, Any] = {}
     for name, info in CrimeFeatures.model_fields.items():
-        annotation: Any = (
-            Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
-        )
+        # The type and its strictness; the rules (bounds, lengths, normalisation) are the
+        # column check's.
+        strict = [item for item in info.metadata if isinstance(item, Strict)]
+        annotation: Any = Annotated[(info.annotation, *strict)] if strict else info.annotation
         fields[name] = annotation if info.is_required() else NotRequired[annotation]
     record = typed_dict("CrimeFeaturesRow", fields)
     record.__pydantic_config__ = ConfigDict(extra="forbid")
@@ -96,8 +101,18 @@ def _rows_adapter() -> TypeAdapter[Any]:
     return TypeAdapter(batch)
 
 
-BATCH_ROWS = _rows_adapter()
-# The fields a client may leave out (null when absent, as `model_dump` gives them).
-OPTIONAL_FEATURES = tuple(
-    name for name, info in CrimeFeatures.model_fields.items() if not info.is_required()
-)
+BATCH_TYPES = _types_adapter()
+
+
+def batch_columns(body: bytes) -> tuple[dict[str, list[Any]], int] | None:
+    """A valid `BatchRequest` body's records as validated, normalised columns and their count
+    (the values `model_dump` gives, column by column); None for any body the fast path does
+    not accept (its problems are for the models to name)."""
+    try:
+        rows: list[dict[str, Any]] = BATCH_TYPES.validate_json(body)["features"]
+    except ValidationError:
+        return None
+    try:
+        return contract.validate_columns(contract.feature_columns(rows), len(rows)), len(rows)
+    except contract.ContractViolation:
+        return None

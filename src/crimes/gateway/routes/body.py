@@ -12,15 +12,16 @@ from __future__ import annotations
 
 import email.message
 import json
+from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
 from fastapi import HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 
-from crimes.contract import CrimeFeatures
+from crimes import contract
 from crimes.gateway.routes.deps import API_KEY_PARAMETER, check_api_key
-from crimes.gateway.schemas import BATCH_ROWS, OPTIONAL_FEATURES, BatchRequest
+from crimes.gateway.schemas import BatchRequest, batch_columns
 
 Model = TypeVar("Model", bound=BaseModel)
 
@@ -57,27 +58,19 @@ async def parse(request: Request, model: type[Model]) -> Model:
     raise _problems(value, model)
 
 
-async def parse_batch_rows(request: Request) -> list[dict[str, Any]]:
-    """A `BatchRequest`'s records as plain dicts (as `model_dump` gives them): validated
-    straight into dicts (`schemas.BATCH_ROWS`); any body that fails goes through `parse`, so
-    the 422s, and their order with the 401, are the models' own."""
+async def parse_batch(request: Request) -> tuple[Mapping[str, Sequence[Any]], int]:
+    """A `BatchRequest`'s records as validated columns (`schemas.batch_columns`) and their
+    count; any body that fails goes through `parse`, so the 422s, and their order with the
+    401, are the models' own."""
     body = await request.body()
     if body and _is_json(request.headers.get("content-type")):
-        try:
-            rows: list[dict[str, Any]] = BATCH_ROWS.validate_json(body)["features"]
-        except ValidationError:
-            pass
-        else:
+        batch = batch_columns(body)
+        if batch is not None:
             check_api_key(request, request.headers.get("x-api-key"))
-            complete = len(CrimeFeatures.model_fields)
-            for row in rows:
-                if len(row) != complete:
-                    for name in OPTIONAL_FEATURES:
-                        row.setdefault(name, None)
-            return rows
+            return batch
     parsed = await parse(request, BatchRequest)  # raises, but for a parser disagreement
-    dumped: list[dict[str, Any]] = parsed.model_dump()["features"]
-    return dumped
+    rows = parsed.model_dump()["features"]
+    return contract.feature_columns(rows), len(rows)
 
 
 def _python_value(body: bytes, is_json: bool) -> Any:

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 
 from crimes.gateway.predict import BatchResult, ModelResult, Predictor
-from crimes.gateway.routes.body import json_response, parse, parse_batch_rows, request_body
+from crimes.gateway.routes.body import json_response, parse, parse_batch, request_body
 from crimes.gateway.routes.deps import require_api_key
 from crimes.gateway.schemas import (
     BatchRequest,
@@ -103,9 +103,8 @@ async def predict(request: Request) -> Response:
     openapi_extra=request_body(BatchRequest),
 )
 async def predict_batch(request: Request) -> Response:
-    rows = await parse_batch_rows(request)
+    columns, count = await parse_batch(request)
     settings: GatewaySettings = request.app.state.settings
-    count = len(rows)
     if count > settings.max_batch_records:
         return json_response(
             {
@@ -121,7 +120,7 @@ async def predict_batch(request: Request) -> Response:
             status_code=422,
         )
     predictor: Predictor = request.app.state.predictor
-    result = await predictor.predict(rows)
+    result = await predictor.predict(columns, count)
     _all_failed(result)
     dtc = _codes(result.models["dtc"], count)
     lda = _codes(result.models["lda"], count)
