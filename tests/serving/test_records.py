@@ -98,6 +98,14 @@ def _set_text(name: str, values: list[bytes]) -> Any:
     return change
 
 
+def _set_raw(name: str, data: bytes) -> Any:
+    def change(message: Any) -> None:
+        index = [t.name for t in message.inputs].index(name)
+        message.raw_input_contents[index] = data
+
+    return change
+
+
 def _datatype(name: str, datatype: str) -> Any:
     def change(message: Any) -> None:
         next(t for t in message.inputs if t.name == name).datatype = datatype
@@ -122,6 +130,7 @@ RECORD_CASES = [
     ("blank required text", _set_text("primary_type", [b"THEFT", b"   ", b"THEFT"]), "row 1"),
     ("not UTF-8", _set_text("description", [b"A", b"B", b"\xff\xfe"]), "row 2: not UTF-8"),
     ("iucr too long", _set_text("iucr", [b"0460", b"04600", b"0460"]), "input 'iucr' row 1"),
+    ("truncated BYTES", _set_raw("iucr", b"\x04\x00\x00\x000460\x04\x00"), "ends inside"),
     ("wrong datatype", _datatype("beat", "FP64"), "expected INT64 or INT32"),
     ("rows disagree", _shape("ward", 2), "input 'ward' has 2 rows, the others 3"),
 ]
