@@ -133,3 +133,20 @@ def test_a_batch_over_the_documented_maximum_is_422_naming_features() -> None:
         assert "at most 2 records" in problem["message"]
         # At the maximum the batch goes through to the models (none is up here: 503).
         assert client.post("/predict/batch", json={"features": [EXAMPLE] * 2}).status_code == 503
+
+
+def test_the_prediction_routes_answer_as_routed_ones(client: TestClient) -> None:
+    """The prediction routes skip the router (app.ObserveMiddleware): other methods still get
+    the router's 405, the trailing-slash alias is served, and errors keep their handlers."""
+    assert client.get("/predict").status_code == 405
+    assert client.put("/predict/batch", json={}).status_code == 405
+    for path in ("/predict", "/predict/"):
+        response = client.post(path, json={"features": EXAMPLE}, headers={"X-API-Key": "s3cret"})
+        assert response.status_code == 503, path  # the HTTPException handler's answer
+        assert response.headers["content-type"] == "application/json"
+    response = client.post("/predict/batch", json={"features": []}, headers={"X-API-Key": "s3cret"})
+    assert response.status_code == 422  # the validation handler's answer, naming the field
+    assert response.json()["detail"][0]["field"] == "features"
+    metrics = client.get("/metrics").text
+    assert 'route="/predict/",status="503"' in metrics
+    assert 'route="/predict/batch",status="422"' in metrics
