@@ -99,6 +99,7 @@ def test_fp32_features_stay_float32_through_decoding(raw: bool) -> None:
 def test_raw_bytes_tensors_split_into_their_elements() -> None:
     data = b"".join(len(s).to_bytes(4, "little") + s for s in (b"06", b"", b"08B"))
     assert inference.split_bytes(data) == [b"06", b"", b"08B"]
+    assert inference.join_bytes([b"06", b"", b"08B"]) == data
     # Data that ends inside a length or an element is the sender's error, not a short list.
     for truncated in (data[:-1], data[:2], data + b"\x05\x00"):
         with pytest.raises(inference.InvalidInput, match="ends inside"):

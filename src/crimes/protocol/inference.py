@@ -227,6 +227,10 @@ def requested_outputs(
     return tuple(names) or DEFAULT_OUTPUTS
 
 
+# The 4-byte little-endian length before each element of a raw BYTES tensor.
+_LENGTH: Final = struct.Struct("<I")
+
+
 class Labels:
     """A model's class labels as BYTES tensor elements, encoded once (UTF-8, and length-prefixed
     for raw contents), so an answer is a lookup per row."""
@@ -234,7 +238,7 @@ class Labels:
     def __init__(self, classes: Iterable[str]) -> None:
         self.classes = tuple(classes)
         self._elements = {c: c.encode() for c in self.classes}
-        self._raw = {c: struct.pack("<I", len(e)) + e for c, e in self._elements.items()}
+        self._raw = {c: _LENGTH.pack(len(e)) + e for c, e in self._elements.items()}
 
     def elements(self, labels: Iterable[str]) -> list[bytes]:
         return [self._elements[label] for label in labels]
@@ -448,7 +452,9 @@ def decode_infer_response(response: pb.ModelInferResponse) -> InferOutput:
     )
 
 
-_LENGTH: Final = struct.Struct("<I")
+def join_bytes(items: Iterable[bytes]) -> bytes:
+    """A raw BYTES tensor from its elements: `split_bytes` read backwards."""
+    return b"".join(_LENGTH.pack(len(item)) + item for item in items)
 
 
 def split_bytes(data: bytes) -> list[bytes]:

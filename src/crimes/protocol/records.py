@@ -11,12 +11,11 @@ normalises them and applies the transformation of the version it serves.
 
 from __future__ import annotations
 
+import math
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
-
-import numpy as np
 
 from crimes import contract
 from crimes.proto_gen.inference import grpc_service_pb2 as pb
@@ -24,20 +23,14 @@ from crimes.protocol.inference import (
     INPUT,
     RECORD_DATATYPES,
     InvalidInput,
+    join_bytes,
     requested_outputs,
     split_bytes,
     unsupported_parameter,
 )
 
 DATATYPES: Final = RECORD_DATATYPES
-_RAW: Final[Mapping[str, str]] = {
-    "BOOL": "?",
-    "INT64": "<i8",
-    "INT32": "<i4",
-    "FP64": "<f8",
-    "FP32": "<f4",
-}
-_LENGTH: Final = struct.Struct("<I")
+# The struct format character of each raw datatype (little-endian, standard sizes).
 _STRUCT: Final[Mapping[str, str]] = {
     "BOOL": "?",
     "INT64": "q",
@@ -86,11 +79,10 @@ def decode(request: pb.ModelInferRequest, max_rows: int) -> RecordsInput:
             raise InvalidInput(f"input '{name}' is sent twice")
         if tensor.parameters:
             unsupported_parameter(tensor.parameters, f"input '{name}'")
-        datatype = tensor.datatype
-        if datatype not in DATATYPES[contract.SPEC_BY_NAME[name].kind]:
+        datatype, allowed = tensor.datatype, DATATYPES[contract.SPEC_BY_NAME[name].kind]
+        if datatype not in allowed:
             raise InvalidInput(
-                f"input '{name}': datatype '{datatype}', expected "
-                f"{' or '.join(DATATYPES[contract.SPEC_BY_NAME[name].kind])}"
+                f"input '{name}': datatype '{datatype}', expected {' or '.join(allowed)}"
             )
         shape = tensor.shape
         if len(shape) != 1 or shape[0] < 1:
@@ -145,7 +137,7 @@ def _values(name: str, datatype: str, tensor: Any, data: bytes | None, rows: int
     values = getattr(tensor.contents, expected)
     if len(values) != rows:
         raise InvalidInput(f"input '{name}': {expected} has {len(values)} values for {rows} rows")
-    return list(values)
+    return values  # validation copies it into a list
 
 
 def _is_utf8(item: bytes) -> bool:
@@ -203,16 +195,14 @@ def columns_request(
             utf8 = {v: b"" if v is None else str(v).encode() for v in set(values)}
             encoded = [utf8[v] for v in values]
             if raw:
-                request.raw_input_contents.append(
-                    b"".join(b for e in encoded for b in (_LENGTH.pack(len(e)), e))
-                )
+                request.raw_input_contents.append(join_bytes(encoded))
             else:
                 tensor.contents.bytes_contents.extend(encoded)
             continue
         if spec.kind == "float":
-            values = [np.nan if v is None else v for v in values]
+            values = [math.nan if v is None else v for v in values]
         if raw:
-            request.raw_input_contents.append(np.asarray(values, dtype=_RAW[datatype]).tobytes())
+            request.raw_input_contents.append(struct.pack(f"<{rows}{_STRUCT[datatype]}", *values))
         else:
             getattr(tensor.contents, _TYPED[datatype]).extend(values)
     if probabilities:
