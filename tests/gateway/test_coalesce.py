@@ -21,12 +21,18 @@ class FakeService:
     def __init__(self, delay: float = 0.02) -> None:
         self.delay = delay
         self.calls: list[int] = []
+        self.request_ids: list[list[str]] = []
         self.fail_next: ModelCallError | None = None
 
     async def infer(
-        self, features: np.ndarray, version: str, probabilities: bool
+        self,
+        features: np.ndarray,
+        version: str,
+        probabilities: bool,
+        request_ids: list[str] | tuple[str, ...] = (),
     ) -> inference.InferOutput:
         self.calls.append(len(features))
+        self.request_ids.append(list(request_ids))
         failure, self.fail_next = self.fail_next, None
         await asyncio.sleep(self.delay)
         if failure is not None:
@@ -52,7 +58,9 @@ def test_each_record_gets_its_own_row_from_shared_calls() -> None:
     async def scenario() -> tuple[list[inference.InferOutput], FakeService, int]:
         service = FakeService()
         merger = coalescer(service)
-        answers = await asyncio.gather(*(merger.infer(row(i), "tf-1", True) for i in range(50)))
+        answers = await asyncio.gather(
+            *(merger.infer(row(i), "tf-1", True, f"req-{i}") for i in range(50))
+        )
         return answers, service, merger.in_flight
 
     answers, service, in_flight = asyncio.run(scenario())
@@ -63,6 +71,8 @@ def test_each_record_gets_its_own_row_from_shared_calls() -> None:
         assert answer.classes == ("a", "b")
     # Two calls alone (nothing in flight yet), then the 48 waiting records in one call.
     assert service.calls == [1, 1, 48]
+    # Each call names the gateway requests of its records, in their rows' order.
+    assert service.request_ids == [["req-0"], ["req-1"], [f"req-{i}" for i in range(2, 50)]]
     assert in_flight == 0
 
 
@@ -140,9 +150,13 @@ def test_alone_when_idle(probabilities: bool) -> None:
 def test_a_short_answer_is_an_error_for_each_record_never_a_misaligned_row() -> None:
     class Short(FakeService):
         async def infer(
-            self, features: np.ndarray, version: str, probabilities: bool
+            self,
+            features: np.ndarray,
+            version: str,
+            probabilities: bool,
+            request_ids: list[str] | tuple[str, ...] = (),
         ) -> inference.InferOutput:
-            output = await super().infer(features, version, probabilities)
+            output = await super().infer(features, version, probabilities, request_ids)
             return inference.InferOutput(
                 output.model_version, version, output.labels[:-1] or ["0"], None, None
             )

@@ -76,7 +76,7 @@ class AnsweringStub:
     def __init__(self, response: Any) -> None:
         self.response = response
 
-    async def ModelInfer(self, request: Any, timeout: float) -> Any:
+    async def ModelInfer(self, request: Any, timeout: float, metadata: Any = None) -> Any:
         return self.response
 
 

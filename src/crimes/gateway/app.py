@@ -28,9 +28,12 @@ from crimes.gateway.routes import health, models, predict
 from crimes.gateway.schemas import BatchRequest, PredictRequest
 from crimes.gateway.settings import GatewaySettings
 from crimes.gateway.transformation_store import TransformationStore
+from crimes.ops import requests, tracing
 from crimes.ops.logs import get_logger
 
 log = get_logger(__name__)
+
+REQUEST_ID_HEADER = requests.HEADER.encode()
 
 
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:
@@ -80,6 +83,11 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _unexpected_error)
     app.add_middleware(ObserveMiddleware)
+    if tracing.enabled():
+        from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+        # Outermost: the request's span covers the body limit, the request id and the routes.
+        FastAPIInstrumentor.instrument_app(app, excluded_urls="/health/.*,/metrics")
     # Known before the lifespan runs, so the body limit holds from the first request.
     app.state.settings = settings
 
@@ -199,32 +207,48 @@ class ObserveMiddleware:
         state = scope["app"].state
         limit: int = state.settings.max_body_bytes
         status = 500  # unless the app answers: an exception escaping it is a 500
+        too_large = False
+        client_id: bytes | None = None
         for name, value in scope["headers"]:
             if name == b"content-length":
-                if value.isdigit() and int(value) > limit:
-                    status = 413
-                break
+                too_large = value.isdigit() and int(value) > limit
+            elif name == REQUEST_ID_HEADER:
+                client_id = value
+        request_id = requests.accepted(client_id)
+        token = requests.current.set(request_id)
+        echoed = (REQUEST_ID_HEADER, request_id.encode())
+
+        async def observed_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), echoed]
+            await send(message)
+
         try:
-            if status == 413:
+            if too_large:
                 problem = {"field": "body", "message": f"larger than {limit} bytes"}
                 response = JSONResponse(status_code=413, content={"detail": [problem]})
-                await response(scope, receive, send)
+                await response(scope, receive, observed_send)
             else:
-
-                async def observed_send(message: Message) -> None:
-                    nonlocal status
-                    if message["type"] == "http.response.start":
-                        status = message["status"]
-                    await send(message)
-
                 hot = self._hot_route(scope)
                 if hot is not None:
                     await _serve_hot(hot, scope, receive, observed_send)
                 else:
                     await self.app(scope, receive, observed_send)
         finally:
+            elapsed = time.perf_counter() - started
+            name = getattr(scope.get("route"), "path", "unmatched")
             metrics: Any = getattr(state, "metrics", None)
             if metrics is not None:
-                name = getattr(scope.get("route"), "path", "unmatched")
                 metrics.labelled(metrics.requests, name, str(status)).inc()
-                metrics.labelled(metrics.latency, name).observe(time.perf_counter() - started)
+                metrics.labelled(metrics.latency, name).observe(elapsed)
+            # The access log: at debug level (CRIMES_LOG_LEVEL=DEBUG), free when off.
+            log.debug(
+                "gateway.request",
+                method=scope["method"],
+                route=name,
+                status=status,
+                ms=round(elapsed * 1000, 3),
+            )
+            requests.current.reset(token)

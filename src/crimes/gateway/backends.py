@@ -6,12 +6,14 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
 import numpy as np
 
+from crimes.ops import requests, tracing
 from crimes.ops.logs import get_logger
 from crimes.proto_gen.inference import grpc_service_pb2 as pb
 from crimes.proto_gen.inference import grpc_service_pb2_grpc as pb_grpc
@@ -111,7 +113,15 @@ class ModelService:
     state: ServiceState = field(default_factory=ServiceState)
 
     def __post_init__(self) -> None:
-        self.channel = grpc.aio.insecure_channel(self.address, options=channel_options())
+        interceptors = None
+        if tracing.enabled():
+            from opentelemetry.instrumentation.grpc import aio_client_interceptors
+
+            # A client span per call, its context sent as `traceparent` metadata.
+            interceptors = aio_client_interceptors()  # type: ignore[no-untyped-call]
+        self.channel = grpc.aio.insecure_channel(
+            self.address, options=channel_options(), interceptors=interceptors
+        )
         self.stub = pb_grpc.GRPCInferenceServiceStub(self.channel)
 
     async def close(self) -> None:
@@ -123,13 +133,20 @@ class ModelService:
         return self.state
 
     async def infer(
-        self, features: np.ndarray, transformation_version: str, probabilities: bool
+        self,
+        features: np.ndarray,
+        transformation_version: str,
+        probabilities: bool,
+        request_ids: Sequence[str] = (),
     ) -> inference.InferOutput:
+        """The model's answer for the rows of `features`; `request_ids`: the gateway requests
+        they belong to (one per record of a coalesced call), for the service's logs."""
         request = inference.infer_request(
             self.model_name,
             features,
             transformation_version,
             probabilities=probabilities,
+            request_id=",".join(request_ids),
             datatype="FP32" if self.state.model_class in FLOAT32_MODEL_CLASSES else "FP64",
         )
         deadline = time.monotonic() + self.deadline_seconds
@@ -139,7 +156,9 @@ class ModelService:
             if remaining <= 0:
                 raise ModelCallError(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded")
             try:
-                response = await self.stub.ModelInfer(request, timeout=remaining)
+                response = await self.stub.ModelInfer(
+                    request, timeout=remaining, metadata=requests.metadata(request_ids)
+                )
             except grpc.aio.AioRpcError as error:
                 if error.code() in RETRYABLE and attempt < self.retries:
                     attempt += 1

@@ -27,6 +27,7 @@ MAX_ROWS = 256
 @dataclass(frozen=True)
 class _Waiting:
     features: npt.NDArray[np.float64]  # [1, F]
+    request_id: str
     answer: asyncio.Future[inference.InferOutput]
 
 
@@ -56,18 +57,24 @@ class Coalescer:
         self._calls: set[asyncio.Task[None]] = set()
 
     async def infer(
-        self, features: npt.NDArray[np.float64], version: str, probabilities: bool
+        self,
+        features: npt.NDArray[np.float64],
+        version: str,
+        probabilities: bool,
+        request_id: str = "",
     ) -> inference.InferOutput:
-        """The answer for one record (`features` [1, F])."""
+        """The answer for one record (`features` [1, F]) of gateway request `request_id`."""
         if self.in_flight < self.max_in_flight and not self._queues:
             self.in_flight += 1
             try:
-                return await self.service.infer(features, version, probabilities)
+                return await self.service.infer(features, version, probabilities, (request_id,))
             finally:
                 self.in_flight -= 1
                 self._pump()
         answer: asyncio.Future[inference.InferOutput] = asyncio.get_running_loop().create_future()
-        self._queues.setdefault((version, probabilities), []).append(_Waiting(features, answer))
+        self._queues.setdefault((version, probabilities), []).append(
+            _Waiting(features, request_id, answer)
+        )
         # Cancelled here (the caller's deadline), the future is done: the queue skips it.
         return await answer
 
@@ -95,7 +102,9 @@ class Coalescer:
                 if len(batch) == 1
                 else np.concatenate([waiting.features for waiting in batch])
             )
-            output = await self.service.infer(features, version, probabilities)
+            output = await self.service.infer(
+                features, version, probabilities, [waiting.request_id for waiting in batch]
+            )
             if len(output.labels) != len(batch):
                 raise ModelCallError(
                     grpc.StatusCode.INTERNAL,

@@ -18,6 +18,7 @@ from crimes.gateway.cache import PredictionCache, cache_key
 from crimes.gateway.coalesce import Coalescer
 from crimes.gateway.metrics import GatewayMetrics
 from crimes.gateway.transformation_store import TransformationStore, TransformationUnavailable
+from crimes.ops import requests, tracing
 from crimes.ops.logs import get_logger
 from crimes.protocol import inference
 from crimes.transformation.lookup import LookupTransformer
@@ -135,7 +136,8 @@ class TransformedRecords:
                 raise ModelCallError(None, str(error)) from error
             # The other model's call may have transformed while this one waited.
             if version not in self._matrices:
-                self._matrices[version], self._unknown[version] = self._transform(transformer)
+                with tracing.span("transform", records=self.count, transformation=version):
+                    self._matrices[version], self._unknown[version] = self._transform(transformer)
         return version, self._matrices[version]
 
     def unknown(self) -> list[list[str]]:
@@ -281,11 +283,14 @@ class Predictor:
         service = self.services[kind]
         for attempt in range(2):
             version, matrix = await records.for_service(service)
+            request_id = requests.current.get()
             try:
                 if len(matrix) == 1:
                     # A single record may share its call with concurrent ones.
-                    return await self.coalescers[kind].infer(matrix, version, probabilities)
-                return await service.infer(matrix, version, probabilities)
+                    return await self.coalescers[kind].infer(
+                        matrix, version, probabilities, request_id
+                    )
+                return await service.infer(matrix, version, probabilities, (request_id,))
             except ModelCallError as error:
                 if error.code == grpc.StatusCode.FAILED_PRECONDITION and attempt == 0:
                     await service.refresh()

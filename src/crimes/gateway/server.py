@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from crimes.gateway.settings import GatewaySettings
+from crimes.ops import tracing
 from crimes.ops.memory import keep_large_buffers
 
 
@@ -10,10 +13,18 @@ def run(settings: GatewaySettings) -> None:
     import uvicorn
 
     keep_large_buffers()
+    tracing.configure("crimes-gateway")
     from crimes.gateway.app import create_app
 
+    try:
+        _serve(uvicorn, create_app(settings), settings)
+    finally:
+        tracing.shutdown()
+
+
+def _serve(uvicorn: Any, app: Any, settings: GatewaySettings) -> None:
     uvicorn.run(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
         loop="uvloop",

@@ -9,6 +9,8 @@ from typing import Any
 
 import structlog
 
+from crimes.ops import requests
+
 _configured = False
 
 
@@ -26,6 +28,7 @@ def configure(level: str | None = None) -> None:
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
+            requests.add_to_log,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.StackInfoRenderer(),

@@ -20,6 +20,7 @@ import grpc
 import grpc.aio
 from google.protobuf.message import DecodeError, Message
 
+from crimes.ops import requests, tracing
 from crimes.ops.logs import get_logger
 from crimes.ops.memory import keep_large_buffers
 from crimes.proto_gen.inference import grpc_service_pb2 as pb
@@ -110,6 +111,11 @@ class InferenceService:
         async def behaviour(data: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> Message:
             started = time.perf_counter()
             call = _Call()
+            # The gateway requests this call serves, in every log line written for it (each
+            # RPC runs in a task of its own: the id never leaks into another call's lines).
+            request_ids = requests.from_metadata(context.invocation_metadata())
+            if request_ids:
+                requests.current.set(request_ids)
             try:
                 # Parsed here, not by gRPC, so that bytes that are no such message are the
                 # client's error (INVALID_ARGUMENT), not the server's (gRPC would say INTERNAL).
@@ -132,7 +138,12 @@ class InferenceService:
                     message = str(error)
                 metrics.observe(method, call.version, code.name, time.perf_counter() - started)
                 await context.abort(code, message)
-            metrics.observe(method, call.version, "OK", time.perf_counter() - started)
+            elapsed = time.perf_counter() - started
+            metrics.observe(method, call.version, "OK", elapsed)
+            # The access log: at debug level (CRIMES_LOG_LEVEL=DEBUG), free when off.
+            self.log.debug(
+                "request.served", method=method, version=call.version, ms=round(elapsed * 1e3, 3)
+            )
             return response
 
         return behaviour
@@ -193,13 +204,19 @@ class InferenceService:
             matrix = inference.decode_infer_request(request, self.settings.max_batch_rows)
             model.check_features(matrix.features, matrix.transformation_version)
             features, decoded = matrix.features, matrix
+        if request.id and not requests.current.get():
+            # A client's own id (the protocol's request id), when no gateway sent one.
+            client_id = requests.accepted(request.id)
+            if client_id == request.id:
+                requests.current.set(client_id)
         probabilities = inference.PROBABILITIES in decoded.outputs
-        if len(features) <= self.settings.inline_rows:
-            prediction = model.predict(features, probabilities)
-        else:
-            prediction = await asyncio.get_running_loop().run_in_executor(
-                self.executor, model.predict, features, probabilities
-            )
+        with tracing.span("predict", rows=len(features), version=model.version):
+            if len(features) <= self.settings.inline_rows:
+                prediction = model.predict(features, probabilities)
+            else:
+                prediction = await asyncio.get_running_loop().run_in_executor(
+                    self.executor, model.predict, features, probabilities
+                )
         answer = inference.Answer(
             model_name=model.name,
             model_version=model.version,
@@ -268,7 +285,14 @@ class ModelServer:
     async def start(self) -> None:
         configure_thread()
         # A grpc.aio server belongs to the event loop it is made on: made here, not in __init__.
+        interceptors = None
+        if tracing.enabled():
+            from opentelemetry.instrumentation.grpc import aio_server_interceptor
+
+            # A server span per call, the child of the caller's span (`traceparent`).
+            interceptors = [aio_server_interceptor()]  # type: ignore[no-untyped-call]
         server = grpc.aio.server(
+            interceptors=interceptors,
             options=grpc_options(self.settings),
             maximum_concurrent_rpcs=self.settings.max_concurrent_rpcs,
         )
@@ -339,6 +363,7 @@ def run(settings: ModelServerSettings, *, grpc_experiments_applied: bool = False
     from threadpoolctl import threadpool_info, threadpool_limits
 
     configure_mlflow_client(settings)
+    tracing.configure(f"crimes-model-{settings.name}")
     limits = threadpool_limits(limits=settings.blas_threads, user_api="blas")
     blas = sorted({info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"})
     log.info(
@@ -357,3 +382,4 @@ def run(settings: ModelServerSettings, *, grpc_experiments_applied: bool = False
             asyncio.run(serve(settings))
     finally:
         limits.restore_original_limits()
+        tracing.shutdown()
