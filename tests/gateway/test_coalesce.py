@@ -12,6 +12,7 @@ import pytest
 
 from crimes.gateway.backends import ModelCallError
 from crimes.gateway.coalesce import Coalescer
+from crimes.ops import requests
 from crimes.protocol import inference
 
 
@@ -22,6 +23,7 @@ class FakeService:
         self.delay = delay
         self.calls: list[int] = []
         self.request_ids: list[list[str]] = []
+        self.running_for: list[str] = []  # the request id bound where each call runs
         self.fail_next: ModelCallError | None = None
 
     async def infer(
@@ -33,6 +35,7 @@ class FakeService:
     ) -> inference.InferOutput:
         self.calls.append(len(features))
         self.request_ids.append(list(request_ids))
+        self.running_for.append(requests.current.get())
         failure, self.fail_next = self.fail_next, None
         await asyncio.sleep(self.delay)
         if failure is not None:
@@ -58,9 +61,12 @@ def test_each_record_gets_its_own_row_from_shared_calls() -> None:
     async def scenario() -> tuple[list[inference.InferOutput], FakeService, int]:
         service = FakeService()
         merger = coalescer(service)
-        answers = await asyncio.gather(
-            *(merger.infer(row(i), "tf-1", True, f"req-{i}") for i in range(50))
-        )
+
+        async def request(i: int) -> inference.InferOutput:
+            requests.current.set(f"req-{i}")  # as the gateway's middleware does, per request
+            return await merger.infer(row(i), "tf-1", True, f"req-{i}")
+
+        answers = await asyncio.gather(*(request(i) for i in range(50)))
         return answers, service, merger.in_flight
 
     answers, service, in_flight = asyncio.run(scenario())
@@ -73,6 +79,9 @@ def test_each_record_gets_its_own_row_from_shared_calls() -> None:
     assert service.calls == [1, 1, 48]
     # Each call names the gateway requests of its records, in their rows' order.
     assert service.request_ids == [["req-0"], ["req-1"], [f"req-{i}" for i in range(2, 50)]]
+    # A shared call runs for its first record's request (its logs and span), not for the
+    # request that happened to free the slot (req-0 or req-1).
+    assert service.running_for == ["req-0", "req-1", "req-2"]
     assert in_flight == 0
 
 

@@ -216,6 +216,7 @@ class ObserveMiddleware:
                 client_id = value
         request_id = requests.accepted(client_id)
         token = requests.current.set(request_id)
+        tracing.annotate(**{"crimes.request_id": request_id})
         echoed = (REQUEST_ID_HEADER, request_id.encode())
 
         async def observed_send(message: Message) -> None:

@@ -113,14 +113,8 @@ class ModelService:
     state: ServiceState = field(default_factory=ServiceState)
 
     def __post_init__(self) -> None:
-        interceptors = None
-        if tracing.enabled():
-            from opentelemetry.instrumentation.grpc import aio_client_interceptors
-
-            # A client span per call, its context sent as `traceparent` metadata.
-            interceptors = aio_client_interceptors()  # type: ignore[no-untyped-call]
         self.channel = grpc.aio.insecure_channel(
-            self.address, options=channel_options(), interceptors=interceptors
+            self.address, options=channel_options(), interceptors=tracing.grpc_client_interceptors()
         )
         self.stub = pb_grpc.GRPCInferenceServiceStub(self.channel)
 

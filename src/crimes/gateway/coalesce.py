@@ -11,6 +11,7 @@ Every record gets exactly its own row of the answer, or the call's error; a call
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from dataclasses import dataclass
 
 import grpc
@@ -29,6 +30,10 @@ class _Waiting:
     features: npt.NDArray[np.float64]  # [1, F]
     request_id: str
     answer: asyncio.Future[inference.InferOutput]
+    # The waiting request's context (request id, trace span): a shared call runs in its first
+    # record's, so that its log lines and its span belong to a request that is waiting for it,
+    # not to whichever request happened to free the slot.
+    context: contextvars.Context
 
 
 def row_of(output: inference.InferOutput, index: int) -> inference.InferOutput:
@@ -73,7 +78,7 @@ class Coalescer:
                 self._pump()
         answer: asyncio.Future[inference.InferOutput] = asyncio.get_running_loop().create_future()
         self._queues.setdefault((version, probabilities), []).append(
-            _Waiting(features, request_id, answer)
+            _Waiting(features, request_id, answer, contextvars.copy_context())
         )
         # Cancelled here (the caller's deadline), the future is done: the queue skips it.
         return await answer
@@ -90,7 +95,9 @@ class Coalescer:
             if not batch:
                 continue
             self.in_flight += 1
-            call = asyncio.get_running_loop().create_task(self._send(key, batch))
+            call = asyncio.get_running_loop().create_task(
+                self._send(key, batch), context=batch[0].context
+            )
             self._calls.add(call)
             call.add_done_callback(self._calls.discard)
 

@@ -69,6 +69,35 @@ def shutdown() -> None:
         _provider.shutdown()
 
 
+# Only the calls that carry predictions make spans: the gateway's readiness polls (ModelReady,
+# ModelMetadata every few seconds) and health checks would be a root trace each, all noise.
+TRACED_METHOD: Final = "ModelInfer"
+
+
+def grpc_client_interceptors() -> list[Any] | None:
+    """A client span per traced call, its context sent as `traceparent` metadata."""
+    if _provider is None:
+        return None
+    from opentelemetry.instrumentation.grpc import aio_client_interceptors, filters
+
+    return aio_client_interceptors(filter_=filters.method_name(TRACED_METHOD))  # type: ignore[no-any-return,no-untyped-call]
+
+
+def grpc_server_interceptors() -> list[Any] | None:
+    """A server span per traced call, the child of the caller's span (`traceparent`)."""
+    if _provider is None:
+        return None
+    from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
+
+    return [aio_server_interceptor(filter_=filters.method_name(TRACED_METHOD))]  # type: ignore[no-untyped-call]
+
+
+def annotate(**attributes: Any) -> None:
+    """Attributes on the current span (the request's, in the gateway) when traces are on."""
+    if _provider is not None:
+        trace.get_current_span().set_attributes(attributes)
+
+
 @contextlib.contextmanager
 def span(name: str, **attributes: Any) -> Iterator[None]:
     """A child span of the current one when traces are on; nothing at all when off."""

@@ -285,14 +285,8 @@ class ModelServer:
     async def start(self) -> None:
         configure_thread()
         # A grpc.aio server belongs to the event loop it is made on: made here, not in __init__.
-        interceptors = None
-        if tracing.enabled():
-            from opentelemetry.instrumentation.grpc import aio_server_interceptor
-
-            # A server span per call, the child of the caller's span (`traceparent`).
-            interceptors = [aio_server_interceptor()]  # type: ignore[no-untyped-call]
         server = grpc.aio.server(
-            interceptors=interceptors,
+            interceptors=tracing.grpc_server_interceptors(),
             options=grpc_options(self.settings),
             maximum_concurrent_rpcs=self.settings.max_concurrent_rpcs,
         )
