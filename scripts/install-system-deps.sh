@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Installs the system packages the project needs beyond the Python venv, from Debian:
 # OpenStack Swift (object, container, account and proxy servers), which `crimes stack up` runs as
-# a real S3 API when CRIMES_STACK_OBJECT_STORE=swift, and docker-compose, whose parser checks
-# compose.yaml without a Docker engine. Idempotent: does nothing when everything is there.
+# a real S3 API when CRIMES_STACK_OBJECT_STORE=swift; docker-compose, whose parser checks
+# compose.yaml without a Docker engine; Prometheus (and promtool), which the tests and the demo
+# run against the services and which checks the rule files. Idempotent: does nothing when everything is there.
 set -euo pipefail
 
-PACKAGES=(swift swift-proxy swift-account swift-container swift-object docker-compose)
+PACKAGES=(swift swift-proxy swift-account swift-container swift-object docker-compose prometheus)
 # Overridable only so that tests can exercise the install path without touching the system.
 BIN_DIR=${CRIMES_SWIFT_BIN_DIR:-/usr/bin}
 SWIFT_CONF=${CRIMES_SWIFT_CONF:-/etc/swift/swift.conf}
@@ -13,8 +14,9 @@ BINARIES=(
   "$BIN_DIR/swift-proxy-server" "$BIN_DIR/swift-object-server" "$BIN_DIR/swift-container-server"
   "$BIN_DIR/swift-account-server" "$BIN_DIR/swift-ring-builder"
 )
-# The compose parser is looked for on the real system only (tests fake the Swift binaries).
-[[ -n "${CRIMES_SWIFT_BIN_DIR:-}" ]] || BINARIES+=(/usr/bin/docker-compose)
+# The compose parser and Prometheus are looked for on the real system only (tests fake the
+# Swift binaries).
+[[ -n "${CRIMES_SWIFT_BIN_DIR:-}" ]] || BINARIES+=(/usr/bin/docker-compose /usr/bin/prometheus /usr/bin/promtool)
 
 missing=()
 for bin in "${BINARIES[@]}"; do
