@@ -48,7 +48,7 @@ unit: install
 test: install system-deps lint
 	$(BIN)/pytest --durations=15
 
-demo: install
+demo: install system-deps
 	$(BIN)/crimes demo
 
 down: install

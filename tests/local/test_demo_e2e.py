@@ -8,12 +8,13 @@ import json
 import os
 import re
 import subprocess
+import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from crimes.local import stack
+from crimes.local import prometheus, stack
 from crimes.local.portal_double import load_portal_csv
 from tests.conftest import PROJECT_ROOT
 
@@ -55,6 +56,7 @@ def test_make_demo_then_make_down(real_data: Path, tmp_path: Path) -> None:
         "CRIMES_STACK_GATEWAY_PORT": str(stack.free_port()),
         "CRIMES_STACK_DTC_PORT": str(dtc_port),
         "CRIMES_STACK_LDA_PORT": str(dtc_port + 1),
+        "CRIMES_STACK_PROMETHEUS_PORT": str(stack.free_port()),
     }
     gateway = f"http://127.0.0.1:{env['CRIMES_STACK_GATEWAY_PORT']}"
     try:
@@ -80,6 +82,22 @@ def test_make_demo_then_make_down(real_data: Path, tmp_path: Path) -> None:
         replicas = models["dtc"]["replicas"] + models["lda"]["replicas"]
         assert {r["source"] for r in replicas} == {"mlflow"}
         assert len({r["model_version"] for r in models["dtc"]["replicas"]}) == 1
+        # Prometheus scrapes the gateway and each of the three model replicas.
+        monitoring = f"http://127.0.0.1:{env['CRIMES_STACK_PROMETHEUS_PORT']}"
+        assert f"Prometheus    {monitoring}" in demo.stdout
+        deadline = time.monotonic() + 30
+        while True:
+            targets = prometheus.api(monitoring, "targets")["activeTargets"]
+            jobs = sorted(t["labels"]["job"] for t in targets if t["health"] == "up")
+            if len(jobs) == 4 or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        assert jobs == [
+            "crimes-gateway",
+            "crimes-model-dtc",
+            "crimes-model-dtc",
+            "crimes-model-lda",
+        ]
     finally:
         down = subprocess.run(
             ["make", "down"], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True,

@@ -87,7 +87,10 @@ def _wait(check: Callable[[], bool], what: str, timeout: float) -> None:
         raise RuntimeError(f"{what} did not happen within {timeout:.0f} s")
 
 
-def _launch(state_dir: Path, name: str, args: list[str], env: dict[str, str]) -> None:
+def _launch(
+    state_dir: Path, name: str, args: list[str], env: dict[str, str], program: str | None = None
+) -> None:
+    """`crimes <args>` (or `program <args>`) in the background, recorded for `make down`."""
     from crimes.local.stack import procs
 
     store = procs.PidStore(state_dir / "pids")
@@ -95,7 +98,7 @@ def _launch(state_dir: Path, name: str, args: list[str], env: dict[str, str]) ->
         return
     procs.launch(
         name,
-        [str(Path(sys.executable).parent / "crimes"), *args],
+        [program or str(Path(sys.executable).parent / "crimes"), *args],
         env={**os.environ, **env},
         log_path=state_dir / "logs" / f"{name}.log",
         cwd=state_dir,
@@ -266,12 +269,45 @@ def run(announce: Callable[[str], None] = print) -> dict[str, Any]:
             f"{r['address']} v{r['model_version']} ({r['source']})" for r in info["replicas"]
         )
         announce(f"      {kind}: {info['ready_replicas']} ready replica(s): {versions}")
+    monitoring = _monitoring(settings, state_dir, gateway, replicas, progress)
+
     announce("")
     announce(f"Gateway docs  {gateway}/docs")
     announce(f"MLflow UI     {tracking_settings().tracking_uri}")
     announce(f"Airflow UI    {api.base_url}")
+    announce(f"Prometheus    {monitoring}")
     announce(f"demo ready in {time.perf_counter() - progress.started:.1f} s; `make down` stops it")
     return {"answer": answer, "models": models}
+
+
+def _monitoring(
+    settings: StackSettings,
+    state_dir: Path,
+    gateway: str,
+    replicas: list[tuple[str, str, int]],
+    progress: Callable[[str], None],
+) -> str:
+    """Prometheus scraping the gateway and every model replica, with the repository's rules;
+    its URL, or why there is none."""
+    from crimes.local import prometheus
+
+    try:
+        prometheus.binary()
+    except RuntimeError as error:
+        return f"not started: {error}"
+    progress("starting Prometheus (scraping the gateway and every model replica)")
+    targets: dict[str, list[str]] = {prometheus.GATEWAY_JOB: [gateway.removeprefix("http://")]}
+    for _, kind, port in replicas:
+        targets.setdefault(prometheus.model_job(kind), []).append(
+            f"127.0.0.1:{port + METRICS_OFFSET}"
+        )
+    folder = state_dir / "prometheus"
+    config = prometheus.write_config(folder, targets, interval="5s")
+    argv = prometheus.argv(config, folder / "data", settings.prometheus_port)
+    _launch(state_dir, "prometheus", argv[1:], {}, program=argv[0])
+    url = f"http://127.0.0.1:{settings.prometheus_port}"
+    _wait(lambda: prometheus.ready(url), "Prometheus readiness", 60)
+    return url
 
 
 def _ask(gateway: str, features: dict[str, Any]) -> Any:
