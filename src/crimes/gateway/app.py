@@ -27,6 +27,7 @@ from crimes.gateway.predict import Predictor
 from crimes.gateway.routes import health, models, predict
 from crimes.gateway.schemas import BatchRequest, PredictRequest
 from crimes.gateway.settings import GatewaySettings
+from crimes.gateway.shadow import Shadow
 from crimes.gateway.transformation_store import TransformationStore
 from crimes.ops import requests, tracing
 from crimes.ops.logs import get_logger
@@ -53,10 +54,19 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         metrics = GatewayMetrics()
         cache = PredictionCache(settings.redis_url, settings.cache_ttl_seconds)
         predictor = Predictor(services, TransformationStore(settings.tracking_uri), metrics, cache)
+        shadow = _shadow(settings, predictor, metrics)
+        predictor.shadow = shadow
+        await shadow.start()
         app.state.metrics = metrics
         app.state.predictor = predictor
         refresher = asyncio.create_task(_refresh_forever(predictor, settings.refresh_seconds))
-        log.info("gateway.started", dtc=settings.dtc_address, lda=settings.lda_address)
+        log.info(
+            "gateway.started",
+            dtc=settings.dtc_address,
+            lda=settings.lda_address,
+            challengers=settings.challenger_addresses(),
+            shadow_share=settings.shadow_share if shadow.enabled else 0,
+        )
         gc.freeze()  # see TransformationStore._finished
         try:
             yield
@@ -64,6 +74,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             refresher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await refresher
+            await shadow.stop()
             await cache.close()
             for service in services.values():
                 await service.close()
@@ -98,6 +109,25 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
 
     app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+def _shadow(settings: GatewaySettings, predictor: Predictor, metrics: GatewayMetrics) -> Shadow:
+    challengers = {
+        kind: ModelService(
+            model_name=registry.MODELS[kind],
+            address=address,
+            deadline_seconds=settings.shadow_deadline_seconds,
+            retries=0,
+        )
+        for kind, address in settings.challenger_addresses().items()
+    }
+    return Shadow(
+        challengers,
+        predictor.shadow_transform,
+        metrics,
+        share=settings.shadow_share,
+        capacity_records=settings.shadow_queue_records,
+    )
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:

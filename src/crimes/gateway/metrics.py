@@ -55,6 +55,47 @@ class GatewayMetrics:
             registry=self.registry,
         )
 
+        # Shadow scoring of the challengers (gateway/shadow.py).
+        self.shadow_sent = Counter(
+            "crimes_gateway_shadow_sent_total",
+            "Answered records sampled and queued for a model's challenger.",
+            ["model"],
+            registry=self.registry,
+        )
+        self.shadow_dropped = Counter(
+            "crimes_gateway_shadow_dropped_total",
+            "Shadow records not scored, by reason (queue_full, challenger_not_ready, "
+            "challenger_timeout, challenger_unavailable, challenger_error, error).",
+            ["model", "reason"],
+            registry=self.registry,
+        )
+        versions = ["model", "champion_version", "challenger_version"]
+        self.shadow_records = Counter(
+            "crimes_gateway_shadow_records_total",
+            "Records scored by the challenger, by model and both versions.",
+            versions,
+            registry=self.registry,
+        )
+        self.shadow_agreements = Counter(
+            "crimes_gateway_shadow_agreements_total",
+            "Records on which the challenger gave the champion's FBI code.",
+            versions,
+            registry=self.registry,
+        )
+        self.shadow_disagreements = Counter(
+            "crimes_gateway_shadow_disagreements_total",
+            "Records on which they differ, by the champion's and the challenger's FBI codes.",
+            [*versions, "champion_code", "challenger_code"],
+            registry=self.registry,
+        )
+        self.shadow_latency = Histogram(
+            "crimes_gateway_shadow_call_seconds",
+            "Time of a shadow batch: the challenger's transformation and its call.",
+            ["model"],
+            buckets=(0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+            registry=self.registry,
+        )
+
     def labelled(self, metric: MetricWrapperBase, *values: str) -> Any:
         """`metric.labels(*values)`, looked up once: `labels()` checks and locks on every call,
         and each request updates several metrics."""

@@ -17,6 +17,7 @@ from crimes.gateway.backends import ModelCallError, ModelService
 from crimes.gateway.cache import PredictionCache, cache_key
 from crimes.gateway.coalesce import Coalescer
 from crimes.gateway.metrics import GatewayMetrics
+from crimes.gateway.shadow import Records, Shadow
 from crimes.gateway.transformation_store import TransformationStore, TransformationUnavailable
 from crimes.ops import requests, tracing
 from crimes.ops.logs import get_logger
@@ -166,11 +167,22 @@ class Predictor:
         self.metrics = metrics
         self.cache = cache
         self.coalescers = {kind: Coalescer(service) for kind, service in services.items()}
+        self.shadow: Shadow | None = None
+
+    async def shadow_transform(
+        self, challenger: ModelService, records: Records
+    ) -> tuple[str, np.ndarray]:
+        """Records made with the transformation version the challenger's model needs."""
+        fresh = TransformedRecords(
+            records.columns, records.count, self.transformations, row=records.row
+        )
+        return await fresh.for_service(challenger)
 
     async def refresh(self) -> None:
-        await asyncio.gather(*(s.refresh() for s in self.services.values()))
+        challengers = list(self.shadow.challengers.values()) if self.shadow else []
+        await asyncio.gather(*(s.refresh() for s in [*self.services.values(), *challengers]))
         # Warm the transformations the services now report, off the request path.
-        for service in self.services.values():
+        for service in [*self.services.values(), *challengers]:
             state = service.state
             if state.transformation_version and not self.transformations.cached(
                 state.transformation_version
@@ -221,7 +233,15 @@ class Predictor:
         )
         unknown = records.unknown()
         self._count_unknown(unknown)
-        return BatchResult(models=dict(zip(kinds, results, strict=True)), unknown=unknown)
+        answered = dict(zip(kinds, results, strict=True))
+        if self.shadow is not None:
+            # Queued only (no await): the challengers score the records after the answer.
+            self.shadow.offer(
+                Records(records.row, records.columns, records.count),
+                {kind: (r.labels, r.model_version) for kind, r in answered.items()},
+                requests.current.get(),
+            )
+        return BatchResult(models=answered, unknown=unknown)
 
     def _count_unknown(self, unknown: list[list[str]]) -> None:
         counts = Counter(name for names in unknown if names for name in names)

@@ -51,11 +51,26 @@ class GatewaySettings(BaseSettings):
     # Larger request bodies are refused with 413 before they are read.
     max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
 
+    # Shadow scoring: each model's challenger deployment (the model server following the alias
+    # `challenger`); unset: no shadow for that model. A port must be given (no deployment file).
+    dtc_challenger_address: str | None = None
+    lda_challenger_address: str | None = None
+    # The share of answered requests whose records also go to the challengers (0: none).
+    shadow_share: float = Field(default=0.1, ge=0, le=1)
+    # Records waiting for a challenger, per model; beyond it shadow records are dropped.
+    shadow_queue_records: int = Field(default=10_000, ge=1)
+    # A shadow batch (the challenger's transformation and call) gives up after this.
+    shadow_deadline_seconds: float = Field(default=2.0, gt=0)
+
     @model_validator(mode="after")
     def _model_ports(self) -> GatewaySettings:
         self.dtc_address = with_deployment_port(self.dtc_address, "dtc")
         self.lda_address = with_deployment_port(self.lda_address, "lda")
         return self
+
+    def challenger_addresses(self) -> dict[str, str]:
+        given = {"dtc": self.dtc_challenger_address, "lda": self.lda_challenger_address}
+        return {kind: address for kind, address in given.items() if address}
 
 
 def load_settings(**overrides: Any) -> GatewaySettings:

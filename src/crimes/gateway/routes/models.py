@@ -13,7 +13,7 @@ from crimes.gateway.routes.deps import PredictorDep
 router = APIRouter(tags=["models"])
 
 
-@router.get("/models", summary="Each model service: replicas, readiness, versions, origin")
+@router.get("/models", summary="Each model service: replicas, versions, origin, its challenger")
 async def list_models(predictor: PredictorDep) -> dict[str, Any]:
     kinds = list(predictor.services)
     found = await asyncio.gather(*(replica_states(predictor.services[k]) for k in kinds))
@@ -23,6 +23,8 @@ async def list_models(predictor: PredictorDep) -> dict[str, Any]:
             "address": predictor.services[kind].address,
             "replicas": replicas,
             "ready_replicas": sum(1 for r in replicas if r["ready"]),
+            # Its challenger deployment, shadowing live records (None: no challenger set).
+            "challenger": predictor.shadow.describe(kind) if predictor.shadow else None,
         }
         for kind, replicas in zip(kinds, found, strict=True)
     }

@@ -1,0 +1,246 @@
+"""Shadow scoring end to end: champion and challenger model services (the same server, the
+challenger following the alias `challenger`), the gateway shadowing every answered record, the
+registry's real versions. A challenger changes no answer, its agreement counts are the ones
+computed offline on the same records, and a challenger killed under load costs no request."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from crimes import registry
+from crimes.lake import datasets
+from crimes.lake.storage import Lake
+from crimes.local import launch
+from crimes.local.launch import LocalProcess
+from crimes.registry import Tag
+from crimes.settings import TrackingSettings
+from tests.gateway.test_gateway_e2e import records
+from tests.support.stack import YEAR
+
+pytestmark = pytest.mark.e2e
+
+ROWS = 300
+
+
+@pytest.fixture(scope="module")
+def challengers(trained: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """A real challenger version per model: for dtc a shallower tree (it disagrees on some
+    records), for lda the champion's own version (it agrees on all). The alias is removed
+    afterwards; the version stays, as a registry keeps every version."""
+    import mlflow
+    from sklearn.tree import DecisionTreeClassifier
+
+    from crimes.training import models, pipeline
+
+    final = datasets.load_final(Lake(), YEAR)
+    mlflow.set_tracking_uri(TrackingSettings().tracking_uri)
+    client = mlflow.MlflowClient()
+    tree = DecisionTreeClassifier(max_depth=3, random_state=0).fit(
+        final.X_train.to_numpy(dtype=np.float64), final.y_train
+    )
+    name = registry.MODELS["dtc"]
+    with mlflow.start_run(run_name="shadow-test-challenger"):
+        fitted = models.Fitted(kind="dtc", model=tree, params={"max_depth": 3})
+        version = pipeline.register(fitted, final, name, "dtc")
+    # Only the tag serving needs: no dataset lineage, so no training mistakes it for its own.
+    client.set_model_version_tag(
+        name, version, Tag.TRANSFORMATION_VERSION, final.transformation_version
+    )
+    lda = registry.MODELS["lda"]
+    lda_champion = client.get_model_version_by_alias(lda, registry.CHAMPION).version
+    client.set_registered_model_alias(name, registry.CHALLENGER, version)
+    client.set_registered_model_alias(lda, registry.CHALLENGER, lda_champion)
+    champion = {
+        kind: mlflow.sklearn.load_model(registry.model_uri(registry.MODELS[kind]))
+        for kind in ("dtc", "lda")
+    }
+    try:
+        yield {
+            "final": final,
+            "champion": champion,
+            "challenger": {"dtc": tree, "lda": champion["lda"]},
+            "versions": {"dtc": version, "lda": str(lda_champion)},
+        }
+    finally:
+        for model in (name, lda):
+            client.delete_registered_model_alias(model, registry.CHALLENGER)
+
+
+@pytest.fixture(scope="module")
+def system(
+    challengers: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, LocalProcess]]:
+    folder = tmp_path_factory.mktemp("shadow")
+    started: dict[str, LocalProcess] = {}
+    try:
+        for kind in ("dtc", "lda"):
+            started[kind] = launch.serve(LocalProcess, kind, {}, folder)
+            started[f"{kind}-challenger"] = launch.serve(
+                LocalProcess, kind, {"CRIMES_MODEL_ALIAS": registry.CHALLENGER}, folder
+            )
+        for service in started.values():
+            service.wait_healthy()
+        env = {
+            "CRIMES_GATEWAY_DTC_ADDRESS": f"dns:///{started['dtc'].address}",
+            "CRIMES_GATEWAY_LDA_ADDRESS": f"dns:///{started['lda'].address}",
+            "CRIMES_GATEWAY_DTC_CHALLENGER_ADDRESS": f"dns:///{started['dtc-challenger'].address}",
+            "CRIMES_GATEWAY_LDA_CHALLENGER_ADDRESS": f"dns:///{started['lda-challenger'].address}",
+            "CRIMES_GATEWAY_SHADOW_SHARE": "1",
+            "CRIMES_GATEWAY_TRACKING_URI": TrackingSettings().tracking_uri,
+        }
+        started["gateway"] = launch.serve(LocalProcess, "gateway", env, folder)
+        started["gateway"].wait_healthy()
+        yield started
+    finally:
+        for process in started.values():
+            process.stop()
+
+
+def shadow_counts(gateway: LocalProcess) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    text = httpx.get(f"{gateway.url}/metrics", timeout=10, trust_env=False).text
+    found = {}
+    for family in text_string_to_metric_families(text):
+        if family.name.startswith("crimes_gateway_shadow"):
+            for sample in family.samples:
+                if sample.name.endswith("_total"):
+                    found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return found
+
+
+def settled(gateway: LocalProcess) -> dict[Any, float]:
+    """The shadow counts once every record sent to a challenger is scored or dropped."""
+    deadline = time.monotonic() + 30
+    while True:
+        counts = shadow_counts(gateway)
+        done = all(
+            total(counts, "crimes_gateway_shadow_records_total", model=kind)
+            + total(counts, "crimes_gateway_shadow_dropped_total", model=kind)
+            == total(counts, "crimes_gateway_shadow_sent_total", model=kind)
+            for kind in ("dtc", "lda")
+        )
+        if done:
+            return counts
+        assert time.monotonic() < deadline, counts
+        time.sleep(0.2)
+
+
+def total(counts: dict[Any, float], name: str, **labels: str) -> float:
+    return sum(
+        value
+        for (metric, found), value in counts.items()
+        if metric == name and all(dict(found).get(k) == v for k, v in labels.items())
+    )
+
+
+def test_shadowing_changes_no_answer_and_agreement_matches_offline(
+    system: dict[str, LocalProcess], challengers: dict[str, Any]
+) -> None:
+    final = challengers["final"]
+    rows = records(final.features_test.head(ROWS))
+    matrix = final.X_test.head(ROWS).to_numpy(dtype=np.float64)
+    expected = {kind: challengers["champion"][kind].predict(matrix) for kind in ("dtc", "lda")}
+    offline = {kind: challengers["challenger"][kind].predict(matrix) for kind in ("dtc", "lda")}
+    gateway = system["gateway"]
+    with httpx.Client(base_url=gateway.url, timeout=10, trust_env=False) as http:
+        deadline = time.monotonic() + 30
+        # Warm: the first answer waits for the transformation; the challengers get ready.
+        while (
+            http.post("/predict", json={"features": rows[0]}).status_code != 200
+            or (http.get("/models").json()["dtc"]["challenger"] or {}).get("ready") is not True
+        ):
+            assert time.monotonic() < deadline, "the gateway or the challengers never got ready"
+            time.sleep(0.5)
+        before = settled(gateway)
+        for i, record in enumerate(rows[:100]):  # one by one
+            answer = http.post("/predict", json={"features": record}).json()
+            assert answer == {
+                "dtc_fbi_code_output": expected["dtc"][i],
+                "lda_fbi_code_output": expected["lda"][i],
+            }
+        batch = http.post("/predict/batch", json={"features": rows[100:]}).json()
+        assert [p["dtc_fbi_code_output"] for p in batch] == list(expected["dtc"][100:])
+        assert [p["lda_fbi_code_output"] for p in batch] == list(expected["lda"][100:])
+        after = settled(gateway)
+        described = http.get("/models").json()
+    counts = {key: value - before.get(key, 0.0) for key, value in after.items()}
+    for kind in ("dtc", "lda"):
+        assert total(counts, "crimes_gateway_shadow_sent_total", model=kind) == ROWS
+        assert total(counts, "crimes_gateway_shadow_dropped_total", model=kind) == 0
+    for kind in ("dtc", "lda"):
+        versions = {
+            "model": kind,
+            "challenger_version": challengers["versions"][kind],
+        }
+        agreed = int(np.sum(expected[kind] == offline[kind]))
+        assert total(counts, "crimes_gateway_shadow_records_total", **versions) == ROWS
+        assert total(counts, "crimes_gateway_shadow_agreements_total", **versions) == agreed
+        pairs: dict[tuple[str, str], int] = {}
+        for ours, theirs in zip(expected[kind], offline[kind], strict=True):
+            if ours != theirs:
+                pairs[(ours, theirs)] = pairs.get((ours, theirs), 0) + 1
+        for (ours, theirs), count in pairs.items():
+            assert (
+                total(
+                    counts,
+                    "crimes_gateway_shadow_disagreements_total",
+                    **versions,
+                    champion_code=ours,
+                    challenger_code=theirs,
+                )
+                == count
+            )
+        challenger = described[kind]["challenger"]
+        assert challenger["model_version"] == challengers["versions"][kind]
+        # /models counts since the gateway started (warm-up records included).
+        scored = total(after, "crimes_gateway_shadow_records_total", **versions)
+        agreeing = total(after, "crimes_gateway_shadow_agreements_total", **versions)
+        assert challenger["shadow_records"] == scored
+        assert challenger["agreement"] == pytest.approx(agreeing / scored)
+    # The shallow tree really is another model: the test compares something.
+    assert int(np.sum(expected["dtc"] == offline["dtc"])) < ROWS
+    assert int(np.sum(expected["lda"] == offline["lda"])) == ROWS
+
+
+def test_a_challenger_killed_under_load_costs_no_request(
+    system: dict[str, LocalProcess], challengers: dict[str, Any]
+) -> None:
+    rows = records(challengers["final"].features_test.head(50))
+    gateway = system["gateway"]
+    failures: list[str] = []
+    answered = [0]
+    stop = threading.Event()
+
+    def load() -> None:
+        with httpx.Client(base_url=gateway.url, timeout=10, trust_env=False) as http:
+            i = 0
+            while not stop.is_set():
+                response = http.post("/predict", json={"features": rows[i % len(rows)]})
+                body = response.json()
+                if response.status_code != 200 or None in body.values():
+                    failures.append(f"{response.status_code} {body}")
+                answered[0] += 1
+                i += 1
+
+    before = total(shadow_counts(gateway), "crimes_gateway_shadow_dropped_total", model="dtc")
+    threads = [threading.Thread(target=load) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    time.sleep(1.5)
+    system["dtc-challenger"].stop(signal.SIGKILL)
+    time.sleep(3)
+    stop.set()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert answered[0] > 100
+    assert failures == []
+    after = total(shadow_counts(gateway), "crimes_gateway_shadow_dropped_total", model="dtc")
+    assert after > before  # the dead challenger's records were dropped and counted
