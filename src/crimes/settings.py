@@ -42,7 +42,7 @@ def tracking_settings() -> TrackingSettings:
 
 # Each deployable's own settings live in one file, `services/<deployment>/service.env`: compose
 # reads it (`env_file`), and so do `crimes serve ...` and whatever needs a deployment's port.
-DEPLOYMENTS: Final = ("dtc", "lda", "gateway")
+DEPLOYMENTS: Final = ("dtc", "lda", "gateway", "dtc-challenger", "lda-challenger")
 DEPLOYMENTS_DIR_VARIABLE: Final = "CRIMES_DEPLOYMENTS_DIR"
 # The repository's folder (src/crimes/settings.py -> the project root); images set the variable.
 _REPOSITORY_DEPLOYMENTS: Final = Path(__file__).resolve().parents[2] / "services"

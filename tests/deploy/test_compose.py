@@ -21,6 +21,8 @@ RUN_LOCALLY = {
     ("crimes", "serve", "dtc"): "crimes.local.launch (model service processes in the tests)",
     ("crimes", "serve", "lda"): "crimes.local.launch",
     ("crimes", "serve", "gateway"): "crimes.local.launch (the gateway under uvicorn)",
+    ("crimes", "serve", "dtc-challenger"): "tests/gateway/test_shadow_e2e.py",
+    ("crimes", "serve", "lda-challenger"): "tests/gateway/test_shadow_e2e.py",
     ("crimes", "probe", "grpc"): "tests/gateway/test_replicas_e2e.py",
     ("crimes", "probe", "http"): "tests/gateway/test_replicas_e2e.py",
     ("crimes", "probe", "model-service"): "tests/gateway/test_replicas_e2e.py",
@@ -85,7 +87,7 @@ def test_each_deployment_reads_its_own_settings_file_and_states_no_port_of_its_o
     config: dict[str, Any],
 ) -> None:
     services = config["services"]
-    for deployment in ("dtc", "lda", "gateway"):
+    for deployment in ("dtc", "lda", "gateway", "dtc-challenger", "lda-challenger"):
         service = services[deployment]
         settings = deployment_settings(deployment)
         # compose merged the file into the environment: every setting of the file is there.
@@ -137,3 +139,27 @@ def test_the_dockerfile_builds_from_the_lock_as_a_non_root_user() -> None:
     assert "CRIMES_DEPLOYMENTS_DIR=/opt/crimes/services" in dockerfile
     targets = {line.split()[-1] for line in dockerfile.splitlines() if line.startswith("FROM")}
     assert {"runtime", "mlflow", "airflow"} <= targets
+
+
+def test_each_model_has_a_challenger_deployment_the_gateway_shadows_to(
+    config: dict[str, Any],
+) -> None:
+    services = config["services"]
+    environment = services["gateway"]["environment"]
+    ports = set()
+    for model in ("dtc", "lda"):
+        challenger = services[f"{model}-challenger"]
+        assert challenger["environment"]["CRIMES_MODEL_ALIAS"] == "challenger"
+        assert (
+            challenger["environment"]["CRIMES_MODEL_NAME"]
+            == services[model]["environment"]["CRIMES_MODEL_NAME"]
+        )
+        assert "shadow" in challenger["profiles"]
+        assert "ports" not in challenger
+        assert environment[f"CRIMES_GATEWAY_{model.upper()}_CHALLENGER_ADDRESS"] == (
+            f"dns:///{model}-challenger"
+        )
+        for deployment in (model, f"{model}-challenger"):
+            ports |= {deployment_port(deployment), deployment_port(deployment, "METRICS_PORT")}
+    # Run side by side on one machine (make demo), no two deployments share a port.
+    assert len(ports) == 8

@@ -55,9 +55,10 @@ def test_the_scrape_jobs_reach_the_ports_the_deployments_listen_on() -> None:
     assert jobs[prometheus.GATEWAY_JOB]["static_configs"] == [
         {"targets": [f"gateway:{gateway_port}"]}
     ]
-    for kind in ("dtc", "lda"):
+    for kind in ("dtc", "lda", "dtc-challenger", "lda-challenger"):
         (discovery,) = jobs[prometheus.model_job(kind)]["dns_sd_configs"]
-        # Every replica of the compose service (one A record each), on its metrics port.
+        # Every replica of the compose service (one A record each), on its metrics port; the
+        # challengers too.
         assert discovery["names"] == [kind]
         assert discovery["type"] == "A"
         assert discovery["port"] == deployment_port(kind, "METRICS_PORT")

@@ -84,8 +84,9 @@ def system(
     try:
         for kind in ("dtc", "lda"):
             started[kind] = launch.serve(LocalProcess, kind, {}, folder)
+            # `crimes serve dtc-challenger`: its deployment's file says alias `challenger`.
             started[f"{kind}-challenger"] = launch.serve(
-                LocalProcess, kind, {"CRIMES_MODEL_ALIAS": registry.CHALLENGER}, folder
+                LocalProcess, f"{kind}-challenger", {}, folder
             )
         for service in started.values():
             service.wait_healthy()

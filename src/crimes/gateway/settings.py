@@ -52,7 +52,8 @@ class GatewaySettings(BaseSettings):
     max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
 
     # Shadow scoring: each model's challenger deployment (the model server following the alias
-    # `challenger`); unset: no shadow for that model. A port must be given (no deployment file).
+    # `challenger`); unset: no shadow for that model. Without a port, the challenger
+    # deployment's own (services/<model>-challenger/service.env).
     dtc_challenger_address: str | None = None
     lda_challenger_address: str | None = None
     # The share of answered requests whose records also go to the challengers (0: none).
@@ -66,6 +67,14 @@ class GatewaySettings(BaseSettings):
     def _model_ports(self) -> GatewaySettings:
         self.dtc_address = with_deployment_port(self.dtc_address, "dtc")
         self.lda_address = with_deployment_port(self.lda_address, "lda")
+        if self.dtc_challenger_address:
+            self.dtc_challenger_address = with_deployment_port(
+                self.dtc_challenger_address, "dtc-challenger"
+            )
+        if self.lda_challenger_address:
+            self.lda_challenger_address = with_deployment_port(
+                self.lda_challenger_address, "lda-challenger"
+            )
         return self
 
     def challenger_addresses(self) -> dict[str, str]:

@@ -27,6 +27,10 @@ from crimes.registry import MODELS
 CRIMES = str(Path(sys.executable).parent / "crimes")
 TICKS = os.sysconf("SC_CLK_TCK")
 
+# The model service deployments and the registered model each serves (a challenger deployment
+# serves its model's `challenger` alias).
+SERVED = {**MODELS, **{f"{kind}-challenger": name for kind, name in MODELS.items()}}
+
 P = TypeVar("P", bound="LocalProcess")
 
 
@@ -50,8 +54,8 @@ class LocalProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def healthy(self) -> bool:
-        if self.kind in MODELS:
-            return grpc_serving(self.address, MODELS[self.kind], timeout=1.0)[0]
+        if self.kind in SERVED:
+            return grpc_serving(self.address, SERVED[self.kind], timeout=1.0)[0]
         return http_ok(f"{self.url}/health/live")[0]
 
     def alive(self) -> None:
@@ -143,7 +147,7 @@ def serve(
     port = port or free_port()
     argv = [CRIMES, "serve", kind, "--port", str(port)]
     service_env = dict(env)
-    if kind in MODELS:
+    if kind in SERVED:
         metrics_port = free_port()
         argv += ["--metrics-port", str(metrics_port)]
         service_env.setdefault("CRIMES_MODEL_LOCAL_DIR", str(folder / f"{kind}-{port}"))

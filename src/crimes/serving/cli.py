@@ -41,3 +41,15 @@ def dtc(port: PortOption = None, metrics_port: MetricsPortOption = None) -> None
 def lda(port: PortOption = None, metrics_port: MetricsPortOption = None) -> None:
     """The LDA model service (its settings: services/lda/service.env)."""
     _run_model_service("lda", port, metrics_port)
+
+
+@serve_app.command("dtc-challenger")
+def dtc_challenger(port: PortOption = None, metrics_port: MetricsPortOption = None) -> None:
+    """The Decision Tree's challenger (alias `challenger`; services/dtc-challenger/service.env)."""
+    _run_model_service("dtc-challenger", port, metrics_port)
+
+
+@serve_app.command("lda-challenger")
+def lda_challenger(port: PortOption = None, metrics_port: MetricsPortOption = None) -> None:
+    """The LDA's challenger (alias `challenger`; services/lda-challenger/service.env)."""
+    _run_model_service("lda-challenger", port, metrics_port)

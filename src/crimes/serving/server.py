@@ -25,6 +25,7 @@ from crimes.ops.logs import get_logger
 from crimes.ops.memory import keep_large_buffers
 from crimes.proto_gen.inference import grpc_service_pb2 as pb
 from crimes.protocol import inference, records
+from crimes.registry import CHAMPION
 from crimes.serving.errors import InvalidInput, ModelNotFound, ModelUnavailable, status_code
 from crimes.serving.health import Health, enable_reflection
 from crimes.serving.metadata import model_info
@@ -357,7 +358,9 @@ def run(settings: ModelServerSettings, *, grpc_experiments_applied: bool = False
     from threadpoolctl import threadpool_info, threadpool_limits
 
     configure_mlflow_client(settings)
-    tracing.configure(f"crimes-model-{settings.name}")
+    # A challenger deployment's traces are its own: crimes-model-<name>-challenger.
+    suffix = "" if settings.alias == CHAMPION else f"-{settings.alias}"
+    tracing.configure(f"crimes-model-{settings.name}{suffix}")
     limits = threadpool_limits(limits=settings.blas_threads, user_api="blas")
     blas = sorted({info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"})
     log.info(
