@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from crimes.gateway.settings import GatewaySettings
 from crimes.ops import tracing
 from crimes.ops.memory import keep_large_buffers
@@ -17,20 +15,16 @@ def run(settings: GatewaySettings) -> None:
     from crimes.gateway.app import create_app
 
     try:
-        _serve(uvicorn, create_app(settings), settings)
+        uvicorn.run(
+            create_app(settings),
+            host=settings.host,
+            port=settings.port,
+            loop="uvloop",
+            http="httptools",
+            access_log=False,
+            log_level="warning",
+            # SIGTERM: stop accepting, let in-flight requests finish for this long.
+            timeout_graceful_shutdown=10,
+        )
     finally:
         tracing.shutdown()
-
-
-def _serve(uvicorn: Any, app: Any, settings: GatewaySettings) -> None:
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        loop="uvloop",
-        http="httptools",
-        access_log=False,
-        log_level="warning",
-        # SIGTERM: stop accepting, let in-flight requests finish for this long.
-        timeout_graceful_shutdown=10,
-    )

@@ -180,11 +180,11 @@ class Shadow:
     async def _score(self, kind: str, batch: list[Answered]) -> None:
         challenger = self.challengers[kind]
         count = sum(answered.records.count for answered in batch)
+        # Its readiness is the gateway's refresh loop's to keep (every refresh_seconds, the
+        # challengers with the champions): no metadata call per shadow batch here.
         if not challenger.state.ready:
-            await challenger.refresh()
-            if not challenger.state.ready:
-                self._drop(kind, "challenger_not_ready", count)
-                return
+            self._drop(kind, "challenger_not_ready", count)
+            return
         started = time.perf_counter()
         try:
             async with asyncio.timeout(challenger.deadline_seconds):
@@ -200,8 +200,6 @@ class Shadow:
             return
         except ModelCallError as error:
             self._drop(kind, f"challenger_{error.status}", count)
-            if error.status == "unavailable":
-                await challenger.refresh()
             return
         self.metrics.labelled(self.metrics.shadow_latency, kind).observe(
             time.perf_counter() - started
