@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,6 +26,18 @@ def real_data_file() -> Path:
 @pytest.fixture(scope="session")
 def real_data() -> Path:
     return real_data_file()
+
+
+@pytest.fixture(scope="session")
+def real_splits(real_data: Path) -> Any:
+    """The real file preprocessed and split as the ETL does (test share 0.3, seed 42): made
+    once per session for every test that needs real rows in memory (read, never changed)."""
+    from crimes.etl.extract import read_file
+    from crimes.etl.preprocess import preprocess
+    from crimes.etl.split import split
+
+    features, _ = preprocess(read_file(str(real_data)).frame)
+    return split(features, test_size=0.3, seed=42)
 
 
 # The local stack of real services, shared by every part's end-to-end tests (one per session).

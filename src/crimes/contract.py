@@ -184,6 +184,10 @@ TEXT_FEATURES: Final = tuple(s.name for s in FEATURE_SPECS if s.kind == "text")
 ONEHOT_FEATURES: Final = tuple(s.name for s in FEATURE_SPECS if s.encoding == "onehot")
 TARGET_ENCODED_FEATURES: Final = tuple(s.name for s in FEATURE_SPECS if s.encoding == "target")
 CATEGORICAL_FEATURES: Final = ONEHOT_FEATURES + TARGET_ENCODED_FEATURES
+# Features that say where in the year a record falls. A window of live records covers a few
+# days of the calendar, so their distribution differs from a year of training by design, not
+# by drift: drift is reported for them but never judged on them.
+CALENDAR_FEATURES: Final = ("mes", "dia_mes")
 
 # pandas dtypes of a features frame; nullable floats carry NaN, never None.
 _DTYPES: Final[Mapping[str, str]] = {

@@ -7,24 +7,20 @@ the Decision Tree uses the search's first guess, so a search can only do as well
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from crimes import contract
-from crimes.etl.extract import read_file
-from crimes.etl.preprocess import preprocess
-from crimes.etl.split import split
+from crimes.etl.split import Split
 from crimes.training import evaluate, models
 from crimes.training.settings import TrainingSettings
 from crimes.transformation import fitting
 
 
 @pytest.fixture(scope="module")
-def matrices(real_data: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    features, _ = preprocess(read_file(str(real_data)).frame)
-    parts = split(features, test_size=0.3, seed=42)
+def matrices(real_splits: Split) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    parts = real_splits
     columns = list(contract.FEATURES)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)

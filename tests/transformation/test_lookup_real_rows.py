@@ -5,21 +5,17 @@ from __future__ import annotations
 
 import time
 import warnings
-from pathlib import Path
 
 import numpy as np
 
 from crimes import contract
-from crimes.etl.extract import read_file
-from crimes.etl.preprocess import preprocess
-from crimes.etl.split import split
+from crimes.etl.split import Split
 from crimes.transformation import fitting
 from crimes.transformation.lookup import PER_ROW_MAX, LookupTransformer
 
 
-def test_every_test_row_is_identical(real_data: Path) -> None:
-    features, _ = preprocess(read_file(str(real_data)).frame)
-    parts = split(features, test_size=0.3, seed=42)
+def test_every_test_row_is_identical(real_splits: Split) -> None:
+    parts = real_splits
     columns = list(contract.FEATURES)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)

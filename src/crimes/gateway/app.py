@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from crimes import registry
 from crimes.gateway.backends import ModelService
 from crimes.gateway.cache import PredictionCache
+from crimes.gateway.drift import DriftCollector, DriftMonitor
 from crimes.gateway.metrics import GatewayMetrics
 from crimes.gateway.predict import Predictor
 from crimes.gateway.routes import health, models, predict
@@ -56,6 +57,13 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         predictor = Predictor(services, TransformationStore(settings.tracking_uri), metrics, cache)
         shadow = _shadow(settings, predictor, metrics)
         predictor.shadow = shadow
+        predictor.drift = DriftMonitor(
+            services,
+            settings.tracking_uri,
+            window_records=settings.drift_window_records,
+            min_records=settings.drift_min_records,
+        )
+        metrics.registry.register(DriftCollector(predictor.drift))
         await shadow.start()
         app.state.metrics = metrics
         app.state.predictor = predictor

@@ -16,6 +16,7 @@ import numpy as np
 from crimes.gateway.backends import ModelCallError, ModelService
 from crimes.gateway.cache import PredictionCache, cache_key
 from crimes.gateway.coalesce import Coalescer
+from crimes.gateway.drift import DriftMonitor
 from crimes.gateway.metrics import GatewayMetrics
 from crimes.gateway.shadow import Records, Shadow
 from crimes.gateway.transformation_store import TransformationStore, TransformationUnavailable
@@ -168,6 +169,7 @@ class Predictor:
         self.cache = cache
         self.coalescers = {kind: Coalescer(service) for kind, service in services.items()}
         self.shadow: Shadow | None = None
+        self.drift: DriftMonitor | None = None
 
     async def shadow_transform(
         self, challenger: ModelService, records: Records
@@ -195,9 +197,13 @@ class Predictor:
                     )
                 except TransformationUnavailable as error:
                     log.warning("gateway.transformation_unavailable", error=str(error))
+        if self.drift is not None:
+            self.drift.refresh()
 
     async def predict_one(self, row: dict[str, Any], probabilities: bool = False) -> BatchResult:
         """One record, through the cache when there is one (never with probabilities)."""
+        if self.drift is not None:
+            self.drift.observe_row(row)
         key = self._cache_key(row) if self.cache.enabled and not probabilities else None
         if not self.cache.enabled or probabilities:
             self.metrics.labelled(self.metrics.cache, "off").inc()
@@ -221,6 +227,8 @@ class Predictor:
         self, columns: Mapping[str, Sequence[Any]], count: int, probabilities: bool = False
     ) -> BatchResult:
         """Validated records given column by column (a batch)."""
+        if self.drift is not None:
+            self.drift.observe_columns(columns, count)
         return await self._predict(
             TransformedRecords(columns, count, self.transformations), probabilities
         )

@@ -63,6 +63,12 @@ class GatewaySettings(BaseSettings):
     # A shadow batch (the challenger's transformation and call) gives up after this.
     shadow_deadline_seconds: float = Field(default=2.0, gt=0)
 
+    # Drift: the rolling window of served records per served model version, and how many it
+    # must hold before its PSI is judged (the PSI of a window that did not drift is about
+    # (buckets - 1) / records: ~0.01 at 5,000, ~0.05 at 1,000).
+    drift_window_records: int = Field(default=5000, ge=100, le=1_000_000)
+    drift_min_records: int = Field(default=1000, ge=1)
+
     @model_validator(mode="after")
     def _model_ports(self) -> GatewaySettings:
         self.dtc_address = with_deployment_port(self.dtc_address, "dtc")

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import tempfile
-from pathlib import Path
 
 from crimes import registry
 from crimes.ops.logs import get_logger
+from crimes.registry import artifacts
 from crimes.transformation import document
 from crimes.transformation.lookup import LookupTransformer
 
@@ -77,20 +76,9 @@ class TransformationStore:
         )
 
     def _from_registry(self, model_name: str, model_version: str) -> bytes:
-        import mlflow
-
-        client = mlflow.MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
-        run_id = client.get_model_version(model_name, model_version).run_id
-        if not run_id:
-            raise TransformationUnavailable(f"{model_name} version {model_version} has no run")
-        with tempfile.TemporaryDirectory(prefix="crimes-gateway-") as folder:
-            path = mlflow.artifacts.download_artifacts(
-                run_id=run_id,
-                artifact_path=registry.TRANSFORMATION_ARTIFACT,
-                dst_path=folder,
-                tracking_uri=self.tracking_uri,
-            )
-            return Path(path).read_bytes()
+        return artifacts.version_artifact(
+            self.tracking_uri, model_name, model_version, registry.TRANSFORMATION_ARTIFACT
+        )
 
     def _from_lake(self, model_name: str, model_version: str) -> bytes:
         from crimes.lake.storage import Lake

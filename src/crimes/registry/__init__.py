@@ -30,12 +30,18 @@ class Tag:
     TEST_ACCURACY: Final = "test_accuracy"
     TEST_F1_WEIGHTED: Final = "test_f1_weighted"
     TEST_F1_MACRO: Final = "test_f1_macro"
+    # The content hash of the training split's feature distribution logged with the version.
+    DRIFT_REFERENCE: Final = "drift_reference"
 
 
 # The transformation's document as every training run logs it: this file in this folder.
 TRANSFORMATION_FILE: Final = document.FILE_NAME
 TRANSFORMATION_ARTIFACT_DIR: Final = "transformation"
 TRANSFORMATION_ARTIFACT: Final = f"{TRANSFORMATION_ARTIFACT_DIR}/{TRANSFORMATION_FILE}"
+
+
+# The reference distribution of the version's training split (crimes.drift.reference).
+DRIFT_REFERENCE_ARTIFACT: Final = "drift/reference.json"
 
 
 def model_uri(name: str, alias: str = CHAMPION) -> str:

@@ -14,6 +14,7 @@ import numpy as np
 import numpy.typing as npt
 
 from crimes import registry
+from crimes.drift import reference as drift_reference
 from crimes.lake import datasets, layout
 from crimes.lake.datasets import FinalData
 from crimes.lake.storage import Lake
@@ -290,7 +291,20 @@ def register(fitted: Fitted, final: FinalData, name: str, kind: str) -> str:
         # as trusted; these files are made here, by this training.
         skops_trusted_types=models.TRUSTED_TYPES.get(kind),
     )
-    return str(info.registered_model_version)
+    version = str(info.registered_model_version)
+    log_drift_reference(name, version, final)
+    return version
+
+
+def log_drift_reference(name: str, version: str, final: FinalData) -> None:
+    """The training split's feature distribution, logged on the run and named (by its content
+    hash) on the version: what the serving side measures drift against."""
+    import mlflow
+
+    reference = drift_reference.of_features(final.features_train, str(final.manifest["dataset"]))
+    mlflow.log_text(reference.dumps().decode(), registry.DRIFT_REFERENCE_ARTIFACT)
+    client = mlflow.MlflowClient()
+    client.set_model_version_tag(name, version, Tag.DRIFT_REFERENCE, reference.version)
 
 
 def tag_version(

@@ -25,6 +25,17 @@ async def list_models(predictor: PredictorDep) -> dict[str, Any]:
             "ready_replicas": sum(1 for r in replicas if r["ready"]),
             # Its challenger deployment, shadowing live records (None: no challenger set).
             "challenger": predictor.shadow.describe(kind) if predictor.shadow else None,
+            # Drift of the records served against its training split: the worst features.
+            "drift": predictor.drift.worst(kind) if predictor.drift else None,
         }
         for kind, replicas in zip(kinds, found, strict=True)
     }
+
+
+@router.get(
+    "/drift",
+    summary="Per model: the served version, its window of served records and each feature's "
+    "PSI against its training split",
+)
+async def drift(predictor: PredictorDep) -> dict[str, Any]:
+    return predictor.drift.report() if predictor.drift else {}

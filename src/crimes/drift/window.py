@@ -1,0 +1,152 @@
+"""The serving side of drift: a rolling window of the last N records a model version served,
+each kept as its 16 bucket numbers (no record values), and per feature the window's PSI
+against the version's reference and its share of unknown categories.
+
+Adding a record is a dictionary lookup or a bisection per feature and one row written into a
+ring buffer; the shares are counted only when a report is asked for (a scrape, `/drift`).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from crimes import contract
+from crimes.drift.reference import Reference, filled, psi
+
+
+@dataclass(frozen=True)
+class FeatureDrift:
+    feature: str
+    psi: float
+    # The share of the window's records with a category no training record had.
+    unknown_share: float
+    # False for the calendar features (contract.CALENDAR_FEATURES): shown, never judged.
+    judged: bool = True
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "feature": self.feature,
+            "psi": round(self.psi, 6),
+            "unknown_share": round(self.unknown_share, 6),
+            "judged": self.judged,
+        }
+
+
+@dataclass(frozen=True)
+class WindowReport:
+    reference: str
+    records: int
+    capacity: int
+    # Empty until the window holds the minimum records a PSI is judged on.
+    features: tuple[FeatureDrift, ...]
+
+    @property
+    def judged(self) -> bool:
+        return bool(self.features)
+
+    def worst(self, count: int = 3) -> list[FeatureDrift]:
+        """The judged features with the highest PSI."""
+        return sorted((f for f in self.features if f.judged), key=lambda f: -f.psi)[:count]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "reference": self.reference,
+            "records": self.records,
+            "capacity": self.capacity,
+            "features": [f.as_dict() for f in self.features],
+        }
+
+
+class Window:
+    """The last `capacity` records served against one reference. Thread-safe: the gateway adds
+    on its event loop, a scrape may read from another thread."""
+
+    def __init__(self, reference: Reference, capacity: int, min_records: int) -> None:
+        self.reference = reference
+        self.capacity = capacity
+        self.min_records = min(min_records, capacity)
+        self._features = [reference.features[name] for name in contract.FEATURES]
+        self._categories = [i for i, f in enumerate(self._features) if f.kind == "category"]
+        self._buckets = np.zeros((capacity, len(self._features)), dtype=np.int16)
+        self._unknown = np.zeros((capacity, len(self._features)), dtype=np.bool_)
+        self._next = 0
+        self._filled = 0
+        self._lock = threading.Lock()
+
+    @property
+    def records(self) -> int:
+        return self._filled
+
+    def add_row(self, row: Mapping[str, Any]) -> None:
+        """One validated record (a dict of the contract's features)."""
+        values = [filled(f.name, row.get(f.name)) for f in self._features]
+        buckets = [f.bucket(v) for f, v in zip(self._features, values, strict=True)]
+        unknown = [f.unknown(v) for f, v in zip(self._features, values, strict=True)]
+        with self._lock:
+            self._buckets[self._next] = buckets
+            self._unknown[self._next] = unknown
+            self._advance(1)
+
+    def add_columns(self, columns: Mapping[str, Sequence[Any]], count: int) -> None:
+        """Validated records given column by column."""
+        if count <= 0:
+            return
+        start = max(0, count - self.capacity)  # only the newest fit
+        buckets = np.empty((count - start, len(self._features)), dtype=np.int16)
+        unknown = np.zeros((count - start, len(self._features)), dtype=np.bool_)
+        for j, feature in enumerate(self._features):
+            column = columns.get(feature.name)
+            values = (
+                [filled(feature.name, v) for v in column[start:]]
+                if column is not None
+                else [filled(feature.name, None)] * (count - start)
+            )
+            # Columns hold few distinct categories: each is bucketed once.
+            try:
+                seen = {v: (feature.bucket(v), feature.unknown(v)) for v in set(values)}
+                buckets[:, j] = [seen[v][0] for v in values]
+                if j in self._categories:
+                    unknown[:, j] = [seen[v][1] for v in values]
+            except TypeError:  # unhashable values cannot be in a validated record
+                raise ValueError(f"feature {feature.name}: values are not plain") from None
+        with self._lock:
+            rows = len(buckets)
+            first = min(rows, self.capacity - self._next)
+            self._buckets[self._next : self._next + first] = buckets[:first]
+            self._unknown[self._next : self._next + first] = unknown[:first]
+            self._buckets[: rows - first] = buckets[first:]
+            self._unknown[: rows - first] = unknown[first:]
+            self._advance(rows)
+
+    def _advance(self, rows: int) -> None:
+        self._next = (self._next + rows) % self.capacity
+        self._filled = min(self.capacity, self._filled + rows)
+
+    def report(self) -> WindowReport:
+        with self._lock:
+            held = self._filled
+            buckets = self._buckets[:held].copy()
+            unknown = self._unknown[:held].copy()
+        judged: list[FeatureDrift] = []
+        if held and held >= self.min_records:
+            for j, feature in enumerate(self._features):
+                counts = np.bincount(buckets[:, j], minlength=feature.buckets)
+                judged.append(
+                    FeatureDrift(
+                        feature=feature.name,
+                        psi=psi(feature.expected, counts / held),
+                        unknown_share=float(unknown[:, j].mean()),
+                        judged=feature.name not in contract.CALENDAR_FEATURES,
+                    )
+                )
+        return WindowReport(
+            reference=self.reference.version,
+            records=held,
+            capacity=self.capacity,
+            features=tuple(judged),
+        )
