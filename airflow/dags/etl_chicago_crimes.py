@@ -34,6 +34,9 @@ FINAL_DATA = final_data_asset()
             type=["null", "string"],
             description=f"Socrata API base URL or a local file (default {PORTAL_URL})",
         ),
+        # Said by whatever started the run (monitor_drift: the features that drifted).
+        "reason": Param(None, type=["null", "string"], description="Why this run started"),
+        "triggered_by": Param(None, type=["null", "string"], description="Who started it"),
     },
 )
 def etl_chicago_crimes() -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 from pydantic import ValidationError
@@ -213,6 +213,67 @@ def sample(
     body = contract.CrimeFeatures.model_validate(record).model_dump()
     typer.echo(json.dumps({"features": body}))
     typer.echo(f"true fbi_code: {targets.iloc[index, 0]!s}", err=True)
+
+
+@app.command()
+def drift(
+    gateway: Annotated[
+        str | None, typer.Option(help="The gateway's URL (CRIMES_MONITOR_GATEWAY_URL).")
+    ] = None,
+    threshold: Annotated[
+        float | None,
+        typer.Option(help="PSI that calls for a retrain (CRIMES_MONITOR_DRIFT_THRESHOLD)."),
+    ] = None,
+) -> None:
+    """Per served model version: its window of served records and each feature's PSI against
+    its training split (exit 3 when a judged feature is above the threshold)."""
+    from crimes.orchestration.monitoring import GatewayUnreachable, MonitorSettings, check_drift
+
+    overrides: dict[str, Any] = {"gateway_url": gateway, "drift_threshold": threshold}
+    try:
+        settings = MonitorSettings(**{k: v for k, v in overrides.items() if v is not None})
+        verdict, report = check_drift(settings)
+    except ValidationError as error:
+        _fail("drift", error, code=BAD_INPUT)
+    except GatewayUnreachable as error:
+        _fail("drift", error, code=1)
+    for line in _drift_table(report, settings.drift_threshold):
+        typer.echo(line)
+    typer.echo(verdict.reason)
+    raise typer.Exit(DRIFTED if verdict.retrain else 0)
+
+
+# `crimes drift`: a judged feature drifted past the threshold (a script may retrain on it).
+DRIFTED = 3
+
+
+def _drift_table(report: dict[str, Any], threshold: float) -> list[str]:
+    lines = []
+    for kind, state in sorted(report.items()):
+        window = state.get("window")
+        head = f"{kind} ({state.get('model')} v{state.get('version')}): {state.get('status')}"
+        if window is None:
+            lines += [head + (f" - {state['reason']}" if state.get("reason") else ""), ""]
+            continue
+        lines.append(
+            f"{head}, {window['records']}/{window['capacity']} records against "
+            f"{window['reference']}"
+        )
+        if not window["features"]:
+            lines += ["  too few records to judge yet", ""]
+            continue
+        lines.append(f"  {'feature':<22}{'PSI':>9}{'unknown':>10}")
+        for item in sorted(window["features"], key=lambda f: -f["psi"]):
+            flag = (
+                "calendar, not judged"
+                if not item["judged"]
+                else ("DRIFTED" if item["psi"] > threshold else "")
+            )
+            lines.append(
+                f"  {item['feature']:<22}{item['psi']:>9.4f}{item['unknown_share']:>9.2%}  {flag}"
+            )
+        lines.append("")
+    return lines
 
 
 @app.command()

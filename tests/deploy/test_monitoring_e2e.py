@@ -15,7 +15,7 @@ from crimes.gateway.schemas import EXAMPLE
 from crimes.local import launch, prometheus
 from crimes.local.launch import LocalProcess
 from crimes.local.stack import free_port
-from crimes.settings import TrackingSettings
+from tests.support.system import serving_system
 
 pytestmark = pytest.mark.e2e
 
@@ -38,17 +38,7 @@ def system(
 ) -> Iterator[dict[str, LocalProcess]]:
     """Both model services and the gateway, and a Prometheus scraping them every second."""
     folder = tmp_path_factory.mktemp("monitored")
-    started = {kind: launch.serve(LocalProcess, kind, {}, folder) for kind in ("dtc", "lda")}
-    try:
-        for service in started.values():
-            service.wait_healthy()
-        gateway_env = {
-            "CRIMES_GATEWAY_DTC_ADDRESS": f"dns:///{started['dtc'].address}",
-            "CRIMES_GATEWAY_LDA_ADDRESS": f"dns:///{started['lda'].address}",
-            "CRIMES_GATEWAY_TRACKING_URI": TrackingSettings().tracking_uri,
-        }
-        started["gateway"] = launch.serve(LocalProcess, "gateway", gateway_env, folder)
-        started["gateway"].wait_healthy()
+    with serving_system(folder) as started:
         targets = {
             prometheus.GATEWAY_JOB: [started["gateway"].address],
             **{
@@ -58,7 +48,7 @@ def system(
         }
         config = prometheus.write_config(folder / "prometheus", targets, interval="1s")
         port = free_port()
-        started["prometheus"] = launch.start(
+        scraper = launch.start(
             LocalProcess,
             "prometheus",
             prometheus.argv(config, folder / "prometheus" / "data", port),
@@ -66,11 +56,11 @@ def system(
             folder,
             {},
         )
-        eventually(lambda: prometheus.ready(started["prometheus"].url), "prometheus ready")
-        yield started
-    finally:
-        for process in started.values():
-            process.stop()
+        try:
+            eventually(lambda: prometheus.ready(scraper.url), "prometheus ready")
+            yield {**started, "prometheus": scraper}
+        finally:
+            scraper.stop()
 
 
 @pytest.fixture(scope="module")

@@ -19,12 +19,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from crimes import registry
 from crimes.lake import datasets
 from crimes.lake.storage import Lake
-from crimes.local import launch
 from crimes.local.launch import LocalProcess
 from crimes.registry import Tag
 from crimes.settings import TrackingSettings
 from tests.gateway.test_gateway_e2e import records
 from tests.support.stack import YEAR
+from tests.support.system import serving_system
 
 pytestmark = pytest.mark.e2e
 
@@ -80,30 +80,12 @@ def system(
     challengers: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[str, LocalProcess]]:
     folder = tmp_path_factory.mktemp("shadow")
-    started: dict[str, LocalProcess] = {}
-    try:
-        for kind in ("dtc", "lda"):
-            started[kind] = launch.serve(LocalProcess, kind, {}, folder)
-            # `crimes serve dtc-challenger`: its deployment's file says alias `challenger`.
-            started[f"{kind}-challenger"] = launch.serve(
-                LocalProcess, f"{kind}-challenger", {}, folder
-            )
-        for service in started.values():
-            service.wait_healthy()
-        env = {
-            "CRIMES_GATEWAY_DTC_ADDRESS": f"dns:///{started['dtc'].address}",
-            "CRIMES_GATEWAY_LDA_ADDRESS": f"dns:///{started['lda'].address}",
-            "CRIMES_GATEWAY_DTC_CHALLENGER_ADDRESS": f"dns:///{started['dtc-challenger'].address}",
-            "CRIMES_GATEWAY_LDA_CHALLENGER_ADDRESS": f"dns:///{started['lda-challenger'].address}",
-            "CRIMES_GATEWAY_SHADOW_SHARE": "1",
-            "CRIMES_GATEWAY_TRACKING_URI": TrackingSettings().tracking_uri,
-        }
-        started["gateway"] = launch.serve(LocalProcess, "gateway", env, folder)
-        started["gateway"].wait_healthy()
+    deployments = ("dtc", "lda", "dtc-challenger", "lda-challenger")
+    # `crimes serve dtc-challenger`: its deployment's file says alias `challenger`.
+    with serving_system(
+        folder, deployments, gateway={"CRIMES_GATEWAY_SHADOW_SHARE": "1"}
+    ) as started:
         yield started
-    finally:
-        for process in started.values():
-            process.stop()
 
 
 def shadow_counts(gateway: LocalProcess) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -19,10 +19,9 @@ import pytest
 
 from crimes import registry
 from crimes.gateway.schemas import EXAMPLE
-from crimes.local import launch
 from crimes.local.launch import LocalProcess
-from crimes.settings import TrackingSettings
 from tests.support import otlp
+from tests.support.system import serving_system
 
 pytestmark = pytest.mark.e2e
 
@@ -49,27 +48,13 @@ def observed(
         "OTEL_EXPORTER_OTLP_ENDPOINT": collector.url,
         "OTEL_BSP_SCHEDULE_DELAY": "200",
     }
-    started = {kind: launch.serve(LocalProcess, kind, env, folder) for kind in ("dtc", "lda")}
-    try:
-        for service in started.values():
-            service.wait_healthy()
-        gateway_env = {
-            **env,
-            "CRIMES_GATEWAY_DTC_ADDRESS": f"dns:///{started['dtc'].address}",
-            "CRIMES_GATEWAY_LDA_ADDRESS": f"dns:///{started['lda'].address}",
-            "CRIMES_GATEWAY_TRACKING_URI": TrackingSettings().tracking_uri,
-        }
-        with launch.serving("gateway", gateway_env, folder) as gateway:
-            started["gateway"] = gateway
-            with httpx.Client(base_url=gateway.url, timeout=10, trust_env=False) as http:
-                deadline = time.monotonic() + 30
-                while http.post("/predict", json={"features": EXAMPLE}).status_code != 200:
-                    assert time.monotonic() < deadline, "the gateway never answered"
-                    time.sleep(0.5)
-            yield started
-    finally:
-        for service in started.values():
-            service.stop()
+    with serving_system(folder, env=env) as started:
+        with httpx.Client(base_url=started["gateway"].url, timeout=10, trust_env=False) as http:
+            deadline = time.monotonic() + 30
+            while http.post("/predict", json={"features": EXAMPLE}).status_code != 200:
+                assert time.monotonic() < deadline, "the gateway never answered"
+                time.sleep(0.5)
+        yield started
 
 
 @pytest.fixture

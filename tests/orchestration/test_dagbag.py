@@ -99,3 +99,17 @@ def test_training_is_pinned_to_the_dataset_the_etl_event_names() -> None:
     assert assets.triggering_dataset({"triggering_asset_events": {"a": events}}) == "ds-new"
     assert assets.triggering_dataset({"triggering_asset_events": {}}) is None
     assert assets.triggering_dataset({}) is None
+
+
+def test_monitor_drift_is_scheduled_and_starts_the_etl_only_when_drifted(dagbag: Any) -> None:
+    dag = dagbag.dags[assets.MONITOR_DAG_ID]
+    assert type(dag.timetable).__name__ == "DeltaTriggerTimetable"  # every 30 minutes
+    assert dag.max_active_runs == 1
+    tasks = {t.task_id: t for t in dag.tasks}
+    assert set(tasks) == {"check_drift", "drifted", "retrain"}
+    assert tasks["retrain"].trigger_dag_id == assets.ETL_DAG_ID
+    assert tasks["retrain"].upstream_task_ids == {"drifted"}
+    assert tasks["drifted"].upstream_task_ids == {"check_drift"}
+    assert "reason" in tasks["retrain"].conf
+    # The ETL takes the reason as a param of its own.
+    assert {"reason", "triggered_by"} <= set(dagbag.dags[assets.ETL_DAG_ID].params)

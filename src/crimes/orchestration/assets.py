@@ -12,6 +12,7 @@ from crimes.lake.settings import lake_settings
 FINAL_DATA_ASSET: Final = "chicago_crimes_final"
 ETL_DAG_ID: Final = "etl_chicago_crimes"
 TRAINING_DAG_ID: Final = "train_chicago_crimes"
+MONITOR_DAG_ID: Final = "monitor_drift"
 TAGS: Final = ("chicago-crimes",)
 
 

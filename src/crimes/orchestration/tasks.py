@@ -13,11 +13,15 @@ from crimes.etl import pipeline as etl
 from crimes.etl.settings import EtlSettings
 from crimes.lake import datasets
 from crimes.lake.storage import Lake
+from crimes.ops.logs import get_logger
+from crimes.orchestration import monitoring
 from crimes.orchestration.assets import triggering_dataset, triggering_year
 from crimes.training import pipeline as training
 from crimes.training.settings import TrainingSettings
 
 Summary = dict[str, Any]
+
+log = get_logger(__name__)
 
 
 def etl_settings(params: Mapping[str, Any]) -> EtlSettings:
@@ -82,3 +86,18 @@ def train(kind: str, context: Mapping[str, Any]) -> Summary:
     final = datasets.load_final(lake, settings.year, dataset)
     summary = training.train(kind, final, settings, lake, orchestrator_run=context["run_id"])
     return summary.as_dict()
+
+
+def check_drift(params: Mapping[str, Any]) -> Summary:
+    """The drift verdict on what the gateway serves now: `retrain`, the `reason` (what the ETL
+    run it starts carries) and the drifted features."""
+    overrides = {key: params[key] for key in ("gateway_url", "drift_threshold") if params.get(key)}
+    settings = monitoring.MonitorSettings(**overrides)
+    verdict, report = monitoring.check_drift(settings)
+    log.info(
+        "drift.checked",
+        retrain=verdict.retrain,
+        reason=verdict.reason,
+        versions={model: state.get("version") for model, state in report.items()},
+    )
+    return verdict.as_dict()

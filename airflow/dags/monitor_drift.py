@@ -1,0 +1,65 @@
+"""Drift monitoring: reads the drift the gateway measures on the records it serves (per served
+model version, against its training split) and, when a feature drifted past the threshold,
+starts the ETL (whose Asset then starts the training), the reason carried in that run's conf.
+
+Thin over `crimes.orchestration.tasks.check_drift` (the verdict is `crimes.drift.verdict`).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
+from airflow.sdk import Param, dag, get_current_context, task
+
+from crimes.orchestration.assets import ETL_DAG_ID, MONITOR_DAG_ID, TAGS
+
+
+@dag(
+    dag_id=MONITOR_DAG_ID,
+    description="Drift of the served records against training; above the threshold, retrain",
+    schedule=timedelta(minutes=30),
+    start_date=datetime(2024, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    tags=[*TAGS, "monitoring"],
+    default_args={"retries": 1, "retry_delay": timedelta(minutes=1), "owner": "ml-platform"},
+    params={
+        "gateway_url": Param(
+            None, type=["null", "string"], description="default: CRIMES_MONITOR_GATEWAY_URL"
+        ),
+        "drift_threshold": Param(
+            None,
+            type=["null", "number"],
+            exclusiveMinimum=0,
+            description="PSI above which a retrain starts (default CRIMES_MONITOR_DRIFT_THRESHOLD)",
+        ),
+    },
+)
+def monitor_drift() -> None:
+    @task
+    def check_drift() -> dict[str, Any]:
+        from crimes.orchestration import tasks
+
+        return tasks.check_drift(get_current_context()["params"])
+
+    @task.short_circuit
+    def drifted(verdict: dict[str, Any]) -> bool:
+        return bool(verdict["retrain"])
+
+    retrain = TriggerDagRunOperator(
+        task_id="retrain",
+        trigger_dag_id=ETL_DAG_ID,
+        conf={
+            "reason": "{{ ti.xcom_pull(task_ids='check_drift')['reason'] }}",
+            "triggered_by": MONITOR_DAG_ID + " {{ run_id }}",
+        },
+        # Runs started here are the retraining loop's: one at a time, never waited for.
+        skip_when_already_exists=True,
+    )
+    verdict: Any = check_drift()
+    drifted(verdict) >> retrain
+
+
+monitor_drift()

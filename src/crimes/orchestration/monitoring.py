@@ -1,0 +1,49 @@
+"""What the monitoring reads from the running system: the gateway's drift report, and the
+verdict on it (`crimes drift`, the `monitor_drift` DAG)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from crimes.drift.verdict import Verdict, judge
+
+
+class MonitorSettings(BaseSettings):
+    """`CRIMES_MONITOR_*`: where the gateway is, and what drift calls for a retrain."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CRIMES_MONITOR_", extra="ignore", validate_by_name=True
+    )
+
+    gateway_url: str = "http://127.0.0.1:8800"
+    # A judged feature's PSI above this, for any served model version, starts the ETL and
+    # training loop (the alert CrimesFeatureDrift uses the same 0.2).
+    drift_threshold: float = Field(default=0.2, gt=0)
+    timeout_seconds: float = Field(default=10.0, gt=0)
+
+
+class GatewayUnreachable(RuntimeError):
+    pass
+
+
+def read_drift(settings: MonitorSettings) -> dict[str, Any]:
+    """The gateway's `GET /drift` answer."""
+    url = f"{settings.gateway_url.rstrip('/')}/drift"
+    try:
+        response = httpx.get(url, timeout=settings.timeout_seconds, trust_env=False)
+        response.raise_for_status()
+        report = response.json()
+    except (httpx.HTTPError, ValueError) as error:
+        raise GatewayUnreachable(f"no drift report from {url}: {error}") from error
+    if not isinstance(report, dict):
+        raise GatewayUnreachable(f"{url} did not answer a drift report")
+    return report
+
+
+def check_drift(settings: MonitorSettings) -> tuple[Verdict, dict[str, Any]]:
+    report = read_drift(settings)
+    return judge(report, settings.drift_threshold), report
