@@ -44,9 +44,10 @@ def monitor_drift() -> None:
 
         return tasks.check_drift(get_current_context()["params"])
 
-    @task.short_circuit
-    def drifted(verdict: dict[str, Any]) -> bool:
-        return bool(verdict["retrain"])
+    # (A branch, not a short-circuit: Airflow 3.3's ShortCircuitOperator fails when it skips.)
+    @task.branch
+    def drifted(verdict: dict[str, Any]) -> str | None:
+        return "retrain" if verdict["retrain"] else None
 
     retrain = TriggerDagRunOperator(
         task_id="retrain",

@@ -277,6 +277,82 @@ def _drift_table(report: dict[str, Any], threshold: float) -> list[str]:
 
 
 @app.command()
+def promote(
+    from_shadow: Annotated[
+        bool,
+        typer.Option(
+            "--from-shadow",
+            help="Judge the challenger on the gateway's shadow evidence and held-out rows.",
+        ),
+    ] = False,
+    model: Annotated[
+        list[str] | None, typer.Option(help="Only these models: dtc, lda (repeatable).")
+    ] = None,
+    gateway: Annotated[
+        str | None, typer.Option(help="The gateway's URL (CRIMES_MONITOR_GATEWAY_URL).")
+    ] = None,
+    min_records: Annotated[
+        int | None, typer.Option(help="Shadow records needed (CRIMES_TRAIN_SHADOW_MIN_RECORDS).")
+    ] = None,
+    min_agreement: Annotated[
+        float | None,
+        typer.Option(help="Live agreement needed (CRIMES_TRAIN_SHADOW_MIN_AGREEMENT)."),
+    ] = None,
+    min_f1_gain: Annotated[
+        float | None,
+        typer.Option(help="Offline F1 gain over the champion (CRIMES_TRAIN_SHADOW_MIN_F1_GAIN)."),
+    ] = None,
+) -> None:
+    """Promote each model's challenger when its live agreement with the champion and its
+    offline F1 on the same held-out rows pass the settings; the decision is tagged on it."""
+    import mlflow
+
+    from crimes.lake.storage import Lake
+    from crimes.orchestration.monitoring import GatewayUnreachable, MonitorSettings, read_models
+    from crimes.settings import tracking_settings
+    from crimes.training.pipeline import KINDS
+    from crimes.training.promotion import PromotionError
+    from crimes.training.settings import TrainingSettings
+    from crimes.training.shadow_promotion import evidence_from_gateway, promote_from_shadow
+
+    if not from_shadow:
+        _fail("promote", ValueError("say where the evidence comes from: --from-shadow"), BAD_INPUT)
+    kinds = tuple(model) if model else KINDS
+    unknown = sorted(set(kinds) - set(KINDS))
+    if unknown:
+        _fail("promote", ValueError(f"unknown model(s) {unknown}: expected {list(KINDS)}"), 2)
+    policy: dict[str, Any] = {
+        "shadow_min_records": min_records,
+        "shadow_min_agreement": min_agreement,
+        "shadow_min_f1_gain": min_f1_gain,
+    }
+    monitor: dict[str, Any] = {"gateway_url": gateway} if gateway else {}
+    try:
+        settings = TrainingSettings(**{k: v for k, v in policy.items() if v is not None})
+        models = read_models(MonitorSettings(**monitor))
+    except ValidationError as error:
+        _fail("promote", error, code=BAD_INPUT)
+    except GatewayUnreachable as error:
+        _fail("promote", error, code=1)
+    client = mlflow.MlflowClient(tracking_settings().tracking_uri)
+    decisions, refused = [], False
+    for kind in kinds:
+        try:
+            found = evidence_from_gateway(models, kind)
+            decision = promote_from_shadow(client, kind, found, settings, Lake())
+        except PromotionError as error:
+            typer.echo(f"crimes promote: {kind}: {error}", err=True)
+            refused = True
+            continue
+        except Exception as error:  # MLflow or the lake unreachable: one line, never a traceback
+            _fail("promote", error, code=1)
+        decisions.append(decision.as_dict())
+    typer.echo(json.dumps(decisions, indent=2))
+    # Nothing could be judged (no challenger, no shadow): a failure; a refusal is a decision.
+    raise typer.Exit(1 if refused and not decisions else 0)
+
+
+@app.command()
 def retrain(
     source: Annotated[
         str | None, typer.Option(help="Data source for this ETL run (default: as the demo).")

@@ -5,10 +5,15 @@ computed offline on the same records, and a challenger killed under load costs n
 
 from __future__ import annotations
 
+import contextlib
+import json
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -72,7 +77,8 @@ def challengers(trained: dict[str, Any]) -> Iterator[dict[str, Any]]:
         }
     finally:
         for model in (name, lda):
-            client.delete_registered_model_alias(model, registry.CHALLENGER)
+            with contextlib.suppress(Exception):  # a promotion may have removed it
+                client.delete_registered_model_alias(model, registry.CHALLENGER)
 
 
 @pytest.fixture(scope="module")
@@ -227,3 +233,62 @@ def test_a_challenger_killed_under_load_costs_no_request(
     assert failures == []
     after = total(shadow_counts(gateway), "crimes_gateway_shadow_dropped_total", model="dtc")
     assert after > before  # the dead challenger's records were dropped and counted
+
+
+def promote(gateway: LocalProcess, *options: str) -> subprocess.CompletedProcess[str]:
+    crimes = str(Path(sys.executable).parent / "crimes")
+    argv = [crimes, "promote", "--from-shadow", "--gateway", gateway.url, *options]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=300)
+
+
+def test_promotion_from_shadow_needs_live_and_offline_evidence(
+    system: dict[str, LocalProcess], challengers: dict[str, Any]
+) -> None:
+    """(After the tests above: the gateway has shadowed a few hundred records.) The shallow
+    tree is refused on the settings' bars, each refusal tagged on it; with bars an operator
+    lowered it takes `champion` (then given back, for the other tests)."""
+    import mlflow
+
+    client = mlflow.MlflowClient(TrackingSettings().tracking_uri)
+    name = registry.MODELS["dtc"]
+    champion = client.get_model_version_by_alias(name, registry.CHAMPION).version
+    challenger = challengers["versions"]["dtc"]
+
+    refused = promote(system["gateway"], "--model", "dtc", "--min-records", "100000")
+    assert refused.returncode == 0, refused.stderr
+    (decision,) = json.loads(refused.stdout)
+    assert decision["promoted"] is False
+    assert decision["reason"].startswith("only ")
+    assert decision["champion_f1"] is not None  # scored offline on the same rows too
+    assert decision["challenger_f1"] < decision["champion_f1"]  # depth 3 is worse
+    offline = promote(system["gateway"], "--model", "dtc", "--min-records", "1",
+                      "--min-agreement", "0")  # fmt: skip
+    (decision,) = json.loads(offline.stdout)
+    assert decision["promoted"] is False
+    assert decision["reason"].startswith("offline F1 ")
+    tags = client.get_model_version(name, challenger).tags
+    assert tags["shadow_promotion.decision"] == registry.CHALLENGER
+    assert tags["shadow_promotion.reason"] == decision["reason"]
+    assert client.get_model_version_by_alias(name, registry.CHAMPION).version == champion
+
+    # The lda challenger is its champion's own version: nothing to judge, one line, exit 1.
+    same = promote(system["gateway"], "--model", "lda")
+    assert same.returncode == 1
+    assert same.stderr.strip() == (
+        f"crimes promote: lda: {registry.MODELS['lda']}: the challenger is the champion "
+        f"(version {challengers['versions']['lda']})"
+    )
+
+    try:
+        lowered = promote(system["gateway"], "--model", "dtc", "--min-records", "1",
+                          "--min-agreement", "0", "--min-f1-gain", "-1")  # fmt: skip
+        (decision,) = json.loads(lowered.stdout)
+        assert decision["promoted"] is True, decision
+        assert client.get_model_version_by_alias(name, registry.CHAMPION).version == challenger
+        aliases = client.get_model_version(name, challenger).aliases
+        assert registry.CHALLENGER not in aliases
+        tags = client.get_model_version(name, challenger).tags
+        assert tags["shadow_promotion.decision"] == registry.CHAMPION
+        assert tags["shadow_promotion.champion_version"] == str(champion)
+    finally:
+        client.set_registered_model_alias(name, registry.CHAMPION, champion)

@@ -44,7 +44,9 @@ def test_make_demo_then_make_down(real_data: Path, tmp_path: Path) -> None:
     with gzip.open(source, "wt") as out:
         load_portal_csv(real_data, rows=ROWS).to_csv(out, index=False)
     state = tmp_path / "state"
-    dtc_port = stack.free_port_block(3)
+    # dtc replicas at dtc_port and +2, lda at +1, the challengers at +3 and +4.
+    dtc_port = stack.free_port_block(5)
+    challenger_port = dtc_port + 3
     env = {
         **os.environ,
         "CRIMES_SOURCE": str(source),
@@ -57,6 +59,8 @@ def test_make_demo_then_make_down(real_data: Path, tmp_path: Path) -> None:
         "CRIMES_STACK_DTC_PORT": str(dtc_port),
         "CRIMES_STACK_LDA_PORT": str(dtc_port + 1),
         "CRIMES_STACK_PROMETHEUS_PORT": str(stack.free_port()),
+        "CRIMES_STACK_DTC_CHALLENGER_PORT": str(challenger_port),
+        "CRIMES_STACK_LDA_CHALLENGER_PORT": str(challenger_port + 1),
     }
     gateway = f"http://127.0.0.1:{env['CRIMES_STACK_GATEWAY_PORT']}"
     try:
@@ -82,21 +86,27 @@ def test_make_demo_then_make_down(real_data: Path, tmp_path: Path) -> None:
         replicas = models["dtc"]["replicas"] + models["lda"]["replicas"]
         assert {r["source"] for r in replicas} == {"mlflow"}
         assert len({r["model_version"] for r in models["dtc"]["replicas"]}) == 1
-        # Prometheus scrapes the gateway and each of the three model replicas.
+        # The challenger deployments run, waiting for a challenger version (none yet).
+        for kind in ("dtc", "lda"):
+            assert models[kind]["challenger"]["ready"] is False
+            assert f"{kind} challenger: 127.0.0.1:" in demo.stdout
+        # Prometheus scrapes the gateway, each of the three model replicas and the challengers.
         monitoring = f"http://127.0.0.1:{env['CRIMES_STACK_PROMETHEUS_PORT']}"
         assert f"Prometheus    {monitoring}" in demo.stdout
         deadline = time.monotonic() + 30
         while True:
             targets = prometheus.api(monitoring, "targets")["activeTargets"]
             jobs = sorted(t["labels"]["job"] for t in targets if t["health"] == "up")
-            if len(jobs) == 4 or time.monotonic() > deadline:
+            if len(jobs) == 6 or time.monotonic() > deadline:
                 break
             time.sleep(1)
         assert jobs == [
             "crimes-gateway",
             "crimes-model-dtc",
             "crimes-model-dtc",
+            "crimes-model-dtc-challenger",
             "crimes-model-lda",
+            "crimes-model-lda-challenger",
         ]
     finally:
         down = subprocess.run(

@@ -61,15 +61,27 @@ class DriftMonitor:
         self._windows: dict[str, Window] = {}  # by reference version
         self._active: tuple[Window, ...] = ()
         self._loading: dict[str, asyncio.Task[None]] = {}
+        self.errors = 0
 
-    # The answer path: no I/O, no await.
+    # The answer path: no I/O, no await, and never an error that would fail a request.
     def observe_row(self, row: Mapping[str, Any]) -> None:
-        for window in self._active:
-            window.add_row(row)
+        try:
+            for window in self._active:
+                window.add_row(row)
+        except Exception as error:
+            self._unobserved(error)
 
     def observe_columns(self, columns: Mapping[str, Sequence[Any]], count: int) -> None:
-        for window in self._active:
-            window.add_columns(columns, count)
+        try:
+            for window in self._active:
+                window.add_columns(columns, count)
+        except Exception as error:
+            self._unobserved(error)
+
+    def _unobserved(self, error: Exception) -> None:
+        self.errors += 1
+        if self.errors & (self.errors - 1) == 0:  # the 1st, 2nd, 4th, 8th...: never a flood
+            log.error("drift.observe_failed", error=repr(error), errors=self.errors)
 
     # The refresh loop.
     def refresh(self) -> None:

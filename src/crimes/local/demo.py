@@ -217,7 +217,7 @@ def run(announce: Callable[[str], None] = print) -> dict[str, Any]:
     progress("starting Airflow (api-server, scheduler, dag-processor)")
     _airflow(settings, state_dir, env)
     api = airflow_runner.AirflowApi(f"http://127.0.0.1:{settings.airflow_port}")
-    for dag_id in (assets.ETL_DAG_ID, assets.TRAINING_DAG_ID):
+    for dag_id in (assets.ETL_DAG_ID, assets.TRAINING_DAG_ID, assets.MONITOR_DAG_ID):
         api.wait_dag(dag_id)
         api.unpause(dag_id)
 
@@ -241,6 +241,19 @@ def run(announce: Callable[[str], None] = print) -> dict[str, Any]:
             return grpc_serving(address, name)[0]
 
         _wait(serving, f"{kind} at {address}", 120)
+    # The challengers serve once a retrain loses promotion (until then: up, not ready).
+    challengers = [
+        ("dtc-challenger", settings.dtc_challenger_port),
+        ("lda-challenger", settings.lda_challenger_port),
+    ]
+    for deployment, port in challengers:
+        _launch(
+            state_dir,
+            deployment,
+            ["serve", deployment, "--port", str(port), "--metrics-port",
+             str(port + METRICS_OFFSET)],
+            {"CRIMES_MODEL_LOCAL_DIR": str(state_dir / "serving" / deployment)},
+        )  # fmt: skip
 
     progress("starting the gateway and asking it the reference example")
     gateway = f"http://127.0.0.1:{settings.gateway_port}"
@@ -251,6 +264,12 @@ def run(announce: Callable[[str], None] = print) -> dict[str, Any]:
         {
             "CRIMES_GATEWAY_DTC_ADDRESS": "ipv4:" + ",".join(f"127.0.0.1:{p}" for p in dtc_ports),
             "CRIMES_GATEWAY_LDA_ADDRESS": f"dns:///127.0.0.1:{settings.lda_port}",
+            "CRIMES_GATEWAY_DTC_CHALLENGER_ADDRESS": (
+                f"dns:///127.0.0.1:{settings.dtc_challenger_port}"
+            ),
+            "CRIMES_GATEWAY_LDA_CHALLENGER_ADDRESS": (
+                f"dns:///127.0.0.1:{settings.lda_challenger_port}"
+            ),
             "CRIMES_GATEWAY_TRACKING_URI": tracking_settings().tracking_uri,
             "CRIMES_GATEWAY_REDIS_URL": os.environ.get(
                 "CRIMES_GATEWAY_REDIS_URL", "redis://127.0.0.1:6379/0"
@@ -269,7 +288,17 @@ def run(announce: Callable[[str], None] = print) -> dict[str, Any]:
             f"{r['address']} v{r['model_version']} ({r['source']})" for r in info["replicas"]
         )
         announce(f"      {kind}: {info['ready_replicas']} ready replica(s): {versions}")
-    monitoring = _monitoring(settings, state_dir, gateway, replicas, progress)
+        challenger = info.get("challenger") or {}
+        announce(
+            f"      {kind} challenger: {challenger.get('address')}, "
+            + (
+                f"v{challenger['model_version']}, shadowing {challenger['share']:g} of answers"
+                if challenger.get("ready")
+                else "no challenger version yet (a retrain that loses promotion makes one)"
+            )
+        )
+    scraped = [*replicas, *((name, name, port) for name, port in challengers)]
+    monitoring = _monitoring(settings, state_dir, gateway, scraped, progress)
 
     announce("")
     announce(f"Gateway docs  {gateway}/docs")

@@ -40,5 +40,8 @@ class StackSettings(BaseSettings):
     dtc_port: int = Field(default_factory=lambda: deployment_port("dtc"))
     lda_port: int = Field(default_factory=lambda: deployment_port("lda"))
     dtc_replicas: int = Field(default=2, ge=1, le=8)
+    # Each model's challenger deployment (one replica each), shadowing the gateway's answers.
+    dtc_challenger_port: int = Field(default_factory=lambda: deployment_port("dtc-challenger"))
+    lda_challenger_port: int = Field(default_factory=lambda: deployment_port("lda-challenger"))
     # The demo's Prometheus (scraping the gateway and every model replica).
     prometheus_port: int = 9090

@@ -32,15 +32,24 @@ class GatewayUnreachable(RuntimeError):
 
 def read_drift(settings: MonitorSettings) -> dict[str, Any]:
     """The gateway's `GET /drift` answer."""
-    url = f"{settings.gateway_url.rstrip('/')}/drift"
+    return _read(settings, "/drift", "drift report")
+
+
+def read_models(settings: MonitorSettings) -> dict[str, Any]:
+    """The gateway's `GET /models` answer (each model's replicas, challenger and drift)."""
+    return _read(settings, "/models", "models report")
+
+
+def _read(settings: MonitorSettings, path: str, what: str) -> dict[str, Any]:
+    url = f"{settings.gateway_url.rstrip('/')}{path}"
     try:
         response = httpx.get(url, timeout=settings.timeout_seconds, trust_env=False)
         response.raise_for_status()
         report = response.json()
     except (httpx.HTTPError, ValueError) as error:
-        raise GatewayUnreachable(f"no drift report from {url}: {error}") from error
+        raise GatewayUnreachable(f"no {what} from {url}: {error}") from error
     if not isinstance(report, dict):
-        raise GatewayUnreachable(f"{url} did not answer a drift report")
+        raise GatewayUnreachable(f"{url} did not answer a {what}")
     return report
 
 

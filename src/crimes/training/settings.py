@@ -25,3 +25,9 @@ class TrainingSettings(BaseSettings):
     # The champion and the candidate are compared on at least this many rows neither trained on.
     promotion_min_rows: int = Field(default=200, ge=1)
     promotion_attempts: int = Field(default=5, ge=1)
+    # Promotion from shadow evidence (`crimes promote --from-shadow`): the challenger needs this
+    # many live records shadowed beside the current champion, this share of them agreeing, and
+    # an offline F1 on the same held-out rows at least the champion's plus this gain.
+    shadow_min_records: int = Field(default=1000, ge=1)
+    shadow_min_agreement: float = Field(default=0.9, ge=0, le=1)
+    shadow_min_f1_gain: float = Field(default=0.0, ge=-1, le=1)
