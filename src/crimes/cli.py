@@ -215,11 +215,15 @@ def sample(
     typer.echo(f"true fbi_code: {targets.iloc[index, 0]!s}", err=True)
 
 
+# The running gateway the monitoring commands read.
+GatewayUrl = Annotated[
+    str | None, typer.Option(help="The gateway's URL (CRIMES_MONITOR_GATEWAY_URL).")
+]
+
+
 @app.command()
 def drift(
-    gateway: Annotated[
-        str | None, typer.Option(help="The gateway's URL (CRIMES_MONITOR_GATEWAY_URL).")
-    ] = None,
+    gateway: GatewayUrl = None,
     threshold: Annotated[
         float | None,
         typer.Option(help="PSI that calls for a retrain (CRIMES_MONITOR_DRIFT_THRESHOLD)."),
@@ -288,9 +292,7 @@ def promote(
     model: Annotated[
         list[str] | None, typer.Option(help="Only these models: dtc, lda (repeatable).")
     ] = None,
-    gateway: Annotated[
-        str | None, typer.Option(help="The gateway's URL (CRIMES_MONITOR_GATEWAY_URL).")
-    ] = None,
+    gateway: GatewayUrl = None,
     min_records: Annotated[
         int | None, typer.Option(help="Shadow records needed (CRIMES_TRAIN_SHADOW_MIN_RECORDS).")
     ] = None,

@@ -214,6 +214,14 @@ def _version() -> str:
 CONTRACT_VERSION: Final = _version()
 
 
+def made_under_another(contract_version: Any) -> str | None:
+    """Why a document (a transformation, a drift reference) that names the contract it was
+    made under cannot be used with this one; None when it can."""
+    if contract_version == CONTRACT_VERSION:
+        return None
+    return f"made for contract {contract_version!r}, this is {CONTRACT_VERSION}"
+
+
 def out_of_contract(frame: pd.DataFrame) -> pd.Series:
     """For each row of a features frame, the first feature that breaks the contract, or None.
 

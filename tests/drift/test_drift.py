@@ -81,7 +81,7 @@ def test_the_document_round_trips_and_a_changed_one_is_refused() -> None:
         drift_reference.loads(tampered, expected_version=reference.version)
     other_contract = json.loads(data)
     other_contract["contract_version"] = "contract-000000000000"
-    with pytest.raises(ReferenceError, match="made under"):
+    with pytest.raises(ReferenceError, match="made for contract"):
         drift_reference.loads(json.dumps(other_contract).encode())
     with pytest.raises(ReferenceError, match="not a reference"):
         drift_reference.loads(b"[1, 2]")

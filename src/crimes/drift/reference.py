@@ -189,11 +189,9 @@ def loads(data: bytes, expected_version: str | None = None) -> Reference:
         document = json.loads(data)
         if document.get("format") != FORMAT:
             raise ReferenceError(f"format {document.get('format')!r}, expected {FORMAT}")
-        if document.get("contract_version") != contract.CONTRACT_VERSION:
-            raise ReferenceError(
-                f"made under {document.get('contract_version')}, this is "
-                f"{contract.CONTRACT_VERSION}"
-            )
+        foreign = contract.made_under_another(document.get("contract_version"))
+        if foreign:
+            raise ReferenceError(foreign)
         features = document["features"]
         if sorted(features) != sorted(contract.FEATURES):
             raise ReferenceError("its features are not the contract's")

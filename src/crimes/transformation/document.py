@@ -138,11 +138,9 @@ def _checked(value: Any, version: str, data: bytes) -> TransformationDocument:
     document = _object(value, "the document")
     if document.get("format") != FORMAT:
         raise DocumentError(f"format {document.get('format')!r}, expected {FORMAT!r}")
-    if document.get("contract_version") != contract.CONTRACT_VERSION:
-        raise DocumentError(
-            f"made for contract {document.get('contract_version')!r}, this is "
-            f"{contract.CONTRACT_VERSION}"
-        )
+    foreign = contract.made_under_another(document.get("contract_version"))
+    if foreign:
+        raise DocumentError(foreign)
     columns = document.get("output_columns")
     if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
         raise DocumentError("output_columns must be a list of names")
