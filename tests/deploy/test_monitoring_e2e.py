@@ -1,6 +1,7 @@
-"""A real Prometheus (Debian's) scraping the gateway and both model services, with the
-repository's recording and alert rules: the targets are up, the served requests are counted,
-the recording rules evaluate, and a model service that stops raises its alert."""
+"""A real Prometheus (Debian's) scraping the gateway, both model services and both challenger
+deployments, with the repository's recording and alert rules: the targets are up, the served
+requests and their drift are scraped, the recording rules evaluate, a challenger waiting for a
+version pages nobody, and a model service that stops raises its alert."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 
+from crimes import contract
 from crimes.gateway.schemas import EXAMPLE
 from crimes.local import launch, prometheus
 from crimes.local.launch import LocalProcess
@@ -36,14 +38,18 @@ def eventually(check: Callable[[], T | None], what: str, timeout: float = 30.0) 
 def system(
     trained: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[str, LocalProcess]]:
-    """Both model services and the gateway, and a Prometheus scraping them every second."""
+    """Both model services, both challenger deployments (no challenger version: up, waiting),
+    the gateway, and a Prometheus scraping them every second."""
     folder = tmp_path_factory.mktemp("monitored")
-    with serving_system(folder) as started:
+    deployments = ("dtc", "lda", "dtc-challenger", "lda-challenger")
+    # A small drift window, so that the 50 answers below are judged.
+    drift = {"CRIMES_GATEWAY_DRIFT_WINDOW_RECORDS": "100", "CRIMES_GATEWAY_DRIFT_MIN_RECORDS": "20"}
+    with serving_system(folder, deployments, gateway=drift) as started:
         targets = {
             prometheus.GATEWAY_JOB: [started["gateway"].address],
             **{
-                prometheus.model_job(kind): [f"127.0.0.1:{started[kind].metrics_port}"]
-                for kind in ("dtc", "lda")
+                prometheus.model_job(deployment): [f"127.0.0.1:{started[deployment].metrics_port}"]
+                for deployment in deployments
             },
         }
         config = prometheus.write_config(folder / "prometheus", targets, interval="1s")
@@ -72,10 +78,16 @@ def test_every_part_is_scraped(url: str) -> None:
     def all_up() -> dict[str, str] | None:
         targets = prometheus.api(url, "targets")["activeTargets"]
         health = {t["labels"]["job"]: t["health"] for t in targets}
-        return health if set(health.values()) == {"up"} and len(health) == 3 else None
+        return health if set(health.values()) == {"up"} and len(health) == 5 else None
 
-    health = eventually(all_up, "all three targets up")
-    assert set(health) == {"crimes-gateway", "crimes-model-dtc", "crimes-model-lda"}
+    health = eventually(all_up, "all five targets up")
+    assert set(health) == {
+        "crimes-gateway",
+        "crimes-model-dtc",
+        "crimes-model-lda",
+        "crimes-model-dtc-challenger",
+        "crimes-model-lda-challenger",
+    }
 
 
 def test_served_requests_are_counted_and_the_recording_rules_evaluate(
@@ -112,6 +124,13 @@ def test_served_requests_are_counted_and_the_recording_rules_evaluate(
         "the recording rule of model call failures",
     )
     assert {s["labels"]["model"]: s["value"] for s in failures} == {"dtc": 0.0, "lda": 0.0}
+    # The drift of the served records, per model and judged feature (the calendar's are not).
+    drift = eventually(
+        lambda: prometheus.query(url, "count by (model) (crimes_model_feature_psi)") or None,
+        "the drift gauges",
+    )
+    judged = len(contract.FEATURES) - len(contract.CALENDAR_FEATURES)
+    assert {s["labels"]["model"]: s["value"] for s in drift} == {"dtc": judged, "lda": judged}
     groups = {group["name"] for group in prometheus.api(url, "rules")["groups"]}
     assert groups == {"crimes-recording", "crimes-alerts"}
 

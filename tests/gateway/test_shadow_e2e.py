@@ -27,6 +27,7 @@ from crimes.lake.storage import Lake
 from crimes.local.launch import LocalProcess
 from crimes.registry import Tag
 from crimes.settings import TrackingSettings
+from crimes.training import evaluate
 from tests.gateway.test_gateway_e2e import records
 from tests.support.stack import YEAR
 from tests.support.system import serving_system
@@ -253,6 +254,20 @@ def test_promotion_from_shadow_needs_live_and_offline_evidence(
     name = registry.MODELS["dtc"]
     champion = client.get_model_version_by_alias(name, registry.CHAMPION).version
     challenger = challengers["versions"]["dtc"]
+    # Its lineage, so that it can be scored on held-out rows (it was fitted on this dataset's
+    # training split); removed at the end, as the other tests know it without.
+    final = challengers["final"]
+    test_f1 = evaluate.evaluate(
+        challengers["challenger"]["dtc"], final.X_test.to_numpy(dtype=np.float64),
+        final.y_test.astype(str).to_numpy(),
+    ).f1_weighted  # fmt: skip
+    lineage = {
+        Tag.DATASET: str(final.manifest["dataset"]),
+        Tag.YEAR: str(YEAR),
+        Tag.TEST_F1_WEIGHTED: repr(test_f1),
+    }
+    for key, value in lineage.items():
+        client.set_model_version_tag(name, challenger, key, value)
 
     refused = promote(system["gateway"], "--model", "dtc", "--min-records", "100000")
     assert refused.returncode == 0, refused.stderr
@@ -292,3 +307,5 @@ def test_promotion_from_shadow_needs_live_and_offline_evidence(
         assert tags["shadow_promotion.champion_version"] == str(champion)
     finally:
         client.set_registered_model_alias(name, registry.CHAMPION, champion)
+        for key in lineage:
+            client.delete_model_version_tag(name, challenger, key)

@@ -69,6 +69,25 @@ def test_chain_prefers_the_local_copy_then_the_lake_then_the_bundle_path(
     assert served() == ("1", Source.BUNDLE_PATH)
 
 
+def test_a_challenger_deployment_serves_nothing_while_no_version_holds_its_alias(
+    tmp_path: Path, lake: Lake, dtc: Trained, lda: Trained
+) -> None:
+    """The lake's bundle and a local copy are other versions (the champion's, an earlier
+    challenger's): a challenger deployment never serves them in place of its alias."""
+    config = settings(tmp_path, use_lake_bundle=True, alias="challenger")
+    bundles.write_bundle(lake, bundle(dtc, NAME, "1"))  # the champion's bundle
+    bundles.save_bundle_dir(config.local_copy_dir, bundle(lda, NAME, "2"))
+    assert Source.LAKE not in {f.source for f in fallbacks(config)}
+    runtime = _runtime(config, FakeRegistry())  # reachable, no version holds the alias
+    assert asyncio.run(runtime.start()) == FAILED
+    assert not runtime.ready
+    # Unreachable, its own last copy is what it served: that one it may serve.
+    runtime = _runtime(config, _down())
+    assert asyncio.run(runtime.start()) == FALLBACK
+    assert runtime.current is not None
+    assert (runtime.current.version, runtime.current.source) == ("2", Source.LOCAL_COPY)
+
+
 def test_with_nothing_to_serve_the_runtime_is_not_ready(tmp_path: Path, lake: Lake) -> None:
     runtime = _runtime(
         settings(tmp_path, use_lake_bundle=True, bundle_path=tmp_path / "x"), _down()

@@ -64,6 +64,8 @@ def test_liveness_at_once_readiness_only_with_a_model(tmp_path: Path, dtc: Train
             assert not (await live.stub.ModelReady(pb.ModelReadyRequest(name=NAME))).ready
             for service in ("", NAME, "inference.GRPCInferenceService"):
                 assert await live.health(service) == "NOT_SERVING"
+            # Alive without a model: what Kubernetes' liveness probe asks.
+            assert await live.health("liveness") == "SERVING"
             with pytest.raises(grpc.aio.AioRpcError) as refused:
                 await live.stub.ModelInfer(_target(dtc).valid())
             assert refused.value.code() == grpc.StatusCode.UNAVAILABLE

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from typing import Final
 
 from crimes.ops.logs import get_logger
+from crimes.registry import CHAMPION
 from crimes.serving.errors import ModelLoadError
 from crimes.serving.metrics import Metrics
 from crimes.serving.model import LoadedModel
@@ -67,6 +68,12 @@ class ModelRuntime:
         try:
             ref = await self._resolve()
         except RegistryError as error:
+            if error.reachable and self.settings.alias != CHAMPION:
+                # The registry answered: no version holds this alias (a challenger deployment
+                # before a retrain loses, or after its challenger was promoted). Nothing else
+                # may stand in for it: every fallback is a copy of some other version.
+                self.log.info("model.no_version_holds_the_alias", reason=str(error))
+                return FAILED
             self.log.warning("model.registry_unavailable_at_start", reason=str(error))
         else:
             outcome = await self._load(ref)

@@ -294,7 +294,7 @@ class ModelServer:
         self.server = server
         service = InferenceService(self.settings, self.runtime, self.metrics, self.executor)
         server.add_generic_rpc_handlers([service.generic_handler()])
-        self.health.register(server)
+        await self.health.register(server)
         enable_reflection(server, [SERVICE, "grpc.health.v1.Health"])
         await self.health.set_serving(False)
         address = f"{self.settings.host}:{self.settings.port}"

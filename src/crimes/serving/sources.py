@@ -182,7 +182,8 @@ def fallbacks(settings: ModelServerSettings) -> list[Fallback]:
             lambda: bundles.load_bundle_dir(settings.local_copy_dir, settings.name),
         )
     ]
-    if settings.use_lake_bundle:
+    # The lake's bundle is the champion's: never a stand-in for another alias.
+    if settings.use_lake_bundle and settings.alias == registry.CHAMPION:
         chain.append(Fallback(Source.LAKE, lambda: _lake_bundle(settings.name)))
     if settings.bundle_path is not None:
         path = settings.bundle_path
