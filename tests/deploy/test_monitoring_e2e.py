@@ -44,7 +44,8 @@ def system(
     deployments = ("dtc", "lda", "dtc-challenger", "lda-challenger")
     # A small drift window, so that the 50 answers below are judged.
     drift = {"CRIMES_GATEWAY_DRIFT_WINDOW_RECORDS": "100", "CRIMES_GATEWAY_DRIFT_MIN_RECORDS": "20"}
-    with serving_system(folder, deployments, gateway=drift) as started:
+    challengers = ("dtc-challenger", "lda-challenger")  # no challenger version: live, not ready
+    with serving_system(folder, deployments, gateway=drift, waiting=challengers) as started:
         targets = {
             prometheus.GATEWAY_JOB: [started["gateway"].address],
             **{

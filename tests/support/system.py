@@ -27,15 +27,17 @@ def serving_system(
     deployments: Sequence[str] = ("dtc", "lda"),
     env: dict[str, str] | None = None,
     gateway: dict[str, str] | None = None,
+    waiting: Sequence[str] = (),
 ) -> Iterator[dict[str, LocalProcess]]:
-    """The model deployments, healthy, then the gateway (its own settings: `gateway`; both
-    get `env`), healthy, as {deployment: process, "gateway": process}."""
+    """The model deployments, healthy (those `waiting` for a version: live), then the gateway
+    (its own settings: `gateway`; both get `env`), healthy, as {deployment: process,
+    "gateway": process}."""
     started: dict[str, LocalProcess] = {}
     try:
         for deployment in deployments:
             started[deployment] = launch.serve(LocalProcess, deployment, dict(env or {}), folder)
-        for service in started.values():
-            service.wait_healthy()
+        for deployment, service in started.items():
+            service.wait_healthy(ready=deployment not in waiting)
         settings = gateway_env(started, **(env or {}), **(gateway or {}))
         started["gateway"] = launch.serve(LocalProcess, "gateway", settings, folder)
         started["gateway"].wait_healthy()

@@ -10,8 +10,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import dns.resolver
 import grpc
 import numpy as np
+from dns.exception import DNSException
 
 from crimes.ops import requests, tracing
 from crimes.ops.logs import get_logger
@@ -86,22 +88,35 @@ def channel_options() -> list[tuple[str, Any]]:
 
 
 def replicas(address: str) -> list[str]:
-    """The host:port of every replica an address names (DNS names resolve to all their IPs)."""
+    """The host:port of every replica an address names now: DNS names resolve to all their IPs,
+    through the DNS server the address names (`dns://10.0.0.10:53/dtc:50051`) or the host's."""
     if address.startswith(("ipv4:", "ipv6:")):
         return [part for part in address.split(":", 1)[1].split(",") if part]
-    target = address.removeprefix("dns:").lstrip("/")
+    authority, target = "", address.removeprefix("dns:")
+    if target.startswith("//"):
+        authority, _, target = target[2:].partition("/")
     host, _, port = target.rpartition(":")
     try:
-        infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
-    except (OSError, ValueError):
+        found = _resolve(host, int(port), authority)
+    except (OSError, ValueError, DNSException):
         return [target]
-    found = []
-    for family, _, _, _, sockaddr in infos:
-        ip = str(sockaddr[0])
-        item = f"[{ip}]:{port}" if family == socket.AF_INET6 else f"{ip}:{port}"
-        if item not in found:
-            found.append(item)
-    return found
+    return [f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}" for ip in found] or [target]
+
+
+def _resolve(host: str, port: int, authority: str) -> list[str]:
+    """The IP addresses of `host`, in the order given, once each."""
+    if authority:
+        resolver = dns.resolver.Resolver(configure=False)
+        server, _, server_port = (
+            authority.rpartition(":") if ":" in authority else (authority, "", "")
+        )
+        resolver.nameservers = [server or authority]
+        resolver.port = int(server_port or 53)
+        resolver.lifetime = 2.0
+        answer = resolver.resolve(host, "A", search=False)
+        return list(dict.fromkeys(str(record) for record in answer))
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return list(dict.fromkeys(str(sockaddr[0]) for *_, sockaddr in infos))
 
 
 @dataclass

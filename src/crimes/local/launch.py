@@ -44,14 +44,16 @@ class LocalProcess:
     process: subprocess.Popen[bytes]
     log: Path
     metrics_port: int | None = None
+    # The address it listens on (a model service may be told another loopback address).
+    host: str = "127.0.0.1"
 
     @property
     def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.host}:{self.port}"
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def healthy(self) -> bool:
         if self.kind in SERVED:
@@ -63,14 +65,22 @@ class LocalProcess:
         if self.process.poll() is not None:
             raise RuntimeError(f"{self.kind} exited {self.process.returncode}:\n{self.tail()}")
 
-    def wait_healthy(self, timeout: float = 90.0) -> None:
+    def live(self) -> bool:
+        """Up and answering, ready or not (a model service without a version is live)."""
+        if self.kind in SERVED:
+            return grpc_serving(self.address, "liveness", timeout=1.0)[0]
+        return http_ok(f"{self.url}/health/live")[0]
+
+    def wait_healthy(self, timeout: float = 90.0, *, ready: bool = True) -> None:
+        """Until it is ready (`ready`), or only live."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             self.alive()
-            if self.healthy():
+            if self.healthy() if ready else self.live():
                 return
             time.sleep(0.2)
-        raise TimeoutError(f"{self.kind} not healthy in {timeout} s:\n{self.tail()}")
+        what = "healthy" if ready else "live"
+        raise TimeoutError(f"{self.kind} not {what} in {timeout} s:\n{self.tail()}")
 
     def tail(self, lines: int = 40) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])

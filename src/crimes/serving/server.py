@@ -245,6 +245,8 @@ def grpc_options(settings: ModelServerSettings) -> list[tuple[str, Any]]:
             int(settings.min_client_ping_interval_seconds * 1000),
         ),
         ("grpc.http2.max_pings_without_data", 0),
+        ("grpc.max_connection_age_ms", int(settings.max_connection_age_seconds * 1000)),
+        ("grpc.max_connection_age_grace_ms", int(settings.max_connection_age_grace_seconds * 1000)),
         # A port already taken must fail loudly, not be silently shared with another server.
         ("grpc.so_reuseport", 0),
     ]

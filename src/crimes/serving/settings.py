@@ -83,6 +83,11 @@ class ModelServerSettings(BaseSettings):
     min_client_ping_interval_seconds: float = Field(default=10.0, gt=0)
     max_concurrent_rpcs: int | None = Field(default=None, ge=1)
     grace_seconds: float = Field(default=10.0, ge=0)
+    # Every client connection is closed (GOAWAY) after about this long (gRPC adds +-10%), and
+    # its calls get the grace to finish: clients then resolve the service's name again, so a
+    # replica added behind the name gets traffic, and one removed loses it, within this bound.
+    max_connection_age_seconds: float = Field(default=20.0, gt=0)
+    max_connection_age_grace_seconds: float = Field(default=5.0, ge=0)
 
     @property
     def local_copy_dir(self) -> Path:
