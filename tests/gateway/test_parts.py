@@ -12,6 +12,7 @@ from crimes.gateway.cache import PredictionCache, cache_key
 from crimes.local.stack import free_port
 from crimes.proto_gen.inference import grpc_service_pb2 as pb
 from crimes.protocol import inference
+from tests.support.dns import dns_server
 
 
 def test_replicas_of_each_address_form() -> None:
@@ -22,6 +23,18 @@ def test_replicas_of_each_address_form() -> None:
     assert replicas("dns:///127.0.0.1:50051") == ["127.0.0.1:50051"]
     assert replicas("127.0.0.1:50051") == ["127.0.0.1:50051"]
     assert replicas("dns:///no-such-host.invalid:1") == ["no-such-host.invalid:1"]
+
+
+def test_replicas_through_the_dns_server_an_address_names() -> None:
+    with dns_server() as (zone, port):
+        address = f"dns://127.0.0.1:{port}/dtc.test:50051"
+        zone.answer("dtc.test", ["127.0.0.2", "127.0.0.3"])
+        assert replicas(address) == ["127.0.0.2:50051", "127.0.0.3:50051"]
+        zone.answer("dtc.test", ["127.0.0.3"])
+        assert replicas(address) == ["127.0.0.3:50051"]
+        assert zone.queries == 2  # asked each time: /models shows the name's replicas now
+        zone.answer("dtc.test", [])
+        assert replicas(address) == ["dtc.test:50051"]  # no answer: the name itself
 
 
 def test_cache_keys_change_with_either_model_version() -> None:
