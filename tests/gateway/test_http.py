@@ -3,6 +3,7 @@ field-naming 422s, welcome and liveness."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import pytest
@@ -51,6 +52,34 @@ def test_bodies_over_the_limit_are_413(client: TestClient) -> None:
     assert response.json()["detail"][0]["field"] == "body"
 
 
+def test_a_chunked_body_is_counted_as_it_arrives_and_413_past_the_limit(
+    client: TestClient,
+) -> None:
+    """No Content-Length to judge by: the bytes are counted as they are received."""
+    chunks = json.dumps({"features": [EXAMPLE] * 50}).encode()
+
+    def body() -> Iterator[bytes]:
+        for start in range(0, len(chunks), 512):
+            yield chunks[start : start + 512]
+
+    for path in ("/predict/batch", "/predict", "/v2/predict"):
+        response = client.post(
+            path,
+            content=body(),
+            headers={"X-API-Key": "s3cret", "Content-Type": "application/json"},
+        )
+        assert response.status_code == 413, (path, response.text)
+        assert response.json()["detail"][0]["field"] == "body"
+    # Under the limit, chunked is fine (no model is up here: 503).
+    small = json.dumps({"features": EXAMPLE}).encode()
+    response = client.post(
+        "/predict",
+        content=iter([small[:100], small[100:]]),
+        headers={"X-API-Key": "s3cret", "Content-Type": "application/json"},
+    )
+    assert response.status_code == 503
+
+
 def test_validation_names_each_field(client: TestClient) -> None:
     bad = {**EXAMPLE, "beat": 0, "ward": "x"}
     response = client.post("/predict", json={"features": bad}, headers={"X-API-Key": "s3cret"})
@@ -94,7 +123,10 @@ def test_not_json_and_non_objects_are_422_naming_the_body(client: TestClient) ->
 
 
 def test_metrics_count_requests_per_route_template_and_status(client: TestClient) -> None:
-    client.post("/predict/batch", json={"features": [EXAMPLE] * 50}, headers={"X-API-Key": "x"})
+    # (With the key: without it, a 401 comes before the body is looked at.)
+    client.post(
+        "/predict/batch", json={"features": [EXAMPLE] * 50}, headers={"X-API-Key": "s3cret"}
+    )
     client.post("/predict", json={}, headers={"X-API-Key": "s3cret"})
     client.get("/no/such/path")
     text = client.get("/metrics").text
@@ -103,14 +135,20 @@ def test_metrics_count_requests_per_route_template_and_status(client: TestClient
     assert 'crimes_gateway_requests_total{route="unmatched",status="404"} 1.0' in text
 
 
-def test_the_key_is_checked_after_json_syntax_and_before_validation(client: TestClient) -> None:
-    """FastAPI's order for a declared body and a key dependency, kept by the routes that parse
-    their bodies themselves."""
-    for path in ("/predict", "/predict/batch"):
+def test_the_key_is_checked_before_the_body_is_read(client: TestClient) -> None:
+    """Without the key nothing of the body is read or parsed: broken JSON, an invalid record
+    and a body of any size are all 401; with it, the body's own problems are answered."""
+    for path in ("/predict", "/predict/batch", "/v2/predict"):
         broken = client.post(path, content=b"{", headers={"Content-Type": "application/json"})
-        assert broken.status_code == 422
+        assert broken.status_code == 401
         assert client.post(path, json={"features": {"beat": 0}}).status_code == 401
         assert client.post(path, json={"features": EXAMPLE}).status_code == 401
+        huge = client.post(path, content=b"x" * 10_000, headers={"X-API-Key": "wrong"})
+        assert huge.status_code == 401
+        keyed = client.post(
+            path, content=b"{", headers={"Content-Type": "application/json", "X-API-Key": "s3cret"}
+        )
+        assert keyed.status_code == 422
     schema = client.get("/openapi.json").json()
     for path in ("/predict", "/predict/batch", "/v2/predict"):
         operation = schema["paths"][path]["post"]

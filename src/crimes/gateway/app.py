@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import fastapi
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
@@ -26,6 +27,7 @@ from crimes.gateway.drift import DriftCollector, DriftMonitor
 from crimes.gateway.metrics import GatewayMetrics
 from crimes.gateway.predict import Predictor
 from crimes.gateway.routes import health, models, predict
+from crimes.gateway.routes.deps import PROTECTED_PATHS, WRONG_KEY, key_accepted
 from crimes.gateway.schemas import BatchRequest, PredictRequest
 from crimes.gateway.settings import GatewaySettings
 from crimes.gateway.shadow import Shadow
@@ -222,6 +224,20 @@ async def _serve_hot(route: APIRoute, scope: Scope, receive: Receive, send: Send
     await response(scope, receive, send)
 
 
+class _BodyTooLarge(fastapi.HTTPException):
+    """The body grew past the limit while it was being received: answered as a 413 by the
+    handler of every route's HTTP errors (FastAPI passes HTTPExceptions through its body
+    parsing), or by the middleware if it escapes."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, [{"field": "body", "message": f"larger than {limit} bytes"}])
+
+
+def _too_large(limit: int) -> Response:
+    problem = {"field": "body", "message": f"larger than {limit} bytes"}
+    return JSONResponse(status_code=413, content={"detail": [problem]})
+
+
 class ObserveMiddleware:
     """Request count and latency per route template and status, and the body size limit (413
     before the body is read). Plain ASGI: no per-request task or body stream wrapping."""
@@ -243,15 +259,27 @@ class ObserveMiddleware:
             return
         started = time.perf_counter()
         state = scope["app"].state
-        limit: int = state.settings.max_body_bytes
+        settings: GatewaySettings = state.settings
+        limit = settings.max_body_bytes
         status = 500  # unless the app answers: an exception escaping it is a 500
         too_large = False
         client_id: bytes | None = None
+        api_key: bytes | None = None
         for name, value in scope["headers"]:
             if name == b"content-length":
                 too_large = value.isdigit() and int(value) > limit
             elif name == REQUEST_ID_HEADER:
                 client_id = value
+            elif name == b"x-api-key":
+                api_key = value
+        # The key before a byte of the body is read: a client without it cannot make the
+        # gateway receive (or parse) anything.
+        refused = (
+            settings.api_key is not None
+            and scope["method"] == "POST"
+            and scope["path"] in PROTECTED_PATHS
+            and not key_accepted(settings, api_key)
+        )
         request_id = requests.accepted(client_id)
         token = requests.current.set(request_id)
         tracing.annotate(**{"crimes.request_id": request_id})
@@ -264,17 +292,34 @@ class ObserveMiddleware:
                 message["headers"] = [*message.get("headers", ()), echoed]
             await send(message)
 
+        received = 0
+
+        async def counted_receive() -> Message:
+            # A body without Content-Length (chunked) is counted as it arrives.
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise _BodyTooLarge(limit)
+            return message
+
         try:
-            if too_large:
-                problem = {"field": "body", "message": f"larger than {limit} bytes"}
-                response = JSONResponse(status_code=413, content={"detail": [problem]})
+            if refused:
+                response = JSONResponse(status_code=401, content={"detail": WRONG_KEY})
                 await response(scope, receive, observed_send)
+            elif too_large:
+                await _too_large(limit)(scope, receive, observed_send)
             else:
                 hot = self._hot_route(scope)
-                if hot is not None:
-                    await _serve_hot(hot, scope, receive, observed_send)
-                else:
-                    await self.app(scope, receive, observed_send)
+                try:
+                    if hot is not None:
+                        await _serve_hot(hot, scope, counted_receive, observed_send)
+                    else:
+                        await self.app(scope, counted_receive, observed_send)
+                except _BodyTooLarge:
+                    # Routes read the whole body before they answer: nothing was sent yet.
+                    await _too_large(limit)(scope, receive, observed_send)
         finally:
             elapsed = time.perf_counter() - started
             name = getattr(scope.get("route"), "path", "unmatched")

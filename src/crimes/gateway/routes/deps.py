@@ -22,14 +22,26 @@ async def _metrics(request: Request) -> GatewayMetrics:
     return metrics
 
 
-def check_api_key(request: Request, x_api_key: str | None) -> None:
-    """When the deployment sets an API key, the predict endpoints require it."""
-    settings: GatewaySettings = request.app.state.settings
+# The routes the API key guards (when the deployment sets one).
+PROTECTED_PATHS = frozenset({"/predict", "/predict/", "/predict/batch", "/v2/predict"})
+WRONG_KEY = "missing or wrong X-API-Key header"
+
+
+def key_accepted(settings: GatewaySettings, x_api_key: str | bytes | None) -> bool:
+    """Whether a request's X-API-Key is the deployment's (always, when it sets none)."""
     expected = settings.api_key
-    if expected is not None and not secrets.compare_digest(
-        (x_api_key or "").encode(), expected.get_secret_value().encode()
-    ):
-        raise HTTPException(status_code=401, detail="missing or wrong X-API-Key header")
+    if expected is None:
+        return True
+    given = x_api_key.encode() if isinstance(x_api_key, str) else (x_api_key or b"")
+    return secrets.compare_digest(given, expected.get_secret_value().encode())
+
+
+def check_api_key(request: Request, x_api_key: str | None) -> None:
+    """When the deployment sets an API key, the predict endpoints require it. (The gateway's
+    middleware already refused a wrong key before the body was read: this guards the routes
+    wherever they are mounted.)"""
+    if not key_accepted(request.app.state.settings, x_api_key):
+        raise HTTPException(status_code=401, detail=WRONG_KEY)
 
 
 async def require_api_key(
