@@ -89,7 +89,8 @@ def test_make_demo_then_make_down(real_data: Path, tmp_path: Path) -> None:
         # The challenger deployments run, waiting for a challenger version (none yet).
         for kind in ("dtc", "lda"):
             assert models[kind]["challenger"]["ready"] is False
-            assert f"{kind} challenger: 127.0.0.1:" in demo.stdout
+            assert f"{kind} challenger: dns:///127.0.0.1:" in demo.stdout
+        assert demo.stdout.count("no challenger version yet") == 2
         # Prometheus scrapes the gateway, each of the three model replicas and the challengers.
         monitoring = f"http://127.0.0.1:{env['CRIMES_STACK_PROMETHEUS_PORT']}"
         assert f"Prometheus    {monitoring}" in demo.stdout

@@ -34,6 +34,7 @@ from crimes.gateway.shadow import Shadow
 from crimes.gateway.transformation_store import TransformationStore
 from crimes.ops import requests, tracing
 from crimes.ops.logs import get_logger
+from crimes.registry import artifacts
 
 log = get_logger(__name__)
 
@@ -45,6 +46,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        artifacts.bound_mlflow_calls(settings.mlflow_timeout_seconds, settings.mlflow_max_retries)
         services = {
             kind: ModelService(
                 model_name=registry.MODELS[kind],

@@ -26,6 +26,9 @@ log = get_logger(__name__)
 # Only UNAVAILABLE proves the call never reached a model (no connection, replica gone), so only
 # it is retried; a DEADLINE_EXCEEDED call may still be running and retrying would double it.
 RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE})
+# The backoff of the refreshes that failed calls ask for (seconds).
+REFRESH_BACKOFF_MIN = 0.2
+REFRESH_BACKOFF_MAX = 5.0
 
 # Models that compute on float32 features whatever they are given: scikit-learn's trees cast X
 # to float32 before anything else, so FP32 features give them exactly the same answers (and the
@@ -132,14 +135,38 @@ class ModelService:
             self.address, options=channel_options(), interceptors=tracing.grpc_client_interceptors()
         )
         self.stub = pb_grpc.GRPCInferenceServiceStub(self.channel)
+        self._refreshing: asyncio.Task[ServiceState] | None = None
+        # Refreshes asked for by failed calls: at most one per backoff, doubling while the
+        # service stays unavailable (a burst of UNAVAILABLE answers is one refresh, not many).
+        self._backoff = REFRESH_BACKOFF_MIN
+        self._next_refresh_after = 0.0
 
     async def close(self) -> None:
         await self.channel.close(grace=None)
 
     async def refresh(self) -> ServiceState:
-        """Ask the service (any replica) for its readiness and metadata."""
+        """Ask the service (any replica) for its readiness and metadata; callers that ask while
+        a refresh is in flight share it (single flight)."""
+        if self._refreshing is None or self._refreshing.done():
+            self._refreshing = asyncio.get_running_loop().create_task(self._refresh())
+        return await asyncio.shield(self._refreshing)
+
+    async def _refresh(self) -> ServiceState:
         self.state = await metadata_state(self.stub, self.model_name, self.deadline_seconds)
+        if self.state.ready:
+            self._backoff = REFRESH_BACKOFF_MIN
         return self.state
+
+    def refresh_soon(self) -> None:
+        """A call failed as UNAVAILABLE: refresh in the background, unless one runs or the
+        backoff since the last such refresh has not passed."""
+        now = time.monotonic()
+        running = self._refreshing is not None and not self._refreshing.done()
+        if running or now < self._next_refresh_after:
+            return
+        self._next_refresh_after = now + self._backoff
+        self._backoff = min(self._backoff * 2, REFRESH_BACKOFF_MAX)
+        self._refreshing = asyncio.get_running_loop().create_task(self._refresh())
 
     async def infer(
         self,

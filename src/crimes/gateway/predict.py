@@ -183,20 +183,13 @@ class Predictor:
     async def refresh(self) -> None:
         challengers = list(self.shadow.challengers.values()) if self.shadow else []
         await asyncio.gather(*(s.refresh() for s in [*self.services.values(), *challengers]))
-        # Warm the transformations the services now report, off the request path.
+        # Warm the transformations the services now report, off the request path and off
+        # this loop: a hung MLflow never holds the next metadata refresh back.
         for service in [*self.services.values(), *challengers]:
             state = service.state
-            if state.transformation_version and not self.transformations.cached(
-                state.transformation_version
-            ):
-                try:
-                    await self.transformations.get(
-                        state.transformation_version,
-                        service.model_name,
-                        state.model_version or "",
-                    )
-                except TransformationUnavailable as error:
-                    log.warning("gateway.transformation_unavailable", error=str(error))
+            version = state.transformation_version
+            if version and not self.transformations.cached(version):
+                self.transformations.warm(version, service.model_name, state.model_version or "")
         if self.drift is not None:
             self.drift.refresh()
 
@@ -282,7 +275,7 @@ class Predictor:
             output = await self._infer(kind, records, probabilities)
         except ModelCallError as error:
             if error.status == "unavailable":
-                asyncio.get_running_loop().create_task(service.refresh())
+                service.refresh_soon()
             self._count(kind, service.state.model_version, error.status)
             return ModelResult(
                 status=error.status,

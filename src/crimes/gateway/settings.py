@@ -46,6 +46,9 @@ class GatewaySettings(BaseSettings):
     # MLflow, to fetch a transformation the model services name by its run; the data lake's
     # model bundles are the fallback.
     tracking_uri: str = Field(default="http://127.0.0.1:5001")
+    # Every MLflow call of the gateway gives up after this (and this many retries).
+    mlflow_timeout_seconds: float = Field(default=5.0, gt=0)
+    mlflow_max_retries: int = Field(default=1, ge=0, le=10)
     # Optional protection of the predict endpoints: clients send it as `X-API-Key`.
     api_key: SecretStr | None = None
     # Larger request bodies are refused with 413 before they are read.

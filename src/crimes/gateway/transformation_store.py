@@ -30,6 +30,7 @@ class TransformationStore:
         self.tracking_uri = tracking_uri
         self._by_version: dict[str, LookupTransformer] = {}
         self._loading: dict[str, asyncio.Task[LookupTransformer]] = {}
+        self._warming: set[asyncio.Task[None]] = set()  # (references keep them alive)
 
     def cached(self, version: str) -> LookupTransformer | None:
         return self._by_version.get(version)
@@ -48,6 +49,22 @@ class TransformationStore:
             task.add_done_callback(lambda done: self._finished(version, done))
         # A caller that gives up (its deadline) must not cancel the load the others wait on.
         return await asyncio.shield(task)
+
+    def warm(self, version: str, model_name: str, model_version: str) -> None:
+        """Start loading a version in the background (once: a load in flight is not doubled);
+        a failure is logged, and the next warm tries again."""
+        if version in self._by_version or version in self._loading:
+            return
+
+        async def load() -> None:
+            try:
+                await self.get(version, model_name, model_version)
+            except TransformationUnavailable as error:
+                log.warning("gateway.transformation_unavailable", error=str(error))
+
+        task = asyncio.get_running_loop().create_task(load())
+        self._warming.add(task)
+        task.add_done_callback(self._warming.discard)
 
     def _finished(self, version: str, task: asyncio.Task[LookupTransformer]) -> None:
         self._loading.pop(version, None)

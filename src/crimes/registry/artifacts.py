@@ -3,12 +3,23 @@ document, the drift reference): what the gateway fetches by the version a servic
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 
 
 class ArtifactUnavailable(Exception):
     pass
+
+
+def bound_mlflow_calls(timeout_seconds: float, max_retries: int) -> None:
+    """Bound every MLflow HTTP call of this process (MLflow reads these per call: by default
+    a hung server holds a call for minutes), and keep its download progress bars out of the
+    structured logs."""
+    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(int(max(1, timeout_seconds)))
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(max_retries)
+    os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] = "1"
+    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
 
 
 def version_artifact(

@@ -8,7 +8,6 @@ settings; the first that loads and passes the checks wins.
 
 from __future__ import annotations
 
-import os
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,7 +16,7 @@ from typing import Protocol
 
 from crimes import registry
 from crimes.ops.logs import get_logger
-from crimes.registry import Tag, bundles
+from crimes.registry import Tag, artifacts, bundles
 from crimes.registry.bundles import ModelBundle
 from crimes.serving.errors import ModelLoadError
 from crimes.serving.model import LoadedModel, Source, prepare
@@ -55,12 +54,7 @@ class Registry(Protocol):
 
 
 def configure_mlflow_client(settings: ModelServerSettings) -> None:
-    """Bound every MLflow HTTP call of this process (MLflow reads these per call), and keep
-    its download progress bars out of the service's structured log."""
-    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(int(max(1, settings.mlflow_timeout_seconds)))
-    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(settings.mlflow_max_retries)
-    os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] = "1"
-    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
+    artifacts.bound_mlflow_calls(settings.mlflow_timeout_seconds, settings.mlflow_max_retries)
 
 
 class MlflowRegistry:
