@@ -248,4 +248,6 @@ async def replica_states(service: ModelService) -> list[dict[str, Any]]:
             state = await metadata_state(stub, service.model_name, service.deadline_seconds)
         return {"address": target, **state.as_dict()}
 
-    return list(await asyncio.gather(*(one(t) for t in replicas(service.address))))
+    # Resolving may wait on a DNS server: never on the event loop.
+    targets = await asyncio.to_thread(replicas, service.address)
+    return list(await asyncio.gather(*(one(t) for t in targets)))
