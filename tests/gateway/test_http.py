@@ -4,7 +4,11 @@ field-naming 422s, welcome and liveness."""
 from __future__ import annotations
 
 import json
+import socket
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -188,3 +192,31 @@ def test_the_prediction_routes_answer_as_routed_ones(client: TestClient) -> None
     metrics = client.get("/metrics").text
     assert 'route="/predict/",status="503"' in metrics
     assert 'route="/predict/batch",status="422"' in metrics
+
+
+def test_prediction_requests_past_the_in_flight_bound_get_503_with_retry_after() -> None:
+    """Model services that accept connections and never answer hold each request for its
+    deadline; with two allowed in flight, the others are refused at once, and counted."""
+    with socket.create_server(("127.0.0.1", 0)) as blackhole:
+        address = f"ipv4:127.0.0.1:{blackhole.getsockname()[1]}"
+        settings = GatewaySettings(
+            dtc_address=address, lda_address=address, deadline_seconds=1.0, max_in_flight=2
+        )
+        with TestClient(create_app(settings)) as client:
+            barrier = threading.Barrier(6)
+
+            def ask() -> Any:
+                barrier.wait()
+                return client.post("/predict", json={"features": EXAMPLE})
+
+            with ThreadPoolExecutor(6) as pool:
+                answers = list(pool.map(lambda _: ask(), range(6)))
+            shed = [a for a in answers if a.headers.get("Retry-After") == "1"]
+            held = [a for a in answers if "Retry-After" not in a.headers]
+            assert len(held) == 2  # the two in flight waited for the models' deadline
+            assert len(shed) == 4
+            assert all(a.status_code == 503 for a in answers)
+            assert all(a.json()["detail"].startswith("overloaded") for a in shed)
+            assert "crimes_gateway_shed_total 4.0" in client.get("/metrics").text
+            # Once they are answered, requests are admitted again.
+            assert "Retry-After" not in client.post("/predict", json={"features": EXAMPLE}).headers

@@ -241,12 +241,15 @@ def _too_large(limit: int) -> Response:
 
 
 class ObserveMiddleware:
-    """Request count and latency per route template and status, and the body size limit (413
-    before the body is read). Plain ASGI: no per-request task or body stream wrapping."""
+    """Request count and latency per route template and status, the API key and the body size
+    limit (401 and 413 before the body is read), and the bound on prediction requests in
+    flight (503 with Retry-After past it: memory stays bounded under any load). Plain ASGI: no
+    per-request task."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
         self._hot: dict[str, APIRoute] | None = None
+        self.in_flight = 0
 
     def _hot_route(self, scope: Scope) -> APIRoute | None:
         if scope["method"] != "POST":
@@ -306,10 +309,24 @@ class ObserveMiddleware:
                     raise _BodyTooLarge(limit)
             return message
 
+        predicting = scope["method"] == "POST" and scope["path"] in PROTECTED_PATHS
+        shed = predicting and self.in_flight >= settings.max_in_flight
+        if predicting and not shed:
+            self.in_flight += 1
         try:
             if refused:
                 response = JSONResponse(status_code=401, content={"detail": WRONG_KEY})
                 await response(scope, receive, observed_send)
+            elif shed:
+                response = JSONResponse(
+                    status_code=503,
+                    content={"detail": f"overloaded: {self.in_flight} requests in flight"},
+                    headers={"Retry-After": "1"},
+                )
+                await response(scope, receive, observed_send)
+                shed_metrics: Any = getattr(state, "metrics", None)
+                if shed_metrics is not None:
+                    shed_metrics.shed.inc()
             elif too_large:
                 await _too_large(limit)(scope, receive, observed_send)
             else:
@@ -323,6 +340,8 @@ class ObserveMiddleware:
                     # Routes read the whole body before they answer: nothing was sent yet.
                     await _too_large(limit)(scope, receive, observed_send)
         finally:
+            if predicting and not shed:
+                self.in_flight -= 1
             elapsed = time.perf_counter() - started
             name = getattr(scope.get("route"), "path", "unmatched")
             metrics: Any = getattr(state, "metrics", None)

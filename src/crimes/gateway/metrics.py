@@ -38,6 +38,12 @@ class GatewayMetrics:
             buckets=(0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
             registry=self.registry,
         )
+        self.shed = Counter(
+            "crimes_gateway_shed_total",
+            "Prediction requests refused with 503 (Retry-After) because the gateway had its "
+            "maximum in flight.",
+            registry=self.registry,
+        )
         self.cache = Counter(
             "crimes_gateway_cache_total",
             "Prediction cache lookups by outcome (hit, miss, off).",

@@ -53,6 +53,9 @@ class GatewaySettings(BaseSettings):
     api_key: SecretStr | None = None
     # Larger request bodies are refused with 413 before they are read.
     max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
+    # Prediction requests being answered at once; past it, 503 with Retry-After (a client's
+    # load beyond what the models can take waits at the client, not in the gateway's memory).
+    max_in_flight: int = Field(default=256, ge=1)
 
     # Shadow scoring: each model's challenger deployment (the model server following the alias
     # `challenger`); unset: no shadow for that model. Without a port, the challenger
