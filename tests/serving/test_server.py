@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import json
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from crimes import contract
 from crimes.proto_gen.inference import grpc_service_pb2 as pb
 from crimes.proto_gen.inference import grpc_service_pb2_grpc as pb_grpc
 from crimes.protocol import inference
+from crimes.serving.model import LoadedModel
 from tests.serving.harness import (
     NAME,
     FakeRegistry,
@@ -112,6 +114,35 @@ def test_predictions_are_the_models_own(
         assert full.classes == tuple(str(c) for c in trained.model.classes_)
 
     asyncio.run(scenario())
+
+
+def test_calls_past_the_concurrency_bound_are_resource_exhausted(
+    tmp_path: Path, dtc: Trained, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry = FakeRegistry()
+    registry.publish("1", bundle(dtc, NAME, "1"))
+    real_predict = LoadedModel.predict
+
+    def slow(self: LoadedModel, features: Any, probabilities: bool) -> Any:
+        time.sleep(0.5)  # a call that holds its slot
+        return real_predict(self, features, probabilities)
+
+    async def scenario() -> list[Any]:
+        async with running(
+            settings(tmp_path, max_concurrent_rpcs=2, inline_rows=0), registry
+        ) as live:
+            await until(lambda: live.server.runtime.ready)
+            monkeypatch.setattr(LoadedModel, "predict", slow)
+            calls = [_infer(live, dtc, dtc.test[:3]) for _ in range(5)]
+            return await asyncio.gather(*calls, return_exceptions=True)
+
+    answers = asyncio.run(scenario())
+    refused = [a for a in answers if isinstance(a, grpc.aio.AioRpcError)]
+    assert len(refused) == 3
+    assert {a.code() for a in refused} == {grpc.StatusCode.RESOURCE_EXHAUSTED}
+    assert all(not isinstance(a, Exception) for a in answers if a not in refused)
+    # Bounded by default too.
+    assert settings(tmp_path).max_concurrent_rpcs == 256
 
 
 def test_metadata_names_the_transformation_run_and_classes(tmp_path: Path, lda: Trained) -> None:

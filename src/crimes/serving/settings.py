@@ -81,7 +81,9 @@ class ModelServerSettings(BaseSettings):
     keepalive_time_seconds: float = Field(default=30.0, gt=0)
     keepalive_timeout_seconds: float = Field(default=10.0, gt=0)
     min_client_ping_interval_seconds: float = Field(default=10.0, gt=0)
-    max_concurrent_rpcs: int | None = Field(default=None, ge=1)
+    # Calls handled at once (a gateway sends a few per replica); past it RESOURCE_EXHAUSTED at
+    # once, never an unbounded backlog in memory.
+    max_concurrent_rpcs: int = Field(default=256, ge=1)
     grace_seconds: float = Field(default=10.0, ge=0)
     # Every client connection is closed (GOAWAY) after about this long (gRPC adds +-10%), and
     # its calls get the grace to finish: clients then resolve the service's name again, so a
