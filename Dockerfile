@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1.7
 # One multi-stage file, one target per deployable. Reproducible from uv.lock, slim, non-root.
 
-FROM python:3.11-slim-bookworm AS build
+FROM python:3.11.11-slim-bookworm AS build
 COPY --from=ghcr.io/astral-sh/uv:0.13.8 /uv /usr/local/bin/uv
 ENV UV_COMPILE_BYTECODE=1 UV_LINK_MODE=copy UV_PROJECT_ENVIRONMENT=/opt/venv UV_PYTHON_DOWNLOADS=never
 WORKDIR /src
@@ -11,7 +11,7 @@ RUN --mount=type=cache,target=/root/.cache/uv uv sync --locked --no-dev --no-ins
 COPY src ./src
 RUN --mount=type=cache,target=/root/.cache/uv uv sync --locked --no-dev --no-editable
 
-FROM python:3.11-slim-bookworm AS runtime
+FROM python:3.11.11-slim-bookworm AS runtime
 RUN groupadd --gid 50000 crimes && useradd --uid 50000 --gid crimes --create-home crimes
 COPY --from=build /opt/venv /opt/venv
 # Each deployment's own settings (model, alias, ports), the same files compose reads.

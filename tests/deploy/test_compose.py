@@ -3,6 +3,7 @@ which needs no engine), and every command an image runs is one the local tests a
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -38,18 +39,22 @@ RUN_LOCALLY = {
 
 @pytest.fixture(scope="module")
 def config() -> dict[str, Any]:
-    compose = shutil.which("docker-compose")
-    if compose is None:
-        pytest.fail("docker-compose is missing: run scripts/install-system-deps.sh")
-    checked = subprocess.run(
-        [compose, "-f", "compose.yaml", "--profile", "all", "config"],
-        cwd=PROJECT_ROOT, capture_output=True, text=True, check=False,
-        env={"PATH": "/usr/bin:/bin", "HOME": str(PROJECT_ROOT)},
-    )  # fmt: skip
+    checked = compose_config("--env-file", ".env.example")  # the local-only profile
     assert checked.returncode == 0, checked.stderr
     parsed = yaml.safe_load(checked.stdout)
     assert isinstance(parsed, dict)
     return parsed
+
+
+def compose_config(*options: str, env: dict[str, str] | None = None) -> Any:
+    compose = shutil.which("docker-compose")
+    if compose is None:
+        pytest.fail("docker-compose is missing: run scripts/install-system-deps.sh")
+    return subprocess.run(
+        [compose, "-f", "compose.yaml", *options, "--profile", "all", "config"],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, check=False,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(PROJECT_ROOT), **(env or {})},
+    )  # fmt: skip
 
 
 def test_every_long_running_service_has_a_healthcheck_restart_and_conditions(
@@ -79,7 +84,7 @@ def test_models_scale_on_their_own_and_the_gateway_spreads_over_replicas(
     # No port: the gateway takes each model's port from that deployment's own file.
     assert environment["CRIMES_GATEWAY_DTC_ADDRESS"] == "dns:///dtc"
     assert environment["CRIMES_GATEWAY_LDA_ADDRESS"] == "dns:///lda"
-    published = {int(p["published"]) for s in services.values() for p in s.get("ports", [])}
+    published = {port_of(p)[1] for s in services.values() for p in s.get("ports", [])}
     assert {8080, 5001, 9000, 9001, 8800} <= published
 
 
@@ -99,6 +104,15 @@ def test_each_deployment_reads_its_own_settings_file_and_states_no_port_of_its_o
         assert service["healthcheck"]["test"][1:3] == ["crimes", "probe"], deployment
     (gateway_port,) = services["gateway"]["ports"]
     assert int(gateway_port["target"]) == deployment_port("gateway")
+
+
+def port_of(entry: Any) -> tuple[str | None, int]:
+    """A published port as compose's config prints it (`127.0.0.1:9000:9000/tcp`, or a
+    mapping): its host address (None: every interface) and its host port."""
+    if isinstance(entry, dict):
+        return entry.get("host_ip"), int(entry["published"])
+    parts = str(entry).split("/")[0].split(":")
+    return (parts[0] if len(parts) == 3 else None), int(parts[-2])
 
 
 def _commands(config: dict[str, Any]) -> list[tuple[str, list[str]]]:
@@ -163,3 +177,76 @@ def test_each_model_has_a_challenger_deployment_the_gateway_shadows_to(
             ports |= {deployment_port(deployment), deployment_port(deployment, "METRICS_PORT")}
     # Run side by side on one machine (make demo), no two deployments share a port.
     assert len(ports) == 8
+
+
+LOCAL_PROFILE = {
+    line.split("=", 1)[0]: line.split("=", 1)[1]
+    for line in (PROJECT_ROOT / ".env.example").read_text().splitlines()
+    if line and not line.startswith("#")
+}
+REQUIRED = (
+    "POSTGRES_PASSWORD",
+    "MINIO_ROOT_USER",
+    "MINIO_ROOT_PASSWORD",
+    "AIRFLOW_JWT_SECRET",
+    "CRIMES_GATEWAY_API_KEY",
+)
+
+
+@pytest.mark.parametrize("missing", REQUIRED)
+def test_compose_starts_nothing_without_each_credential(missing: str) -> None:
+    """Outside the local-only profile every credential must be given: no default runs."""
+    given = {k: v for k, v in LOCAL_PROFILE.items() if k != missing}
+    refused = compose_config(env=given)
+    assert refused.returncode != 0
+    assert f"{missing} is required" in refused.stderr
+    assert compose_config(env=LOCAL_PROFILE).returncode == 0
+
+
+def test_no_default_credential_and_no_change_me_value() -> None:
+    compose = (PROJECT_ROOT / "compose.yaml").read_text()
+    assert "change-me" not in compose
+    assert "change-me" not in (PROJECT_ROOT / ".env.example").read_text()
+    assert "local-only}" not in compose  # a ${VAR:-...local-only} default would run anywhere
+
+
+def test_only_the_gateway_is_published_beyond_this_host(config: dict[str, Any]) -> None:
+    for name, service in config["services"].items():
+        for port in service.get("ports", []):
+            host, _ = port_of(port)
+            if name == "gateway":
+                assert host in (None, "0.0.0.0"), port
+            else:
+                assert host == "127.0.0.1", (name, port)
+    environment = config["services"]["gateway"]["environment"]
+    assert "CRIMES_GATEWAY_API_KEY" in environment  # required, empty only in the local profile
+
+
+def test_every_container_gets_least_privilege_and_a_memory_limit(
+    config: dict[str, Any],
+) -> None:
+    ours = {n for n, s in config["services"].items() if s["image"].startswith("chicago-crimes/")}
+    assert {"dtc", "lda", "gateway", "mlflow", "airflow-scheduler"} <= ours
+    for name, service in config["services"].items():
+        assert "no-new-privileges:true" in service.get("security_opt", []), name
+        assert service.get("mem_limit"), name
+        if name in ours or name in {"redis", "prometheus", "minio-buckets"}:
+            assert service.get("cap_drop") == ["ALL"], name
+        # Read-only root filesystems: every long-running part but the stores and Airflow.
+        if name not in {"postgres", "minio", "minio-buckets"} and not name.startswith("airflow"):
+            assert service.get("read_only") is True, name
+
+
+def test_base_and_third_party_images_are_pinned_to_release_tags(config: dict[str, Any]) -> None:
+    # An exact release: x.y.z (PostgreSQL's are x.y), or MinIO's dated releases.
+    pinned = re.compile(r".+:(v?\d+\.\d+\.\d+[-\w.]*|RELEASE\.[\dT-]+Z)$|^postgres:\d+\.\d+-")
+    for name, service in config["services"].items():
+        image = service["image"]
+        if not image.startswith("chicago-crimes/"):
+            assert pinned.match(image), (name, image)
+    dockerfile = (PROJECT_ROOT / "Dockerfile").read_text()
+    for line in dockerfile.splitlines():
+        if line.startswith("FROM ") and " AS " in line and "runtime AS" not in line:
+            assert pinned.match(line.split()[1]), line
+        if line.startswith("COPY --from=") and "/" in line.split()[1]:  # an image, not a stage
+            assert pinned.match(line.split()[1].removeprefix("--from=")), line

@@ -220,3 +220,9 @@ def test_prediction_requests_past_the_in_flight_bound_get_503_with_retry_after()
             assert "crimes_gateway_shed_total 4.0" in client.get("/metrics").text
             # Once they are answered, requests are admitted again.
             assert "Retry-After" not in client.post("/predict", json={"features": EXAMPLE}).headers
+
+
+def test_an_empty_api_key_is_no_key() -> None:
+    """compose's local-only profile turns the key off with an empty value."""
+    assert GatewaySettings(api_key=SecretStr("")).api_key is None
+    assert GatewaySettings(api_key=SecretStr("k")).api_key == SecretStr("k")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from crimes.settings import deployment_file, deployment_port
@@ -49,7 +49,8 @@ class GatewaySettings(BaseSettings):
     # Every MLflow call of the gateway gives up after this (and this many retries).
     mlflow_timeout_seconds: float = Field(default=5.0, gt=0)
     mlflow_max_retries: int = Field(default=1, ge=0, le=10)
-    # Optional protection of the predict endpoints: clients send it as `X-API-Key`.
+    # Optional protection of the predict endpoints: clients send it as `X-API-Key`; empty is
+    # no key (compose's local-only profile says so explicitly).
     api_key: SecretStr | None = None
     # Larger request bodies are refused with 413 before they are read.
     max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
@@ -74,6 +75,11 @@ class GatewaySettings(BaseSettings):
     # (buckets - 1) / records: ~0.01 at 5,000, ~0.05 at 1,000).
     drift_window_records: int = Field(default=5000, ge=100, le=1_000_000)
     drift_min_records: int = Field(default=1000, ge=1)
+
+    @field_validator("api_key", mode="after")
+    @classmethod
+    def _empty_is_none(cls, value: SecretStr | None) -> SecretStr | None:
+        return value if value is not None and value.get_secret_value() else None
 
     @model_validator(mode="after")
     def _model_ports(self) -> GatewaySettings:
