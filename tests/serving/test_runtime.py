@@ -20,6 +20,7 @@ from crimes.serving.runtime import (
     LOADED,
     SKIPPED,
     UNCHANGED,
+    UNLOADED,
     UNREACHABLE,
     ModelRuntime,
 )
@@ -86,6 +87,35 @@ def test_a_challenger_deployment_serves_nothing_while_no_version_holds_its_alias
     assert asyncio.run(runtime.start()) == FALLBACK
     assert runtime.current is not None
     assert (runtime.current.version, runtime.current.source) == ("2", Source.LOCAL_COPY)
+
+
+def test_a_challenger_deployment_unloads_when_its_alias_is_removed(
+    tmp_path: Path, dtc: Trained, dtc_other: Trained
+) -> None:
+    """After a promotion (or a withdrawal) no version holds `challenger`: the deployment stops
+    serving the old one instead of shadowing a version nobody names; the alias back, it loads."""
+    fake = FakeRegistry()
+    fake.publish("4", bundle(dtc, NAME, "4"))
+    runtime = _runtime(settings(tmp_path, alias="challenger"), fake)
+
+    async def scenario() -> None:
+        assert await runtime.start() == LOADED
+        fake.alias_version = None  # the registry answers: no such alias
+        assert await runtime.poll_once() == UNLOADED
+        assert not runtime.ready
+        assert await runtime.poll_once() == UNREACHABLE  # (nothing more to unload)
+        fake.publish("5", bundle(dtc_other, NAME, "5"))
+        assert await runtime.poll_once() == LOADED
+        assert runtime.current is not None
+        assert runtime.current.version == "5"
+        # A champion deployment keeps serving through such an answer (never without a model).
+        champion = _runtime(settings(tmp_path / "c"), fake)
+        assert await champion.start() == LOADED
+        fake.alias_version = None
+        assert await champion.poll_once() == UNREACHABLE
+        assert champion.ready
+
+    asyncio.run(scenario())
 
 
 def test_with_nothing_to_serve_the_runtime_is_not_ready(tmp_path: Path, lake: Lake) -> None:

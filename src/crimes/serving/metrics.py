@@ -114,6 +114,12 @@ class Metrics:
         self.loaded.labels(*self._loaded_labels).set(1)
         self.ready.labels(self.model).set(1)
 
+    def unloaded(self) -> None:
+        if self._loaded_labels is not None:
+            self.loaded.remove(*self._loaded_labels)
+            self._loaded_labels = None
+        self.ready.labels(self.model).set(0)
+
     def reload(self, outcome: str) -> None:
         self.reloads.labels(self.model, outcome).inc()
 

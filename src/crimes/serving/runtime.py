@@ -37,6 +37,7 @@ FALLBACK: Final = "fallback"
 UNCHANGED: Final = "unchanged"
 UNREACHABLE: Final = "unreachable"
 SKIPPED: Final = "skipped"
+UNLOADED: Final = "unloaded"
 
 
 class ModelRuntime:
@@ -47,12 +48,14 @@ class ModelRuntime:
         fallback_chain: list[Fallback],
         metrics: Metrics,
         on_change: Callable[[LoadedModel], Awaitable[None]] | None = None,
+        on_unload: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.settings = settings
         self.registry = registry
         self.fallback_chain = fallback_chain
         self.metrics = metrics
         self.on_change = on_change
+        self.on_unload = on_unload
         self.current: LoadedModel | None = None
         # Versions that failed to load, and when: not retried until the alias moves or later.
         self._failed: dict[str, float] = {}
@@ -107,7 +110,12 @@ class ModelRuntime:
     async def poll_once(self) -> str:
         try:
             ref = await self._resolve()
-        except RegistryError:
+        except RegistryError as error:
+            if error.reachable and self.settings.alias != CHAMPION and self.current is not None:
+                # Its alias was removed (a challenger promoted, or withdrawn): serving on would
+                # shadow a version nobody names any more.
+                await self._unload(str(error))
+                return UNLOADED
             return UNREACHABLE
         current = self.current
         if current is not None and ref.version == current.version:
@@ -118,6 +126,19 @@ class ModelRuntime:
         ):
             return SKIPPED
         return await self._load(ref)
+
+    async def _unload(self, reason: str) -> None:
+        previous = self.current
+        self.current = None
+        self.metrics.unloaded()
+        if self.on_unload is not None:
+            await self.on_unload()
+        self.log.info(
+            "model.unloaded",
+            version=previous.version if previous else None,
+            reason=reason,
+            hint="not ready until a version holds the alias again",
+        )
 
     async def _resolve(self) -> VersionRef:
         try:

@@ -270,6 +270,7 @@ class ModelServer:
             fallback_chain if fallback_chain is not None else default_fallbacks(settings),
             self.metrics,
             on_change=self._on_model_change,
+            on_unload=self._on_model_unload,
         )
         self.executor = ThreadPoolExecutor(
             max_workers=settings.predict_threads,
@@ -281,6 +282,9 @@ class ModelServer:
         self.metrics_port = 0
         self._metrics_http: Any = None
         self._tasks: list[asyncio.Task[Any]] = []
+
+    async def _on_model_unload(self) -> None:
+        await self.health.set_serving(False)
 
     async def _on_model_change(self, model: LoadedModel) -> None:
         await self.health.set_serving(True)
