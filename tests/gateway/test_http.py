@@ -3,9 +3,11 @@ field-naming 422s, welcome and liveness."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -226,3 +228,26 @@ def test_an_empty_api_key_is_no_key() -> None:
     """compose's local-only profile turns the key off with an empty value."""
     assert GatewaySettings(api_key=SecretStr("")).api_key is None
     assert GatewaySettings(api_key=SecretStr("k")).api_key == SecretStr("k")
+
+
+def test_a_batch_larger_than_a_model_service_takes_is_422_before_any_call() -> None:
+    """The gateway's maximum (1,000) is above what these services advertise (2 rows a call):
+    the services' maximum holds, named in the answer."""
+    nowhere = f"ipv4:127.0.0.1:{free_port()}"
+    settings = GatewaySettings(
+        dtc_address=nowhere, lda_address=nowhere, deadline_seconds=0.3, refresh_seconds=3600
+    )
+    with TestClient(create_app(settings)) as client:
+        predictor = client.app.state.predictor  # type: ignore[attr-defined]
+        for service in predictor.services.values():
+            deadline = time.monotonic() + 10
+            while service.state.error is None:  # the first refresh is done
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            service.state = dataclasses.replace(service.state, max_batch_rows=2)
+        response = client.post("/predict/batch", json={"features": [EXAMPLE] * 3})
+        assert response.status_code == 422
+        (problem,) = response.json()["detail"]
+        assert problem["field"] == "features"
+        assert "at most 2 records per batch, got 3" in problem["message"]
+        assert client.post("/predict/batch", json={"features": [EXAMPLE] * 2}).status_code == 503

@@ -63,6 +63,8 @@ class ServiceState:
     location: str | None = None
     model_class: str | None = None
     error: str | None = None
+    # The most records it takes in one call, as it advertises (None: not known).
+    max_batch_rows: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -236,6 +238,7 @@ async def metadata_state(
         source=info.source or None,
         location=info.location or None,
         model_class=info.model_class or None,
+        max_batch_rows=info.max_batch_rows or None,
     )
 
 

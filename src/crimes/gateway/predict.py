@@ -211,6 +211,12 @@ class Predictor:
             await self.cache.put(key, result.to_dict())
         return result
 
+    def max_batch_records(self, configured: int) -> int:
+        """The most records a batch may hold: the configured maximum, and never more than a
+        model service advertises it takes in one call."""
+        advertised = [s.state.max_batch_rows for s in self.services.values()]
+        return min([configured, *(m for m in advertised if m)])
+
     def _cache_key(self, row: dict[str, Any]) -> str | None:
         """Keyed by both served versions too; none until both are known."""
         versions = {kind: s.state.model_version for kind, s in self.services.items()}

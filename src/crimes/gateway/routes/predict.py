@@ -105,21 +105,21 @@ async def predict(request: Request) -> Response:
 async def predict_batch(request: Request) -> Response:
     columns, count = await parse_batch(request)
     settings: GatewaySettings = request.app.state.settings
-    if count > settings.max_batch_records:
+    predictor: Predictor = request.app.state.predictor
+    maximum = predictor.max_batch_records(settings.max_batch_records)
+    if count > maximum:
         return json_response(
             {
                 "detail": [
                     {
                         "field": "features",
-                        "message": f"at most {settings.max_batch_records} records per batch, "
-                        f"got {count}",
+                        "message": f"at most {maximum} records per batch, got {count}",
                         "type": "too_long",
                     }
                 ]
             },
             status_code=422,
         )
-    predictor: Predictor = request.app.state.predictor
     result = await predictor.predict(columns, count)
     _all_failed(result)
     dtc = _codes(result.models["dtc"], count)
