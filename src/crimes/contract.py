@@ -43,11 +43,27 @@ def normalise_text(value: Any) -> Any:
     return text.upper() if text else None
 
 
+# The longest text any feature may hold (the portal's longest is 60 characters). Not part of
+# CONTRACT_VERSION: no transformation depends on it (a longer text would be an unknown
+# category), it bounds what a client can make the system carry.
+MAX_TEXT_LENGTH: Final = 200
+
+
+def _capped(text: Any) -> Any:
+    if isinstance(text, str) and len(text) > MAX_TEXT_LENGTH:
+        raise ValueError(f"has {len(text)} characters, at most {MAX_TEXT_LENGTH}")
+    return text
+
+
 def _required_text(value: Any) -> Any:
     normalised = normalise_text(value)
     if normalised is None and isinstance(value, str):
         raise ValueError("is empty or only whitespace: this feature is required")
-    return normalised
+    return _capped(normalised)
+
+
+def _optional_text(value: Any) -> Any:
+    return _capped(normalise_text(value))
 
 
 def normalise_text_column(column: pd.Series) -> pd.Series:
@@ -60,7 +76,7 @@ def normalise_text_column(column: pd.Series) -> pd.Series:
 # Text features: normalised before their type and bounds are checked. Listed after a required
 # feature's Field, so its length bounds stay those of a string (and say "characters").
 _RequiredText = BeforeValidator(_required_text)
-_OptionalText = BeforeValidator(normalise_text)
+_OptionalText = BeforeValidator(_optional_text)
 
 
 class CrimeFeatures(BaseModel):
@@ -233,7 +249,9 @@ def out_of_contract(frame: pd.DataFrame) -> pd.Series:
         bad = column.isna() if not spec.nullable else pd.Series(False, index=frame.index)
         present = column.notna()
         if spec.kind == "text":
-            bad |= present & _outside(column.str.len(), *_limits(spec), finite=False)
+            lengths = column.str.len()
+            bad |= present & _outside(lengths, *_limits(spec), finite=False)
+            bad |= present & (lengths > MAX_TEXT_LENGTH)
         elif spec.kind in ("int", "float"):
             values = pd.to_numeric(column, errors="coerce")
             bad |= present & _outside(values, *_limits(spec), finite=spec.kind == "float")
@@ -333,6 +351,12 @@ def _checked_column(spec: FeatureSpec, values: list[Any]) -> list[Any]:
         if not spec.nullable and None in distinct:
             raise ContractViolation(spec.name, values.index(None), "is empty or only whitespace")
         present = [len(v) for v in distinct if v is not None]
+        longest = max(present, default=0)
+        if longest > MAX_TEXT_LENGTH:
+            row = next(i for i, v in enumerate(values) if v is not None and len(v) == longest)
+            raise ContractViolation(
+                spec.name, row, f"has {longest} characters, at most {MAX_TEXT_LENGTH}"
+            )
     elif spec.kind == "float":
         values = [None if v != v else v for v in values]  # NaN: missing
         present = [v for v in values if v is not None]

@@ -91,6 +91,11 @@ def test_frame_check_agrees_with_the_schema_row_by_row() -> None:
         "latitude": [-90.5, 41.7, 90.0, None, float("inf")],
         "iucr": ["0460", "460", "04600"],
         "hora": [-1, 0, 23, 24],
+        "description": [
+            "SIMPLE",
+            "X" * contract.MAX_TEXT_LENGTH,
+            "X" * (contract.MAX_TEXT_LENGTH + 1),
+        ],
     }
     rows = []
     for values in itertools.product(*probes.values()):
@@ -113,7 +118,7 @@ def test_column_check_agrees_with_the_schema_row_by_row() -> None:
         "beat": [0, 1, 9999, 10000],
         "latitude": [-90.5, 41.7, 90.0, None, float("inf"), float("-inf")],
         "iucr": ["0460", " 460", "04600", "   "],
-        "location_description": ["street", "  ", None],
+        "location_description": ["street", "  ", None, "y" * (contract.MAX_TEXT_LENGTH + 1)],
         "hora": [-1, 0, 23, 24],
     }
     rows = [
