@@ -17,7 +17,7 @@ from crimes.local.launch import LocalProcess
 from crimes.proto_gen.inference import grpc_service_pb2 as pb
 from crimes.proto_gen.inference import grpc_service_pb2_grpc as pb_grpc
 from crimes.protocol import inference
-from crimes.registry import Tag
+from crimes.registry import Tag, artifacts
 from tests.serving.models import Trained
 
 
@@ -104,6 +104,8 @@ def register(
             skops_trusted_types=["sklearn.tree._tree.Tree"],
         )
     version = str(info.registered_model_version)
+    # As the training does: the files' SHA-256, which a model service checks before loading.
+    artifacts.record_model_sha256(mlflow.get_tracking_uri(), name, version)
     for key, value in {
         Tag.TRANSFORMATION_VERSION: trained.transformation_version,
         Tag.DATASET: "synthetic-test",

@@ -5,6 +5,8 @@ inference client this project did not write (tritonclient, from PyPI)."""
 from __future__ import annotations
 
 import json
+import os
+import re
 import signal
 import subprocess
 import sys
@@ -332,6 +334,47 @@ def test_a_version_that_fails_its_checks_leaves_the_old_one_serving(
     page = httpx.get(f"http://127.0.0.1:{service.metrics_port}/metrics", trust_env=False).text
     assert f'crimes_model_reloads_total{{model="{service.name}",outcome="failed"}} 1.0' in page
     move_alias(names["lda"], serving)
+
+
+def test_a_version_whose_files_changed_in_the_store_is_refused_and_the_old_one_serves(
+    services: dict[str, ServiceProcess], models: dict[str, Trained], names: dict[str, str]
+) -> None:
+    """Its model file rewritten in the object store (Swift, as MLflow keeps it) after it was
+    registered: the service refuses to deserialise it, says why, counts it, serves on."""
+    import boto3
+    import mlflow
+
+    service, trained = services["lda"], models["lda"]
+    serving = service.metadata()["version"]
+    failed_before = _reloads_failed(service)
+    tampered, _ = register(trained, names["lda"], alias=None)
+    model_id = str(mlflow.MlflowClient().get_model_version(names["lda"], tampered).model_id)
+    store = boto3.client("s3", endpoint_url=os.environ["MLFLOW_S3_ENDPOINT_URL"])
+    keys = [
+        item["Key"]
+        for page in store.get_paginator("list_objects_v2").paginate(Bucket="mlflow")
+        for item in page.get("Contents", [])
+        if model_id in item["Key"] and item["Key"].endswith(("model.skops", "model.pkl"))
+    ]
+    assert len(keys) == 1, keys
+    original = store.get_object(Bucket="mlflow", Key=keys[0])["Body"].read()
+    store.put_object(Bucket="mlflow", Key=keys[0], Body=original + b"\x00")
+    move_alias(names["lda"], tampered)
+    failure = service.wait_for_log("model.load_failed", version=tampered)
+    assert "SHA-256" in failure["reason"]
+    assert "refused" in failure["reason"]
+    assert service.metadata()["version"] == serving
+    assert service.health() == "SERVING"
+    assert _reloads_failed(service) == failed_before + 1
+    move_alias(names["lda"], serving)
+
+
+def _reloads_failed(service: ServiceProcess) -> float:
+    page = httpx.get(f"http://127.0.0.1:{service.metrics_port}/metrics", trust_env=False).text
+    found = re.search(
+        rf'crimes_model_reloads_total\{{model="{service.name}",outcome="failed"\}} (\S+)', page
+    )
+    return float(found.group(1)) if found else 0.0
 
 
 def test_with_mlflow_down_at_start_fallbacks_serve_then_the_registry_takes_over(

@@ -32,6 +32,9 @@ class Tag:
     TEST_F1_MACRO: Final = "test_f1_macro"
     # The content hash of the training split's feature distribution logged with the version.
     DRIFT_REFERENCE: Final = "drift_reference"
+    # The SHA-256 of the model's files as registered: a model service loads only files that
+    # still have it (registry.artifacts.directory_sha256).
+    MODEL_SHA256: Final = "model_sha256"
 
 
 # The transformation's document as every training run logs it: this file in this folder.

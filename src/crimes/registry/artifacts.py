@@ -3,9 +3,17 @@ document, the drift reference): what the gateway fetches by the version a servic
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from pathlib import Path
+from typing import Final
+
+from crimes.registry import Tag
+
+# Written into a downloaded registered model by MLflow's client itself (its name and version),
+# never read from the store: not part of what is verified.
+CLIENT_WRITTEN: Final = frozenset({"registered_model_meta"})
 
 
 class ArtifactUnavailable(Exception):
@@ -47,3 +55,40 @@ def version_tags(tracking_uri: str, model_name: str, model_version: str) -> dict
 
     client = mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     return dict(client.get_model_version(model_name, model_version).tags or {})
+
+
+def directory_sha256(folder: Path) -> str:
+    """One SHA-256 over every file of a model's folder (relative paths and contents, in order):
+    any file changed, added or removed changes it."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
+        relative = path.relative_to(folder).as_posix()
+        if relative in CLIENT_WRITTEN:
+            continue
+        content = hashlib.sha256(path.read_bytes()).hexdigest()
+        digest.update(f"{relative}\0{content}\n".encode())
+    return digest.hexdigest()
+
+
+def download_model(tracking_uri: str, name: str, version: str, folder: Path) -> Path:
+    """The files of a registered model version, in `folder` (nothing is deserialised)."""
+    import mlflow
+
+    path = mlflow.artifacts.download_artifacts(
+        artifact_uri=f"models:/{name}/{version}",
+        dst_path=str(folder),
+        tracking_uri=tracking_uri,
+        registry_uri=tracking_uri,
+    )
+    return Path(path)
+
+
+def record_model_sha256(tracking_uri: str, name: str, version: str) -> str:
+    """Tag a just-registered version with the SHA-256 of its files as the store holds them."""
+    import mlflow
+
+    with tempfile.TemporaryDirectory(prefix="crimes-digest-") as scratch:
+        digest = directory_sha256(download_model(tracking_uri, name, version, Path(scratch)))
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    client.set_model_version_tag(name, version, Tag.MODEL_SHA256, digest)
+    return digest

@@ -126,13 +126,11 @@ class MlflowRegistry:
                 )
             except document.DocumentError as error:
                 raise ModelLoadError(f"{uri}: its transformation: {error}") from error
-            model_dir = mlflow.artifacts.download_artifacts(
-                artifact_uri=uri,
-                dst_path=str(Path(scratch) / "model"),
-                tracking_uri=self.uri,
-                registry_uri=self.uri,
+            model_dir = artifacts.download_model(
+                self.uri, ref.name, ref.version, Path(scratch) / "model"
             )
-            logged = Model.load(model_dir)
+            _verify(uri, ref, model_dir)
+            logged = Model.load(str(model_dir))
             if "sklearn" not in logged.flavors:
                 raise ModelLoadError(
                     f"{uri}: not an mlflow.sklearn model ({sorted(logged.flavors)})"
@@ -140,7 +138,7 @@ class MlflowRegistry:
             if logged.signature is None or logged.signature.inputs is None:
                 raise ModelLoadError(f"{uri}: no model signature was logged")
             columns = [str(c) for c in logged.signature.inputs.input_names()]
-            model = mlflow.sklearn.load_model(model_dir)
+            model = mlflow.sklearn.load_model(str(model_dir))
         classes = [str(c) for c in getattr(model, "classes_", [])]
         bundle = ModelBundle(
             name=ref.name,
@@ -160,6 +158,22 @@ class MlflowRegistry:
             source=uri,
         )
         return prepare(bundle, Source.MLFLOW, uri, alias=ref.alias, signature_columns=columns)
+
+
+def _verify(uri: str, ref: VersionRef, model_dir: Path) -> None:
+    """The files are the ones registered, or nothing of them is deserialised."""
+    expected = ref.tags.get(Tag.MODEL_SHA256)
+    if not expected:
+        raise ModelLoadError(
+            f"{uri}: the version has no '{Tag.MODEL_SHA256}' tag: its files cannot be verified, "
+            "so they are not loaded"
+        )
+    actual = artifacts.directory_sha256(model_dir)
+    if actual != expected:
+        raise ModelLoadError(
+            f"{uri}: refused: its files' SHA-256 is {actual[:16]}..., the version was "
+            f"registered with {expected[:16]}... (changed in the store since)"
+        )
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from crimes.lake import datasets, layout
 from crimes.lake.datasets import FinalData
 from crimes.lake.storage import Lake
 from crimes.ops.logs import get_logger
-from crimes.registry import Tag, bundles, tracking
+from crimes.registry import Tag, artifacts, bundles, tracking
 from crimes.settings import TrackingSettings, tracking_settings
 from crimes.training import comparison, models, promotion
 from crimes.training import evaluate as evaluation
@@ -292,6 +292,7 @@ def register(fitted: Fitted, final: FinalData, name: str, kind: str) -> str:
         skops_trusted_types=models.TRUSTED_TYPES.get(kind),
     )
     version = str(info.registered_model_version)
+    artifacts.record_model_sha256(mlflow.get_tracking_uri(), name, version)
     log_drift_reference(name, version, final)
     return version
 
