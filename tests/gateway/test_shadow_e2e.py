@@ -200,10 +200,21 @@ def test_shadowing_changes_no_answer_and_agreement_matches_offline(
     assert int(np.sum(expected["lda"] == offline["lda"])) == ROWS
 
 
-def test_a_challenger_killed_under_load_costs_no_request(
+def test_a_challenger_killed_under_load_costs_no_request_and_changes_no_answer(
     system: dict[str, LocalProcess], challengers: dict[str, Any]
 ) -> None:
-    rows = records(challengers["final"].features_test.head(50))
+    final = challengers["final"]
+    rows = records(final.features_test.head(50))
+    matrix = final.X_test.head(50).to_numpy(dtype=np.float64)
+    # Under steady load, shadowed and not, every answer stays the champion's own.
+    expected = [
+        {"dtc_fbi_code_output": dtc, "lda_fbi_code_output": lda}
+        for dtc, lda in zip(
+            challengers["champion"]["dtc"].predict(matrix),
+            challengers["champion"]["lda"].predict(matrix),
+            strict=True,
+        )
+    ]
     gateway = system["gateway"]
     failures: list[str] = []
     answered = [0]
@@ -215,7 +226,7 @@ def test_a_challenger_killed_under_load_costs_no_request(
             while not stop.is_set():
                 response = http.post("/predict", json={"features": rows[i % len(rows)]})
                 body = response.json()
-                if response.status_code != 200 or None in body.values():
+                if response.status_code != 200 or body != expected[i % len(rows)]:
                     failures.append(f"{response.status_code} {body}")
                 answered[0] += 1
                 i += 1
