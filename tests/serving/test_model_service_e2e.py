@@ -348,7 +348,11 @@ def test_a_version_whose_files_changed_in_the_store_is_refused_and_the_old_one_s
     serving = service.metadata()["version"]
     failed_before = _reloads_failed(service)
     tampered, _ = register(trained, names["lda"], alias=None)
-    model_id = str(mlflow.MlflowClient().get_model_version(names["lda"], tampered).model_id)
+    # The version's source names its logged model (models:/m-...), whose files MLflow keeps
+    # under .../models/m-.../artifacts/ in its bucket.
+    source = str(mlflow.MlflowClient().get_model_version(names["lda"], tampered).source)
+    model_id = source.removeprefix("models:/")
+    assert model_id.startswith("m-"), source
     store = boto3.client("s3", endpoint_url=os.environ["MLFLOW_S3_ENDPOINT_URL"])
     keys = [
         item["Key"]
