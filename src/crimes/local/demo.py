@@ -217,7 +217,7 @@ def run(announce: Callable[[str], None] = print) -> dict[str, Any]:
     progress("starting Airflow (api-server, scheduler, dag-processor)")
     _airflow(settings, state_dir, env)
     api = airflow_runner.AirflowApi(f"http://127.0.0.1:{settings.airflow_port}")
-    for dag_id in (assets.ETL_DAG_ID, assets.TRAINING_DAG_ID, assets.MONITOR_DAG_ID):
+    for dag_id in (assets.ETL_DAG_ID, assets.TRAINING_DAG_ID):
         api.wait_dag(dag_id)
         api.unpause(dag_id)
 
@@ -299,6 +299,11 @@ def run(announce: Callable[[str], None] = print) -> dict[str, Any]:
         )
     scraped = [*replicas, *((name, name, port) for name, port in challengers)]
     monitoring = _monitoring(settings, state_dir, gateway, scraped, progress)
+    # Drift monitoring once the gateway serves: unpaused earlier, its first scheduled run would
+    # start while the ETL is being triggered (one writer at a time on the demo's SQLite) and
+    # find no gateway to read.
+    api.wait_dag(assets.MONITOR_DAG_ID)
+    api.unpause(assets.MONITOR_DAG_ID)
 
     announce("")
     announce(f"Gateway docs  {gateway}/docs")
