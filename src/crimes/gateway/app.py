@@ -236,8 +236,7 @@ class _BodyTooLarge(fastapi.HTTPException):
 
 
 def _too_large(limit: int) -> Response:
-    problem = {"field": "body", "message": f"larger than {limit} bytes"}
-    return JSONResponse(status_code=413, content={"detail": [problem]})
+    return JSONResponse(status_code=413, content={"detail": _BodyTooLarge(limit).detail})
 
 
 class ObserveMiddleware:
@@ -277,14 +276,10 @@ class ObserveMiddleware:
                 client_id = value
             elif name == b"x-api-key":
                 api_key = value
+        predicting = scope["method"] == "POST" and scope["path"] in PROTECTED_PATHS
         # The key before a byte of the body is read: a client without it cannot make the
         # gateway receive (or parse) anything.
-        refused = (
-            settings.api_key is not None
-            and scope["method"] == "POST"
-            and scope["path"] in PROTECTED_PATHS
-            and not key_accepted(settings, api_key)
-        )
+        refused = predicting and not key_accepted(settings, api_key)
         request_id = requests.accepted(client_id)
         token = requests.current.set(request_id)
         tracing.annotate(**{"crimes.request_id": request_id})
@@ -309,7 +304,6 @@ class ObserveMiddleware:
                     raise _BodyTooLarge(limit)
             return message
 
-        predicting = scope["method"] == "POST" and scope["path"] in PROTECTED_PATHS
         shed = predicting and self.in_flight >= settings.max_in_flight
         if predicting and not shed:
             self.in_flight += 1
