@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import pickle
 import warnings
 from pathlib import Path
 
@@ -9,9 +10,10 @@ from sklearn.tree import DecisionTreeClassifier
 from crimes import contract
 from crimes.etl import synthetic
 from crimes.etl.preprocess import preprocess
+from crimes.lake import layout, storage
 from crimes.lake.settings import LakeSettings
 from crimes.lake.storage import Lake, LakeError
-from crimes.registry import bundles
+from crimes.registry import bundles, model_files
 from crimes.transformation import fitting
 
 
@@ -79,3 +81,30 @@ def test_the_gateway_reads_only_the_transformation_of_a_lake_bundle(
     lake = Lake(LakeSettings(root=f"file://{tmp_path}/data"))
     bundles.write_bundle(lake, bundle)
     assert bundles.read_bundle_transformation(lake, "dtc_model_prod") == bundle.transformation.data
+
+
+def test_a_bundle_whose_model_file_is_a_pickle_is_refused_before_it_runs(
+    bundle: bundles.ModelBundle, tmp_path: Path
+) -> None:
+    """Locally and in the lake (even with the lake's checksums rewritten to match it)."""
+    from tests.registry.test_model_files import Marker
+
+    marker = tmp_path / "ran"
+    evil = pickle.dumps(Marker(str(marker)))
+    folder = tmp_path / "copy"
+    bundles.save_bundle_dir(folder, bundle)
+    assert bundles.load_bundle_dir(folder).version == "3"
+    (folder / model_files.MODEL_FILE).write_bytes(evil)
+    with pytest.raises(LakeError, match="not a skops model file"):
+        bundles.load_bundle_dir(folder)
+
+    lake = Lake(LakeSettings(root=f"file://{tmp_path}/data"))
+    manifest = bundles.write_bundle(lake, bundle)
+    entry = manifest["files"]["bundle"][model_files.MODEL_FILE]
+    lake.write_bytes(entry["key"], evil)
+    entry["sha256"] = storage.sha256(evil)
+    entry["bytes"] = len(evil)
+    storage.publish_pointer(lake, layout.bundle_pointer("dtc_model_prod"), manifest)
+    with pytest.raises(LakeError, match="not a skops model file"):
+        bundles.read_bundle(lake, "dtc_model_prod")
+    assert not marker.exists()

@@ -7,9 +7,9 @@ import hashlib
 import os
 import tempfile
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
-from crimes.registry import Tag
+from crimes.registry import Tag, model_files
 
 # Written into a downloaded registered model by MLflow's client itself (its name and version),
 # never read from the store: not part of what is verified.
@@ -18,6 +18,10 @@ CLIENT_WRITTEN: Final = frozenset({"registered_model_meta"})
 
 class ArtifactUnavailable(Exception):
     pass
+
+
+class ModelFilesRefused(Exception):
+    """A registered version's files that are not loaded: unverifiable, changed, or unsafe."""
 
 
 def bound_mlflow_calls(timeout_seconds: float, max_retries: int) -> None:
@@ -92,3 +96,35 @@ def record_model_sha256(tracking_uri: str, name: str, version: str) -> str:
     client = mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     client.set_model_version_tag(name, version, Tag.MODEL_SHA256, digest)
     return digest
+
+
+def verify_model_files(model_dir: Path, expected: str | None, source: str) -> None:
+    """The files are the ones registered (`Tag.MODEL_SHA256`), or nothing of them is read."""
+    if not expected:
+        raise ModelFilesRefused(
+            f"{source}: the version has no '{Tag.MODEL_SHA256}' tag: its files cannot be "
+            "verified, so they are not loaded"
+        )
+    actual = directory_sha256(model_dir)
+    if actual != expected:
+        raise ModelFilesRefused(
+            f"{source}: refused: its files' SHA-256 is {actual[:16]}..., the version was "
+            f"registered with {expected[:16]}... (changed in the store since)"
+        )
+
+
+def load_verified_model(model_dir: Path, expected: str | None, source: str) -> Any:
+    """The classifier of a downloaded version: verified first, then read by skops only."""
+    verify_model_files(model_dir, expected, source)
+    try:
+        return model_files.load_logged(model_dir, source)
+    except model_files.UntrustedModelFile as error:
+        raise ModelFilesRefused(str(error)) from error
+
+
+def load_version_model(tracking_uri: str, name: str, version: str) -> Any:
+    """The classifier of a registered version, as a model service would load it."""
+    expected = version_tags(tracking_uri, name, version).get(Tag.MODEL_SHA256)
+    with tempfile.TemporaryDirectory(prefix="crimes-model-") as scratch:
+        model_dir = download_model(tracking_uri, name, version, Path(scratch))
+        return load_verified_model(model_dir, expected, f"models:/{name}/{version}")

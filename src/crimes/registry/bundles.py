@@ -7,20 +7,18 @@ service's local disk (its last good model).
 
 from __future__ import annotations
 
-import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-import joblib
-
 from crimes.lake import layout, storage
 from crimes.lake.storage import Lake
+from crimes.registry import model_files
 from crimes.transformation import document
 from crimes.transformation.document import TransformationDocument
 
-BUNDLE_FILES: Final = ("model.joblib", document.FILE_NAME, "metadata.json")
+BUNDLE_FILES: Final = (model_files.MODEL_FILE, document.FILE_NAME, "metadata.json")
 
 
 @dataclass
@@ -44,7 +42,7 @@ class ModelBundle:
 
     def files(self) -> dict[str, bytes]:
         return {
-            "model.joblib": _dumps(self.model),
+            model_files.MODEL_FILE: model_files.dumps(self.model),
             document.FILE_NAME: self.transformation.data,
             "metadata.json": storage.canonical_json(self.metadata),
         }
@@ -84,12 +82,6 @@ def bundle_of(
     )
 
 
-def _dumps(value: Any) -> bytes:
-    buffer = io.BytesIO()
-    joblib.dump(value, buffer)
-    return buffer.getvalue()
-
-
 def _bundle(name: str, files: dict[str, bytes], source: str) -> ModelBundle:
     metadata = json.loads(files["metadata.json"])
     try:
@@ -98,7 +90,10 @@ def _bundle(name: str, files: dict[str, bytes], source: str) -> ModelBundle:
         )
     except document.DocumentError as error:
         raise storage.LakeError(f"bundle at {source}: its transformation: {error}") from error
-    model = joblib.load(io.BytesIO(files["model.joblib"]))
+    try:
+        model = model_files.loads(files[model_files.MODEL_FILE], f"bundle at {source}")
+    except model_files.UntrustedModelFile as error:
+        raise storage.LakeError(str(error)) from error
     return ModelBundle(
         name=name,
         version=str(metadata["version"]),
@@ -119,12 +114,9 @@ def write_bundle(lake: Lake, bundle: ModelBundle) -> dict[str, Any]:
             prefix,
             {name: files[name] for name in ("metadata.json", document.FILE_NAME)},
         ),
-        # Pickles of one fitted object may differ byte-wise across processes: written once.
+        # Two skops files of one fitted object differ byte-wise (zip entries): written once.
         **storage.write_files(
-            lake,
-            prefix,
-            {k: v for k, v in files.items() if k.endswith(".joblib")},
-            exact=False,
+            lake, prefix, {model_files.MODEL_FILE: files[model_files.MODEL_FILE]}, exact=False
         ),
     }
     manifest = {

@@ -16,7 +16,7 @@ from typing import Protocol
 
 from crimes import registry
 from crimes.ops.logs import get_logger
-from crimes.registry import Tag, artifacts, bundles
+from crimes.registry import Tag, artifacts, bundles, model_files
 from crimes.registry.bundles import ModelBundle
 from crimes.serving.errors import ModelLoadError
 from crimes.serving.model import LoadedModel, Source, prepare
@@ -104,7 +104,6 @@ class MlflowRegistry:
 
     def _load(self, ref: VersionRef, uri: str) -> LoadedModel:
         import mlflow.artifacts
-        import mlflow.sklearn
         from mlflow.models import Model
 
         tagged = ref.tags.get(Tag.TRANSFORMATION_VERSION)
@@ -129,7 +128,11 @@ class MlflowRegistry:
             model_dir = artifacts.download_model(
                 self.uri, ref.name, ref.version, Path(scratch) / "model"
             )
-            _verify(uri, ref, model_dir)
+            try:
+                # Nothing of the files is read, not even the MLmodel, before they check out.
+                artifacts.verify_model_files(model_dir, ref.tags.get(Tag.MODEL_SHA256), uri)
+            except artifacts.ModelFilesRefused as error:
+                raise ModelLoadError(str(error)) from error
             logged = Model.load(str(model_dir))
             if "sklearn" not in logged.flavors:
                 raise ModelLoadError(
@@ -138,7 +141,10 @@ class MlflowRegistry:
             if logged.signature is None or logged.signature.inputs is None:
                 raise ModelLoadError(f"{uri}: no model signature was logged")
             columns = [str(c) for c in logged.signature.inputs.input_names()]
-            model = mlflow.sklearn.load_model(str(model_dir))
+            try:
+                model = model_files.load_logged(model_dir, uri)
+            except model_files.UntrustedModelFile as error:
+                raise ModelLoadError(str(error)) from error
         classes = [str(c) for c in getattr(model, "classes_", [])]
         bundle = ModelBundle(
             name=ref.name,
@@ -158,22 +164,6 @@ class MlflowRegistry:
             source=uri,
         )
         return prepare(bundle, Source.MLFLOW, uri, alias=ref.alias, signature_columns=columns)
-
-
-def _verify(uri: str, ref: VersionRef, model_dir: Path) -> None:
-    """The files are the ones registered, or nothing of them is deserialised."""
-    expected = ref.tags.get(Tag.MODEL_SHA256)
-    if not expected:
-        raise ModelLoadError(
-            f"{uri}: the version has no '{Tag.MODEL_SHA256}' tag: its files cannot be verified, "
-            "so they are not loaded"
-        )
-    actual = artifacts.directory_sha256(model_dir)
-    if actual != expected:
-        raise ModelLoadError(
-            f"{uri}: refused: its files' SHA-256 is {actual[:16]}..., the version was "
-            f"registered with {expected[:16]}... (changed in the store since)"
-        )
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from crimes.lake import datasets
 from crimes.lake.datasets import FinalData, HeldOutRows
 from crimes.lake.storage import Lake
 from crimes.ops.logs import get_logger
-from crimes.registry import Tag
+from crimes.registry import Tag, artifacts
 from crimes.training import evaluate as evaluation
 from crimes.training.promotion import Comparison
 from crimes.transformation.document import TransformationDocument
@@ -124,7 +124,9 @@ def compare(
             raise ValueError(
                 f"only {len(rows.features)} rows neither version trained on (fewer than {min_rows})"
             )
-        champion_model = mlflow.sklearn.load_model(f"models:/{name}/{champion.version}")
+        champion_model = artifacts.load_version_model(
+            mlflow.get_tracking_uri(), name, champion.version
+        )
         champion_f1 = f1_on(champion_model, champion_data.transformation, rows)
         candidate_f1 = f1_on(candidate_model, candidate.transformation, rows)
     except Exception as error:

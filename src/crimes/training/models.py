@@ -22,9 +22,6 @@ log = get_logger(__name__)
 Matrix = npt.NDArray[np.float64]
 Labels = npt.NDArray[Any]
 
-# Types the skops serialisation must be told to trust, per model kind.
-TRUSTED_TYPES: dict[str, list[str]] = {"dtc": ["sklearn.tree._tree.Tree"]}
-
 # The reference's search space.
 DTC_SPACE: dict[str, Any] = {
     "max_depth": (1, 30),

@@ -19,7 +19,7 @@ from crimes.lake import datasets, layout
 from crimes.lake.datasets import FinalData
 from crimes.lake.storage import Lake
 from crimes.ops.logs import get_logger
-from crimes.registry import Tag, artifacts, bundles, tracking
+from crimes.registry import Tag, artifacts, bundles, model_files, tracking
 from crimes.settings import TrackingSettings, tracking_settings
 from crimes.training import comparison, models, promotion
 from crimes.training import evaluate as evaluation
@@ -287,9 +287,9 @@ def register(fitted: Fitted, final: FinalData, name: str, kind: str) -> str:
         signature=infer_signature(sample, fitted.model.predict(sample.to_numpy())),
         pip_requirements=pip_requirements(),
         registered_model_name=name,
-        # skops (MLflow's default format) refuses a tree's node storage unless it is named
-        # as trusted; these files are made here, by this training.
-        skops_trusted_types=models.TRUSTED_TYPES.get(kind),
+        # skops: the only format a model service reads (registry.model_files).
+        serialization_format=model_files.SERIALIZATION_FORMAT,
+        skops_trusted_types=list(model_files.TRUSTED_TYPES),
     )
     version = str(info.registered_model_version)
     artifacts.record_model_sha256(mlflow.get_tracking_uri(), name, version)

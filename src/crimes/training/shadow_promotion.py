@@ -24,7 +24,7 @@ from crimes import registry
 from crimes.lake import datasets
 from crimes.lake.storage import Lake
 from crimes.ops.logs import get_logger
-from crimes.registry import CHALLENGER, CHAMPION, Tag
+from crimes.registry import CHALLENGER, CHAMPION, Tag, artifacts
 from crimes.training import comparison, promotion
 from crimes.training.promotion import Comparison, PromotionError
 from crimes.training.settings import TrainingSettings
@@ -185,7 +185,7 @@ def _scored(
     tags = challenger.tags or {}
     try:
         final = datasets.load_final(lake, int(tags[Tag.YEAR]), tags[Tag.DATASET])
-        model = mlflow.sklearn.load_model(f"models:/{name}/{challenger.version}")
+        model = artifacts.load_version_model(mlflow.get_tracking_uri(), name, challenger.version)
         own_f1 = float(tags[Tag.TEST_F1_WEIGHTED])
     except Exception as error:
         return Comparison(0.0, None, 0, f"challenger not re-scorable: {error!r}")
