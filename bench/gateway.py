@@ -118,6 +118,7 @@ def publish_and_train(data: str, rows: int, trials: int) -> None:
 
     started = time.perf_counter()
     with PortalDouble(data, rows=rows or None) as portal:
+        os.environ.update(portal.admitted)
         manifest = etl.run_etl(EtlSettings(source=portal.url, year=YEAR), Lake())
     print(
         f"ETL: {manifest['rows']['train']:,} train / {manifest['rows']['test']:,} test rows, "

@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from crimes.lake import layout
 from crimes.local.stack.cli import app as stack_app
 from crimes.serving.cli import serve_app
+from crimes.settings import describe
 
 app = typer.Typer(
     help="Chicago crimes: FBI code prediction (ETL, training, serving).", no_args_is_help=True
@@ -31,7 +32,11 @@ def serve_gateway(
     from crimes.gateway.server import run
     from crimes.gateway.settings import load_settings
 
-    run(load_settings(port=port, host=host))
+    try:
+        settings = load_settings(port=port, host=host)
+    except ValidationError as error:
+        _fail("serve gateway", error, code=BAD_INPUT)
+    run(settings)
 
 
 # A user's mistake (a file that is not crime data, a missing column): this exit status.
@@ -42,9 +47,7 @@ def _fail(command: str, error: BaseException, code: int) -> NoReturn:
     """One clear line on stderr and a non-zero exit: never a traceback for a user's mistake."""
     message = " ".join(str(error).split()) or type(error).__name__
     if isinstance(error, ValidationError):
-        message = "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in error.errors()
-        )
+        message = describe(error)
     typer.echo(f"crimes {command}: {message}", err=True)
     raise typer.Exit(code)
 
@@ -72,6 +75,7 @@ def probe_model_service() -> None:
     its settings name (CRIMES_MODEL_*, as the service itself reads them)."""
 
     from crimes.ops.probe import grpc_serving
+    from crimes.ops.tls import TlsSettingsError
     from crimes.serving.settings import ServiceAddress
 
     try:
@@ -80,7 +84,13 @@ def probe_model_service() -> None:
         names = ", ".join(f"CRIMES_MODEL_{str(e['loc'][0]).upper()}" for e in error.errors())
         typer.echo(f"cannot probe: {names} not set or invalid", err=True)
         raise typer.Exit(1) from None
-    healthy, status = grpc_serving(f"127.0.0.1:{settings.port}", settings.name)
+    try:
+        healthy, status = grpc_serving(
+            f"127.0.0.1:{settings.port}", settings.name, tls=settings.client_tls
+        )
+    except TlsSettingsError as error:
+        typer.echo(f"cannot probe: {error}", err=True)
+        raise typer.Exit(1) from None
     typer.echo(status)
     raise typer.Exit(0 if healthy else 1)
 
@@ -120,6 +130,7 @@ def etl(
     from crimes.etl.pipeline import EtlError, run_etl
     from crimes.etl.preprocess import SchemaError
     from crimes.etl.settings import EtlSettings
+    from crimes.etl.source_policy import SourceRefused
     from crimes.lake.storage import Lake, LakeError
 
     overrides: dict[str, object] = {}
@@ -133,7 +144,7 @@ def etl(
         manifest = run_etl(settings, lake)
     except SourceUnreachable as error:
         _fail("etl", error, code=1)
-    except (ExtractError, SchemaError, EtlError, ValidationError) as error:
+    except (ExtractError, SourceRefused, SchemaError, EtlError, ValidationError) as error:
         _fail("etl", error, code=BAD_INPUT)
     except LakeError as error:
         _fail("etl", error, code=1)

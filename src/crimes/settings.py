@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Final
 
 from dotenv import dotenv_values
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_STATE_DIR = Path(".crimes")
@@ -46,6 +46,16 @@ DEPLOYMENTS: Final = ("dtc", "lda", "gateway", "dtc-challenger", "lda-challenger
 DEPLOYMENTS_DIR_VARIABLE: Final = "CRIMES_DEPLOYMENTS_DIR"
 # The repository's folder (src/crimes/settings.py -> the project root); images set the variable.
 _REPOSITORY_DEPLOYMENTS: Final = Path(__file__).resolve().parents[2] / "services"
+
+
+def describe(error: ValidationError) -> str:
+    """Settings that failed validation, as one line for people (no pydantic boilerplate)."""
+    return "; ".join(
+        " ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}".removeprefix(": ").split()).replace(
+            "Value error, ", ""
+        )
+        for e in error.errors()
+    )
 
 
 class DeploymentError(RuntimeError):

@@ -3,6 +3,7 @@ which needs no engine), and every command an image runs is one the local tests a
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -190,6 +191,12 @@ REQUIRED = (
     "MINIO_ROOT_PASSWORD",
     "AIRFLOW_JWT_SECRET",
     "CRIMES_GATEWAY_API_KEY",
+    "CRIMES_LAKE_WRITER_ACCESS_KEY",
+    "CRIMES_LAKE_WRITER_SECRET_KEY",
+    "CRIMES_LAKE_READER_ACCESS_KEY",
+    "CRIMES_LAKE_READER_SECRET_KEY",
+    "MLFLOW_STORE_ACCESS_KEY",
+    "MLFLOW_STORE_SECRET_KEY",
 )
 
 
@@ -250,3 +257,68 @@ def test_base_and_third_party_images_are_pinned_to_release_tags(config: dict[str
             assert pinned.match(line.split()[1]), line
         if line.startswith("COPY --from=") and "/" in line.split()[1]:  # an image, not a stage
             assert pinned.match(line.split()[1].removeprefix("--from=")), line
+
+
+MINIO = PROJECT_ROOT / "docker" / "minio"
+
+
+def _policy(name: str) -> dict[str, set[str]]:
+    """A MinIO policy file as resource -> the actions it allows there."""
+    document = json.loads((MINIO / "policies" / f"{name}.json").read_text())
+    allowed: dict[str, set[str]] = {}
+    for statement in document["Statement"]:
+        assert statement["Effect"] == "Allow"
+        for resource in statement["Resource"]:
+            allowed.setdefault(resource, set()).update(statement["Action"])
+    return allowed
+
+
+def test_each_part_gets_only_the_object_store_credentials_it_needs(
+    config: dict[str, Any],
+) -> None:
+    """The writer for the ETL and training (Airflow), the reader for the model services,
+    MLflow's own for its server, none for the gateway; the root user only for MinIO and the
+    job that makes the users."""
+    services = config["services"]
+    key = {
+        name: service.get("environment", {}).get("AWS_ACCESS_KEY_ID")
+        for name, service in services.items()
+    }
+    profile = LOCAL_PROFILE
+    for name in ("airflow-apiserver", "airflow-scheduler", "airflow-dag-processor"):
+        assert key[name] == profile["CRIMES_LAKE_WRITER_ACCESS_KEY"], name
+    for name in ("dtc", "lda", "dtc-challenger", "lda-challenger"):
+        assert key[name] == profile["CRIMES_LAKE_READER_ACCESS_KEY"], name
+    assert key["mlflow"] == profile["MLFLOW_STORE_ACCESS_KEY"]
+    assert key["gateway"] is None
+    assert "AWS_SECRET_ACCESS_KEY" not in services["gateway"]["environment"]
+    root = "a-root-password-no-other-setting-has"
+    rendered = compose_config(env={**LOCAL_PROFILE, "MINIO_ROOT_PASSWORD": root})
+    assert rendered.returncode == 0, rendered.stderr
+    holding_root = {
+        name
+        for name, service in yaml.safe_load(rendered.stdout)["services"].items()
+        if root in str(service.get("environment"))
+    }
+    assert holding_root == {"minio", "minio-buckets"}
+
+
+def test_the_bucket_job_makes_each_user_with_a_policy_on_its_own_bucket_only() -> None:
+    script = (MINIO / "setup.sh").read_text()
+    assert subprocess.run(["sh", "-n", str(MINIO / "setup.sh")], check=False).returncode == 0
+    for policy, access_key in (
+        ("lake-writer", "CRIMES_LAKE_WRITER_ACCESS_KEY"),
+        ("lake-reader", "CRIMES_LAKE_READER_ACCESS_KEY"),
+        ("mlflow-store", "MLFLOW_STORE_ACCESS_KEY"),
+    ):
+        assert re.search(rf"^user {policy} \"\${access_key}\"", script, re.MULTILINE), policy
+    reader = _policy("lake-reader")
+    assert reader == {
+        "arn:aws:s3:::data": {"s3:ListBucket", "s3:GetBucketLocation"},
+        "arn:aws:s3:::data/*": {"s3:GetObject"},
+    }
+    for policy, bucket in (("lake-writer", "data"), ("mlflow-store", "mlflow")):
+        allowed = _policy(policy)
+        assert set(allowed) == {f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"}, policy
+        assert {"s3:PutObject", "s3:DeleteObject"} <= allowed[f"arn:aws:s3:::{bucket}/*"]
+        assert not any("*" in action for actions in allowed.values() for action in actions)

@@ -11,11 +11,18 @@ from pathlib import Path
 import pytest
 
 from crimes.local.launch import CRIMES
+from crimes.local.portal_double import admitting
 from crimes.local.stack import free_port
 
 
 def run_etl(source: str, lake: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "CRIMES_LAKE_ROOT": f"file://{lake}/data", "CRIMES_MAX_ATTEMPTS": "1"}
+    env = {
+        **os.environ,
+        "CRIMES_LAKE_ROOT": f"file://{lake}/data",
+        "CRIMES_MAX_ATTEMPTS": "1",
+        "CRIMES_SOURCE_FOLDER": str(lake.parent),
+        **admitting(),
+    }
     return subprocess.run(
         [CRIMES, "etl", "--source", source],
         capture_output=True, text=True, timeout=120, check=False, env=env, cwd=lake.parent,
@@ -50,6 +57,31 @@ def test_bad_input_is_one_line_and_exit_2(
     assert message in said(result)[0]
     assert "Traceback" not in result.stderr + result.stdout
     assert not (tmp_path / "lake" / "data").exists()  # nothing stored
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("/etc/hostname", "is not under"),
+        ("file:///etc/hostname", "is not under"),
+        ("{folder}/../../etc/hostname", "is not under"),
+        ("http://169.254.169.254/latest/meta-data", "host '169.254.169.254' is not allowed"),
+        ("https://example.org", "host 'example.org' is not allowed"),
+        ("https://user:secret@127.0.0.1:1", "credentials in the URL are refused"),
+        ("ftp://127.0.0.1/crimes.csv", "unsupported source"),
+    ],
+)
+def test_a_source_the_policy_refuses_is_one_line_and_exit_2(
+    tmp_path: Path, source: str, message: str
+) -> None:
+    """Refused before any request or read: the settings allow the double's loopback host and
+    this test's folder only."""
+    result = run_etl(source.format(folder=tmp_path), tmp_path / "lake")
+    assert result.returncode == 2, result.stderr
+    assert len(said(result)) == 1, result.stderr
+    assert message in said(result)[0]
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "lake" / "data").exists()
 
 
 def test_an_unreachable_source_is_one_line_and_exit_1(tmp_path: Path) -> None:

@@ -188,9 +188,11 @@ def test_malformed_rows_never_corrupt_what_was_published(
         )
     )
     with pytest.raises(pipeline.EtlError, match="only 0 usable rows of 500"):
-        pipeline.run_etl(EtlSettings(source=str(garbage), year=YEAR), lake)
+        pipeline.run_etl(EtlSettings(source=str(garbage), year=YEAR, source_folder=tmp_path), lake)
     missing_columns = tmp_path / "missing.json"
     missing_columns.write_text(json.dumps([{"id": "1", "date": "2024-01-01T00:00:00.000"}]))
     with pytest.raises(ValueError, match="not Chicago crime records: missing the columns"):
-        pipeline.run_etl(EtlSettings(source=str(missing_columns), year=YEAR), lake)
+        pipeline.run_etl(
+            EtlSettings(source=str(missing_columns), year=YEAR, source_folder=tmp_path), lake
+        )
     assert _published_bytes(lake) == before

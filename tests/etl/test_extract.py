@@ -49,6 +49,10 @@ def etl_settings(source: str, **overrides: Any) -> EtlSettings:
         "max_attempts": 3,
         "backoff_seconds": 0.001,
         "request_timeout_seconds": 10.0,
+        # The double on 127.0.0.1 over plain http, and the hosts the transports below play.
+        "source_hosts": "data.cityofchicago.org,127.0.0.1,portal.test",
+        "source_allow_loopback_http": True,
+        "source_folder": None,
     }
     values.update(overrides)
     return EtlSettings(**values)
@@ -378,7 +382,7 @@ def test_read_file_reads_parquet_and_extract_takes_file_urls(
     path = tmp_path / "raw.parquet"
     downloaded.frame.to_parquet(path)
 
-    result = extract(etl_settings(path.as_uri()))
+    result = extract(etl_settings(path.as_uri(), source_folder=tmp_path))
     assert (result.fmt, result.rows) == ("parquet", SAMPLE_ROWS)
     assert_raw_text(result.frame)
     assert records(result.frame) == records(downloaded.frame)
@@ -438,7 +442,7 @@ def test_a_page_cut_short_with_valid_json_is_caught_by_the_count() -> None:
         offset = int(request.url.params["$offset"])
         return httpx.Response(200, json=rows[offset : offset + (2 if offset == 0 else 1)])
 
-    settings = etl_settings("http://portal.test", page_size=2)
+    settings = etl_settings("https://portal.test", page_size=2)
     with pytest.raises(ExtractError, match="counts 5 rows but paging ended after 3"):
         download_portal(settings, transport=_serve(cuts_the_second_page, count=5))
 
@@ -450,12 +454,12 @@ def test_an_unreadable_count_is_refused() -> None:
         return httpx.Response(200, json=[{"id": "1"}])
 
     with pytest.raises(ExtractError, match="unreadable count"):
-        download_portal(etl_settings("http://portal.test"), transport=httpx.MockTransport(answer))
+        download_portal(etl_settings("https://portal.test"), transport=httpx.MockTransport(answer))
 
 
 def test_a_server_ignoring_limit_or_offset_is_refused() -> None:
     rows = [{"id": str(i)} for i in range(5)]
-    settings = etl_settings("http://portal.test", page_size=2)
+    settings = etl_settings("https://portal.test", page_size=2)
 
     def ignores_limit(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, json=rows)
@@ -478,7 +482,7 @@ def test_a_body_that_is_not_records() -> None:
         ]
     )
     result = download_portal(
-        etl_settings("http://portal.test"), transport=_serve(lambda _: next(answers))
+        etl_settings("https://portal.test"), transport=_serve(lambda _: next(answers))
     )
     # No X-SODA2-Fields header: the records' keys give the columns; odd JSON types become text.
     assert records(result.frame) == [{"id": "1", "arrest": "true", "n": "1.5"}]
@@ -487,4 +491,4 @@ def test_a_body_that_is_not_records() -> None:
         return httpx.Response(200, json={"error": True, "message": "nope"})
 
     with pytest.raises(ExtractError, match="not a list of records"):
-        download_portal(etl_settings("http://portal.test"), transport=_serve(error_object))
+        download_portal(etl_settings("https://portal.test"), transport=_serve(error_object))

@@ -89,7 +89,7 @@ def test_the_export_buttons_csv_gives_the_same_features(
         exported[["Latitude", "Longitude"]] = None  # coordinates only in Location
     path = tmp_path / "Crimes_-_2024.csv"
     exported.to_csv(path, index=False)
-    from_export = extract(EtlSettings(source=str(path))).frame
+    from_export = extract(EtlSettings(source=str(path), source_folder=tmp_path)).frame
     expected, expected_report = preprocess(rows)
     features, report = preprocess(from_export)
     assert report.dropped == expected_report.dropped

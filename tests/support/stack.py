@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from crimes.lake.settings import lake_settings
-from crimes.local import stack
+from crimes.local import portal_double, stack
 from crimes.local.portal_double import PortalDouble
 from crimes.local.settings import StackSettings
 from crimes.local.stack import backend
@@ -53,7 +53,8 @@ def stack_settings(tmp_path_factory: pytest.TempPathFactory) -> StackSettings:
 def stack_env(stack_settings: StackSettings) -> Iterator[dict[str, str]]:
     """The stack is up; its client settings are in os.environ for the whole session."""
     stack.up(stack_settings)
-    env = stack.env_exports(stack_settings)
+    # The ETL reads the session's portal double (plain http on 127.0.0.1, refused by default).
+    env = stack.env_exports(stack_settings) | portal_double.admitting()
     with pytest.MonkeyPatch.context() as patch:
         for name, value in env.items():
             patch.setenv(name, value)

@@ -208,7 +208,9 @@ def test_a_worse_retrain_on_a_skewed_extract_is_only_challenger(
     pointer = layout.pointer_key(YEAR)
     published = lake.read_bytes(pointer)
     try:
-        manifest = etl.run_etl(EtlSettings(source=str(extract), year=YEAR), lake)
+        manifest = etl.run_etl(
+            EtlSettings(source=str(extract), year=YEAR, source_folder=extract.parent), lake
+        )
         assert manifest["transformation_version"] != trained["transformation_version"]
         summaries = training.run_training(TrainingSettings(year=YEAR, trials=2, cv_folds=2))
     finally:

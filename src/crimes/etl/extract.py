@@ -24,6 +24,7 @@ import pandas as pd
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 from tenacity.wait import wait_exponential
 
+from crimes.etl import source_policy
 from crimes.etl.preprocess import SchemaError, portal_column_names
 from crimes.etl.settings import EtlSettings
 from crimes.ops.logs import get_logger
@@ -44,6 +45,7 @@ Format = Literal["api", "csv", "json", "parquet", "synthetic"]
 # The source naming the project's labelled synthetic sample: `synthetic` or `synthetic:ROWS`.
 SYNTHETIC_SCHEME = "synthetic"
 SYNTHETIC_DEFAULT_ROWS = 20_000
+MAX_REDIRECTS = 5
 
 
 class ExtractError(RuntimeError):
@@ -101,10 +103,9 @@ def download_portal(
     them and play servers that misbehave in ways the portal double does not.
     """
     url, base_params = dataset_request(settings)
+    source_policy.check_url(url, settings)
     source = str(httpx.URL(url, params=base_params))
     headers = {"Accept": "application/json"}
-    if settings.app_token is not None:
-        headers["X-App-Token"] = settings.app_token.get_secret_value()
     started = time.perf_counter()
     frames: list[pd.DataFrame] = []
     columns: list[str] = []
@@ -114,7 +115,8 @@ def download_portal(
     with httpx.Client(
         headers=headers,
         timeout=httpx.Timeout(settings.request_timeout_seconds),
-        follow_redirects=True,
+        # Followed by hand (_get): each place is checked, and the token stays at home.
+        follow_redirects=False,
         transport=transport,
     ) as client:
         log.info("extract.download.start", url=source, page_size=settings.page_size)
@@ -238,7 +240,7 @@ def _fetch_page(
         for attempt in retrying:
             with attempt:
                 attempts += 1
-                return _get_page(client, url, params, where)
+                return _get_page(client, url, params, where, settings)
     except _TransientError as error:
         raise SourceUnreachable(
             f"{where} failed after {attempts} attempts; last error: {error.reason}"
@@ -247,10 +249,10 @@ def _fetch_page(
 
 
 def _get_page(
-    client: httpx.Client, url: str, params: Mapping[str, str], where: str
+    client: httpx.Client, url: str, params: Mapping[str, str], where: str, settings: EtlSettings
 ) -> tuple[list[dict[str, Any]], list[str]]:
     try:
-        response = client.get(url, params=params)
+        response = _get(client, url, params, settings)
     except httpx.TimeoutException as error:
         raise _TransientError(f"timeout ({type(error).__name__}: {error})") from error
     except httpx.TransportError as error:
@@ -274,6 +276,27 @@ def _get_page(
     if not isinstance(payload, list) or not all(isinstance(row, dict) for row in payload):
         raise ExtractError(f"{where} answered a JSON document that is not a list of records")
     return payload, _soda_fields(response.headers.get("X-SODA2-Fields"))
+
+
+def _get(
+    client: httpx.Client, url: str, params: Mapping[str, str] | None, settings: EtlSettings
+) -> httpx.Response:
+    """GET, following redirects only to places the source policy allows; the app token is
+    sent only to the configured source's own origin."""
+    for _ in range(MAX_REDIRECTS + 1):
+        headers = {}
+        if settings.app_token is not None and source_policy.same_origin(url, settings.source):
+            headers["X-App-Token"] = settings.app_token.get_secret_value()
+        response = client.get(url, params=params, headers=headers)
+        if not response.has_redirect_location:
+            return response
+        target = str(response.url.join(response.headers["Location"]))
+        try:
+            source_policy.check_url(target, settings)
+        except source_policy.SourceRefused as error:
+            raise ExtractError(f"{response.url} redirected to a refused place: {error}") from error
+        url, params = target, None
+    raise ExtractError(f"{url}: more than {MAX_REDIRECTS} redirects")
 
 
 def _snippet(response: httpx.Response) -> str:
@@ -435,7 +458,8 @@ def synthetic_sample(source: str, year: int) -> Extracted:
 
 
 def extract(settings: EtlSettings) -> Extracted:
-    """The raw records `settings.source` names: an http(s) Socrata server or a local file."""
+    """The raw records `settings.source` names: a Socrata server or a local file, once the
+    source policy admits it (SourceRefused otherwise)."""
     source = settings.source.strip()
     scheme = urlsplit(source).scheme.lower()
     if source.split(":", 1)[0] == SYNTHETIC_SCHEME:
@@ -443,7 +467,7 @@ def extract(settings: EtlSettings) -> Extracted:
     if scheme in ("http", "https"):
         result = download_portal(settings)
     elif scheme in ("", "file") or Path(source).exists():
-        result = read_file(source)
+        result = read_file(str(source_policy.check_file(_local_path(source), settings)))
     else:
         raise ExtractError(f"unsupported source {source!r}: expected http(s)://, file:// or a path")
     if result.fmt != "api":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Final
 
 from pydantic import AliasChoices, Field, SecretStr
@@ -15,9 +16,16 @@ class EtlSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="CRIMES_", extra="ignore", validate_by_name=True)
 
-    # The Chicago Data Portal by default; an http(s) URL of any server speaking the Socrata API,
-    # or a local file (CSV, CSV.gz, JSON, Parquet) in either of the portal's export formats.
+    # The Chicago Data Portal by default; an https URL of a server speaking the Socrata API on
+    # an allowed host, or a local file (CSV, CSV.gz, JSON, Parquet) in either of the portal's
+    # export formats under `source_folder` (crimes.etl.source_policy).
     source: str = PORTAL_URL
+    # The hosts an https source (and every redirect) may name, comma-separated.
+    source_hosts: str = "data.cityofchicago.org"
+    # Plain http to a listed loopback host (a portal double on this machine); off by default.
+    source_allow_loopback_http: bool = False
+    # The one folder source files are read from; unset, no file is read.
+    source_folder: Path | None = None
     year: int = Field(default=2024, ge=2001, le=2100)
     app_token: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("CRIMES_APP_TOKEN", "SOCRATA_APP_TOKEN")

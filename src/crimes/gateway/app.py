@@ -53,6 +53,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
                 address=address,
                 deadline_seconds=settings.deadline_seconds,
                 retries=settings.retries,
+                tls=settings.model_tls,
             )
             for kind, address in (("dtc", settings.dtc_address), ("lda", settings.lda_address))
         }
@@ -130,6 +131,7 @@ def _shadow(settings: GatewaySettings, predictor: Predictor, metrics: GatewayMet
             address=address,
             deadline_seconds=settings.shadow_deadline_seconds,
             retries=0,
+            tls=settings.model_tls,
         )
         for kind, address in settings.challenger_addresses().items()
     }

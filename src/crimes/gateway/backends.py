@@ -17,6 +17,7 @@ from dns.exception import DNSException
 
 from crimes.ops import requests, tracing
 from crimes.ops.logs import get_logger
+from crimes.ops.tls import ClientTls
 from crimes.proto_gen.inference import grpc_service_pb2 as pb
 from crimes.proto_gen.inference import grpc_service_pb2_grpc as pb_grpc
 from crimes.protocol import inference
@@ -92,6 +93,23 @@ def channel_options() -> list[tuple[str, Any]]:
     ]
 
 
+def open_channel(
+    target: str,
+    tls: ClientTls | None,
+    options: list[tuple[str, Any]] | None = None,
+    interceptors: Sequence[grpc.aio.ClientInterceptor] | None = None,
+) -> grpc.aio.Channel:
+    """A channel to a model service: TLS when the settings give a CA, plaintext otherwise."""
+    if tls is None:
+        return grpc.aio.insecure_channel(target, options=options, interceptors=interceptors)
+    return grpc.aio.secure_channel(
+        target,
+        tls.credentials("CRIMES_GATEWAY_MODEL_"),
+        options=[*(options or []), *tls.options()],
+        interceptors=interceptors,
+    )
+
+
 def replicas(address: str) -> list[str]:
     """The host:port of every replica an address names now: DNS names resolve to all their IPs,
     through the DNS server the address names (`dns://10.0.0.10:53/dtc:50051`) or the host's."""
@@ -131,10 +149,11 @@ class ModelService:
     deadline_seconds: float
     retries: int
     state: ServiceState = field(default_factory=ServiceState)
+    tls: ClientTls | None = None
 
     def __post_init__(self) -> None:
-        self.channel = grpc.aio.insecure_channel(
-            self.address, options=channel_options(), interceptors=tracing.grpc_client_interceptors()
+        self.channel = open_channel(
+            self.address, self.tls, channel_options(), tracing.grpc_client_interceptors()
         )
         self.stub = pb_grpc.GRPCInferenceServiceStub(self.channel)
         self._refreshing: asyncio.Task[ServiceState] | None = None
@@ -246,7 +265,7 @@ async def replica_states(service: ModelService) -> list[dict[str, Any]]:
     """Each replica's own state, through a short-lived channel to that replica alone."""
 
     async def one(target: str) -> dict[str, Any]:
-        async with grpc.aio.insecure_channel(target) as channel:
+        async with open_channel(target, service.tls) as channel:
             stub = pb_grpc.GRPCInferenceServiceStub(channel)
             state = await metadata_state(stub, service.model_name, service.deadline_seconds)
         return {"address": target, **state.as_dict()}

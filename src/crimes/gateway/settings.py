@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from crimes.ops import tls
 from crimes.settings import deployment_file, deployment_port
 
 
@@ -75,6 +77,39 @@ class GatewaySettings(BaseSettings):
     # (buckets - 1) / records: ~0.01 at 5,000, ~0.05 at 1,000).
     drift_window_records: int = Field(default=5000, ge=100, le=1_000_000)
     drift_min_records: int = Field(default=1000, ge=1)
+
+    # TLS to the model services (crimes.ops.tls): the CA that signed their certificates turns
+    # it on; a certificate and key of the gateway's own when they require clients to present
+    # one; the name their certificates carry when the address dialled is not it.
+    model_tls_ca_file: Path | None = None
+    model_tls_cert_file: Path | None = None
+    model_tls_key_file: Path | None = None
+    model_tls_server_name: str | None = None
+
+    @model_validator(mode="after")
+    def _tls_files(self) -> GatewaySettings:
+        tls.check_files(
+            "CRIMES_GATEWAY_MODEL_",
+            ca_file=self.model_tls_ca_file,
+            cert_file=self.model_tls_cert_file,
+            key_file=self.model_tls_key_file,
+        )
+        if self.model_tls_cert_file is not None and self.model_tls_ca_file is None:
+            raise ValueError(
+                "CRIMES_GATEWAY_MODEL_TLS_CERT_FILE needs CRIMES_GATEWAY_MODEL_TLS_CA_FILE"
+            )
+        return self
+
+    @property
+    def model_tls(self) -> tls.ClientTls | None:
+        if self.model_tls_ca_file is None:
+            return None
+        return tls.ClientTls(
+            self.model_tls_ca_file,
+            self.model_tls_cert_file,
+            self.model_tls_key_file,
+            self.model_tls_server_name,
+        )
 
     @field_validator("api_key", mode="after")
     @classmethod

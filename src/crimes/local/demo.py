@@ -20,6 +20,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
+from urllib.request import url2pathname
 
 import httpx
 
@@ -55,6 +57,7 @@ def choose_source(announce: Callable[[str], None]) -> str:
     named = os.environ.get("CRIMES_SOURCE")
     if named:
         announce(f"      data source: {named} (CRIMES_SOURCE)")
+        admit_named_file(named, announce)
         return named
     if portal_answers():
         announce(f"      data source: the Chicago Data Portal ({PORTAL_URL})")
@@ -66,6 +69,18 @@ def choose_source(announce: Callable[[str], None]) -> str:
     )
     log.warning("demo.synthetic_source", reason="portal unreachable and CRIMES_SOURCE unset")
     return SYNTHETIC_SOURCE
+
+
+def admit_named_file(source: str, announce: Callable[[str], None]) -> None:
+    """The ETL reads files only under CRIMES_SOURCE_FOLDER; naming a file to the demo names
+    its folder too, unless a folder is already set."""
+    if urlsplit(source).scheme.lower() in ("http", "https", "synthetic"):
+        return
+    path = Path(url2pathname(urlsplit(source).path) if source.startswith("file:") else source)
+    if os.environ.get("CRIMES_SOURCE_FOLDER") or not path.is_file():
+        return
+    os.environ["CRIMES_SOURCE_FOLDER"] = str(path.resolve().parent)
+    announce(f"      source files read from: {path.resolve().parent} (CRIMES_SOURCE_FOLDER)")
 
 
 class Progress:
@@ -232,7 +247,11 @@ def run(announce: Callable[[str], None] = print) -> dict[str, Any]:
             state_dir,
             name,
             ["serve", kind, "--port", str(port), "--metrics-port", str(port + METRICS_OFFSET)],
-            {"CRIMES_MODEL_LOCAL_DIR": str(state_dir / "serving" / name)},
+            # Model services read the object store with the reader's credentials only.
+            {
+                **stack.read_only(os.environ),
+                "CRIMES_MODEL_LOCAL_DIR": str(state_dir / "serving" / name),
+            },
         )
     for _, kind, port in replicas:
         address = f"127.0.0.1:{port}"
@@ -252,7 +271,8 @@ def run(announce: Callable[[str], None] = print) -> dict[str, Any]:
             deployment,
             ["serve", deployment, "--port", str(port), "--metrics-port",
              str(port + METRICS_OFFSET)],
-            {"CRIMES_MODEL_LOCAL_DIR": str(state_dir / "serving" / deployment)},
+            {**stack.read_only(os.environ),
+             "CRIMES_MODEL_LOCAL_DIR": str(state_dir / "serving" / deployment)},
         )  # fmt: skip
 
     progress("starting the gateway and asking it the reference example")

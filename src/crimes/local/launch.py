@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from crimes.local.stack import free_port
+from crimes.local.stack import free_port, read_only
 from crimes.ops.probe import grpc_serving, http_ok
+from crimes.ops.tls import ClientTls
 from crimes.registry import MODELS
 
 CRIMES = str(Path(sys.executable).parent / "crimes")
@@ -46,6 +47,8 @@ class LocalProcess:
     metrics_port: int | None = None
     # The address it listens on (a model service may be told another loopback address).
     host: str = "127.0.0.1"
+    # How a model service with TLS on is probed.
+    tls: ClientTls | None = None
 
     @property
     def address(self) -> str:
@@ -57,7 +60,7 @@ class LocalProcess:
 
     def healthy(self) -> bool:
         if self.kind in SERVED:
-            return grpc_serving(self.address, SERVED[self.kind], timeout=1.0)[0]
+            return grpc_serving(self.address, SERVED[self.kind], timeout=1.0, tls=self.tls)[0]
         return http_ok(f"{self.url}/health/live")[0]
 
     def alive(self) -> None:
@@ -68,7 +71,7 @@ class LocalProcess:
     def live(self) -> bool:
         """Up and answering, ready or not (a model service without a version is live)."""
         if self.kind in SERVED:
-            return grpc_serving(self.address, "liveness", timeout=1.0)[0]
+            return grpc_serving(self.address, "liveness", timeout=1.0, tls=self.tls)[0]
         return http_ok(f"{self.url}/health/live")[0]
 
     def wait_healthy(self, timeout: float = 90.0, *, ready: bool = True) -> None:
@@ -153,7 +156,8 @@ def serve(
     **fields: Any,
 ) -> P:
     """`crimes serve <kind>` on a free port (unless given): model services also get a free
-    metrics port and their own local model copy folder (unless `env` names one)."""
+    metrics port, their own local model copy folder (unless `env` names one), and the
+    object store's reader credentials instead of the writer's (as in compose)."""
     port = port or free_port()
     argv = [CRIMES, "serve", kind, "--port", str(port)]
     service_env = dict(env)
@@ -161,6 +165,10 @@ def serve(
         metrics_port = free_port()
         argv += ["--metrics-port", str(metrics_port)]
         service_env.setdefault("CRIMES_MODEL_LOCAL_DIR", str(folder / f"{kind}-{port}"))
+        reader = read_only({**os.environ, **service_env})
+        service_env |= {
+            k: reader[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY") if k in reader
+        }
         fields.setdefault("metrics_port", metrics_port)
     return start(cls, kind, [*argv, *extra], port, folder, service_env, **fields)
 

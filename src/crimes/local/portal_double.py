@@ -287,6 +287,12 @@ class _Handler(BaseHTTPRequestHandler):
         log.debug("portal_double.http", line=format % args)
 
 
+def admitting(host: str = "127.0.0.1") -> dict[str, str]:
+    """The ETL settings (as environment variables) that let its source policy read a double on
+    `host`: plain http on a loopback host, which the defaults refuse."""
+    return {"CRIMES_SOURCE_HOSTS": host, "CRIMES_SOURCE_ALLOW_LOOPBACK_HTTP": "true"}
+
+
 class PortalDouble:
     """A Socrata SODA server for the crime datasets on 127.0.0.1, in a background thread.
 
@@ -347,6 +353,10 @@ class PortalDouble:
             raise RuntimeError("the portal double is not started")
         host, port = self._server.server_address[:2]
         return f"http://{host!s}:{port}"
+
+    @property
+    def admitted(self) -> dict[str, str]:
+        return admitting(urlsplit(self.url).hostname or self._host)
 
     @property
     def requests(self) -> list[RecordedRequest]:

@@ -29,9 +29,13 @@ class StackSettings(BaseSettings):
     mlflow_port: int = 5001
     swift_port: int = 8070
     swift_backend_base_port: int = 6200
-    # Throw-away credentials of the local Swift profile only (tempauth user test:tester).
+    # Throw-away credentials of the local Swift profile only: the writer (tempauth user
+    # test:tester, the account's admin) and the reader the model services get (test:reader,
+    # read access to the data lake's bucket only).
     swift_access_key: str = "test:tester"
     swift_secret_key: SecretStr = SecretStr("testing")
+    swift_reader_access_key: str = "test:reader"
+    swift_reader_secret_key: SecretStr = SecretStr("reading")
     start_timeout_seconds: float = 90.0
     # What `crimes demo` adds on top: Airflow's API, the model services and the gateway.
     airflow_port: int = 8080

@@ -3,13 +3,22 @@ an HTTP GET. Exit status 0 means healthy (what Docker and Kubernetes expect of a
 
 from __future__ import annotations
 
+from crimes.ops.tls import ClientTls
 
-def grpc_serving(address: str, service: str = "", timeout: float = 3.0) -> tuple[bool, str]:
+
+def grpc_serving(
+    address: str, service: str = "", timeout: float = 3.0, tls: ClientTls | None = None
+) -> tuple[bool, str]:
     """Whether `grpc.health.v1.Health/Check` says SERVING for `service` at `address`."""
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    with grpc.insecure_channel(address) as channel:
+    channel = (
+        grpc.insecure_channel(address)
+        if tls is None
+        else grpc.secure_channel(address, tls.credentials("probe "), options=tls.options())
+    )
+    with channel:
         stub = health_pb2_grpc.HealthStub(channel)
         try:
             answer = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)

@@ -20,10 +20,18 @@ MetricsPortOption = Annotated[
 
 
 def _run_model_service(deployment: str, port: int | None, metrics_port: int | None) -> None:
+    from pydantic import ValidationError
+
     from crimes.serving.settings import load_settings
     from crimes.serving.transport import apply_grpc_experiments
+    from crimes.settings import describe
 
-    settings = load_settings(deployment, port=port, metrics_port=metrics_port)
+    try:
+        settings = load_settings(deployment, port=port, metrics_port=metrics_port)
+    except ValidationError as error:
+        # Settings that cannot serve: one line and exit 2, never a traceback.
+        typer.echo(f"crimes serve {deployment}: {describe(error)}", err=True)
+        raise typer.Exit(2) from None
     applied = apply_grpc_experiments(settings.grpc_experiments)
 
     from crimes.serving.server import run

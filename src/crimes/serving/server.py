@@ -304,7 +304,11 @@ class ModelServer:
         enable_reflection(server, [SERVICE, "grpc.health.v1.Health"])
         await self.health.set_serving(False)
         address = f"{self.settings.host}:{self.settings.port}"
-        self.port = server.add_insecure_port(address)
+        server_tls = self.settings.tls
+        if server_tls is None:
+            self.port = server.add_insecure_port(address)
+        else:
+            self.port = server.add_secure_port(address, server_tls.credentials("CRIMES_MODEL_"))
         if self.port == 0:
             raise RuntimeError(f"could not listen on {address}")
         await server.start()
@@ -317,6 +321,7 @@ class ModelServer:
             alias=self.settings.alias,
             host=self.settings.host,
             port=self.port,
+            tls="mutual" if self.settings.tls_client_ca_file else bool(server_tls),
             metrics_port=self.metrics_port,
             tracking_uri=self.settings.tracking_uri,
         )

@@ -10,10 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from crimes import registry
+from crimes.ops import tls
 from crimes.settings import DEFAULT_STATE_DIR, deployment_file
 
 
@@ -91,6 +92,30 @@ class ModelServerSettings(BaseSettings):
     max_connection_age_seconds: float = Field(default=20.0, gt=0)
     max_connection_age_grace_seconds: float = Field(default=5.0, ge=0)
 
+    # TLS on the gRPC port (crimes.ops.tls): a certificate and its key turn it on; a client CA
+    # also requires every client to present a certificate that CA signed.
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    tls_client_ca_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _tls_files_together(self) -> ModelServerSettings:
+        tls.check_files(
+            "CRIMES_MODEL_",
+            cert_file=self.tls_cert_file,
+            key_file=self.tls_key_file,
+            client_ca_file=self.tls_client_ca_file,
+        )
+        if self.tls_client_ca_file is not None and self.tls_cert_file is None:
+            raise ValueError("CRIMES_MODEL_TLS_CLIENT_CA_FILE needs CRIMES_MODEL_TLS_CERT_FILE")
+        return self
+
+    @property
+    def tls(self) -> tls.ServerTls | None:
+        if self.tls_cert_file is None or self.tls_key_file is None:
+            return None
+        return tls.ServerTls(self.tls_cert_file, self.tls_key_file, self.tls_client_ca_file)
+
     @property
     def local_copy_dir(self) -> Path:
         return self.local_dir / self.name / "last-good"
@@ -111,3 +136,23 @@ class ServiceAddress(BaseSettings):
 
     name: str = Field(min_length=1)
     port: int = Field(ge=1, le=65535)
+    # With TLS on, the probe verifies the service's certificate with this CA (by default the
+    # certificate itself: enough for a self-signed one) under this name (by default
+    # "localhost"), and presents the service's own certificate when clients must.
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    tls_client_ca_file: Path | None = None
+    tls_probe_ca_file: Path | None = None
+    tls_probe_server_name: str = "localhost"
+
+    @property
+    def client_tls(self) -> tls.ClientTls | None:
+        if self.tls_cert_file is None:
+            return None
+        mutual = self.tls_client_ca_file is not None
+        return tls.ClientTls(
+            ca_file=self.tls_probe_ca_file or self.tls_cert_file,
+            cert_file=self.tls_cert_file if mutual else None,
+            key_file=self.tls_key_file if mutual else None,
+            server_name=self.tls_probe_server_name,
+        )

@@ -13,7 +13,16 @@ from typer.testing import CliRunner
 
 from crimes.lake.settings import LakeSettings
 from crimes.local.settings import StackSettings
-from crimes.local.stack import StackError, backend, env_exports, mlflow_server, status, swift, up
+from crimes.local.stack import (
+    StackError,
+    backend,
+    env_exports,
+    mlflow_server,
+    read_only,
+    status,
+    swift,
+    up,
+)
 from crimes.local.stack.cli import app, export_lines
 from tests.conftest import PROJECT_ROOT
 
@@ -43,6 +52,7 @@ def test_env_exports_of_the_swift_profile_configure_the_lake_settings(
     assert env["CRIMES_LAKE_S3_ENDPOINT_URL"] == env["MLFLOW_S3_ENDPOINT_URL"]
     assert env["MLFLOW_S3_ENDPOINT_URL"] == "http://127.0.0.1:8999"
     assert (env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"]) == ("test:tester", "testing")
+    assert env["CRIMES_STACK_LAKE_READER_ACCESS_KEY_ID"] == "test:reader"
     assert env["AWS_DEFAULT_REGION"] == "us-east-1"
 
     for name, value in env.items():
@@ -106,6 +116,8 @@ def test_swift_configs_wire_s3api_and_tempauth_from_the_settings(tmp_path: Path)
         swift_backend_base_port=7100,
         swift_access_key="lake:writer",
         swift_secret_key=SecretStr("pa55"),
+        swift_reader_access_key="lake:reader",
+        swift_reader_secret_key=SecretStr("r3ad"),
     )
     state = (tmp_path / "stack").resolve()
     servers = swift.write_configs(settings, state)
@@ -122,11 +134,38 @@ def test_swift_configs_wire_s3api_and_tempauth_from_the_settings(tmp_path: Path)
         *("listing_formats", "s3api", "tempauth", "copy", "slo", "dlo", "proxy-logging"),
         "proxy-server",
     ]
-    assert "user_lake_writer = pa55 .admin" in proxy
+    users = [line for line in proxy.splitlines() if line.startswith("user_")]
+    # The reader is in no group: it may do only what the buckets' ACLs grant it.
+    assert users == ["user_lake_writer = pa55 .admin", "user_lake_reader = r3ad"]
     assert "bind_ip = 127.0.0.1" in proxy
     assert (state / "swift" / "proxy-server.conf").stat().st_mode & 0o077 == 0
     assert (state / "swift" / "node" / "d1").is_dir()
     assert servers[0].argv()[0] == "/usr/bin/swift-object-server"
+
+
+@pytest.mark.parametrize(
+    ("reader", "message"),
+    [("other:reader", "a user of the writer's account"), ("test:tester", "different users")],
+)
+def test_the_swift_reader_is_another_user_of_the_writers_account(
+    tmp_path: Path, reader: str, message: str
+) -> None:
+    with pytest.raises(StackError, match=message):
+        swift.write_configs(_swift_settings(tmp_path, swift_reader_access_key=reader), tmp_path)
+
+
+def test_read_only_swaps_in_the_readers_credentials(tmp_path: Path) -> None:
+    env = env_exports(_swift_settings(tmp_path))
+    reader = read_only(env)
+    assert (reader["AWS_ACCESS_KEY_ID"], reader["AWS_SECRET_ACCESS_KEY"]) == (
+        "test:reader",
+        "reading",
+    )
+    assert {k: v for k, v in reader.items() if not k.startswith("AWS_")} == {
+        k: v for k, v in env.items() if not k.startswith("AWS_")
+    }
+    folder = env_exports(StackSettings(state_dir=tmp_path / "st"))
+    assert read_only(folder) == folder  # a folder lake has no credentials to swap
 
 
 @pytest.mark.parametrize("key", ["nocolon", "a:b c", ":user"])

@@ -10,6 +10,7 @@ from crimes.local.stack.core import (
     env_exports,
     free_port,
     free_port_block,
+    read_only,
     status,
     up,
 )
@@ -22,6 +23,7 @@ __all__ = [
     "env_exports",
     "free_port",
     "free_port_block",
+    "read_only",
     "status",
     "up",
 ]

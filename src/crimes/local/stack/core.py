@@ -8,7 +8,7 @@ import fcntl
 import random
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -256,7 +256,7 @@ def _up(settings: StackSettings, state_dir: Path) -> None:
         for part in parts:
             _wait_healthy(part, records[part.name], deadline, settings.start_timeout_seconds)
             if part.name == "swift-proxy":
-                _ensure_buckets_until(settings, deadline)
+                _ensure_buckets_until(settings, state_dir, deadline)
     except BaseException:
         if launched:
             log.warning("stack.up_failed_stopping", parts=[r.name for r in launched])
@@ -273,13 +273,15 @@ def _up(settings: StackSettings, state_dir: Path) -> None:
     )
 
 
-def _ensure_buckets_until(settings: StackSettings, deadline: float) -> None:
-    """Create the buckets, retrying while the account/container servers settle."""
+def _ensure_buckets_until(settings: StackSettings, state_dir: Path, deadline: float) -> None:
+    """Create the buckets and grant the reader, retrying while the account/container servers
+    settle."""
     last: list[Exception] = []
 
     def attempt() -> bool:
         try:
             swift.ensure_buckets(settings)
+            swift.grant_reader(settings, state_dir)
         except Exception as exc:
             last[:] = [exc]
             return False
@@ -349,6 +351,23 @@ def status(settings: StackSettings | None = None) -> list[PartStatus]:
     return result
 
 
+# The reader's credentials in a client's environment (model services run with them).
+READER_ACCESS_KEY = "CRIMES_STACK_LAKE_READER_ACCESS_KEY_ID"
+READER_SECRET_KEY = "CRIMES_STACK_LAKE_READER_SECRET_ACCESS_KEY"  # noqa: S105 - a variable name
+
+
+def read_only(env: Mapping[str, str]) -> dict[str, str]:
+    """`env` with the object-store reader's credentials in place of the writer's, when the
+    stack gave a reader (Swift); unchanged otherwise (a folder lake has no credentials)."""
+    if READER_ACCESS_KEY not in env:
+        return dict(env)
+    return {
+        **env,
+        "AWS_ACCESS_KEY_ID": env[READER_ACCESS_KEY],
+        "AWS_SECRET_ACCESS_KEY": env[READER_SECRET_KEY],
+    }
+
+
 def env_exports(settings: StackSettings | None = None) -> dict[str, str]:
     """Environment a client of the stack needs (the data lake, MLflow, S3 credentials)."""
     settings, state_dir = _resolve(settings)
@@ -366,5 +385,8 @@ def env_exports(settings: StackSettings | None = None) -> dict[str, str]:
             "AWS_ACCESS_KEY_ID": settings.swift_access_key,
             "AWS_SECRET_ACCESS_KEY": settings.swift_secret_key.get_secret_value(),
             "AWS_DEFAULT_REGION": swift.REGION,
+            # What a model service gets instead (crimes.local.launch): read-only on the lake.
+            READER_ACCESS_KEY: settings.swift_reader_access_key,
+            READER_SECRET_KEY: settings.swift_reader_secret_key.get_secret_value(),
         }
     return env

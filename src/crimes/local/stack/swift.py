@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pydantic import SecretStr
+
 from crimes.local.settings import StackSettings
 from crimes.local.stack.procs import StackError
 from crimes.ops.logs import get_logger
@@ -32,6 +34,9 @@ BIN_DIR = Path("/usr/bin")
 SWIFT_CONF = Path("/etc/swift/swift.conf")
 REGION = "us-east-1"
 BUCKETS = ("data", "mlflow")
+# What the reader may read: the data lake (its fallback bundles). MLflow's bucket is the MLflow
+# server's own: clients reach its artifacts through the server.
+READABLE_BUCKETS = ("data",)
 INSTALL_HINT = "run `sudo scripts/install-system-deps.sh` (installs Debian's swift packages)"
 
 # Backend kinds and their offset from swift_backend_base_port.
@@ -129,18 +134,36 @@ def check_installed() -> None:
         )
 
 
-def _tempauth_user(settings: StackSettings) -> str:
-    """The tempauth line for the S3 access key `account:user` (S3 secret = Swift password)."""
-    account, sep, user = settings.swift_access_key.partition(":")
+def _tempauth_users(settings: StackSettings) -> str:
+    """The tempauth lines of the writer (the account's admin) and the reader (no group: it
+    may do only what the buckets' ACLs grant it). S3 access key `account:user`, S3 secret =
+    the Swift password."""
+    writer = _tempauth_user("SWIFT", settings.swift_access_key, settings.swift_secret_key)
+    reader = _tempauth_user(
+        "SWIFT_READER", settings.swift_reader_access_key, settings.swift_reader_secret_key
+    )
+    writer_account = settings.swift_access_key.partition(":")[0]
+    if settings.swift_reader_access_key.partition(":")[0] != writer_account:
+        raise StackError(
+            "CRIMES_STACK_SWIFT_READER_ACCESS_KEY must be a user of the writer's account "
+            f"{writer_account!r}, got {settings.swift_reader_access_key!r}"
+        )
+    if settings.swift_reader_access_key == settings.swift_access_key:
+        raise StackError("the Swift reader and writer must be different users")
+    return f"{writer} .admin\n{reader}"
+
+
+def _tempauth_user(setting: str, access_key: str, secret_key: SecretStr) -> str:
+    account, sep, user = access_key.partition(":")
     if not sep or not all(re.fullmatch(r"[A-Za-z0-9_-]+", part) for part in (account, user)):
         raise StackError(
-            "CRIMES_STACK_SWIFT_ACCESS_KEY must look like 'account:user' (letters, digits, _ -), "
-            f"got {settings.swift_access_key!r}"
+            f"CRIMES_STACK_{setting}_ACCESS_KEY must look like 'account:user' (letters, digits, "
+            f"_ -), got {access_key!r}"
         )
-    secret = settings.swift_secret_key.get_secret_value()
+    secret = secret_key.get_secret_value()
     if not secret or any(c.isspace() for c in secret):
-        raise StackError("CRIMES_STACK_SWIFT_SECRET_KEY must be non-empty without whitespace")
-    return f"user_{account}_{user} = {secret} .admin"
+        raise StackError(f"CRIMES_STACK_{setting}_SECRET_KEY must be non-empty without whitespace")
+    return f"user_{account}_{user} = {secret}"
 
 
 def _common(settings: StackSettings, state_dir: Path, port: int, name: str) -> str:
@@ -197,7 +220,7 @@ location = {REGION}
 
 [filter:tempauth]
 use = egg:swift#tempauth
-{_tempauth_user(settings)}
+{_tempauth_users(settings)}
 
 [filter:cache]
 # tempauth refuses to work without a cache middleware; no memcached runs here, so it only
@@ -315,3 +338,79 @@ def ensure_buckets(settings: StackSettings) -> list[str]:
     if created:
         log.info("stack.swift_buckets_created", buckets=created)
     return created
+
+
+# Swift's own in-process client (the one its daemons use), run on Debian's python3: it speaks to
+# the cluster through a private proxy pipeline without the auth middleware. tempauth's own API
+# would need memcached for its tokens, and S3's ACL calls cannot name a user in this mode.
+_INTERNAL_CLIENT = """
+import sys
+from swift.common.internal_client import InternalClient
+from swift.common.swob import Request
+
+conf, account, reader, *containers = sys.argv[1:]
+client = InternalClient(conf, "crimes-stack", 3)
+for container in containers:
+    # As the account's owner: a proxy drops ACL headers from anyone else's request.
+    request = Request.blank(
+        f"/v1/{account}/{container}",
+        environ={"REQUEST_METHOD": "POST", "swift_owner": True},
+        headers={"X-Container-Read": reader},
+    )
+    response = request.get_response(client.app)
+    if response.status_int // 100 != 2:
+        sys.exit(3)
+"""
+
+
+def _internal_client_conf(state_dir: Path) -> Path:
+    base = swift_dir(state_dir)
+    conf = base / "internal-client.conf"
+    conf.write_text(
+        f"""[DEFAULT]
+swift_dir = {base}
+user = {pwd.getpwuid(os.getuid()).pw_name}
+
+[pipeline:main]
+pipeline = catch_errors proxy-logging cache proxy-server
+
+[app:proxy-server]
+use = egg:swift#proxy
+account_autocreate = true
+
+[filter:cache]
+use = egg:swift#memcache
+set log_level = CRITICAL
+
+[filter:proxy-logging]
+use = egg:swift#proxy_logging
+
+[filter:catch_errors]
+use = egg:swift#catch_errors
+"""
+    )
+    return conf
+
+
+def grant_reader(settings: StackSettings, state_dir: Path) -> None:
+    """Give the reader read access (objects and listings) to the readable buckets and nothing
+    else: their containers' read ACL names it (idempotent)."""
+    account = "AUTH_" + settings.swift_access_key.partition(":")[0]
+    proc = subprocess.run(
+        [
+            str(BIN_DIR / "python3"),
+            "-c",
+            _INTERNAL_CLIENT,
+            str(_internal_client_conf(state_dir)),
+            account,
+            settings.swift_reader_access_key,
+            *READABLE_BUCKETS,
+        ],
+        env=clean_env(state_dir),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise StackError(f"could not grant the Swift reader its read ACL: {proc.stderr[-2000:]}")

@@ -1,0 +1,78 @@
+"""Least privilege in the object store, on the session's real Swift (S3 API): the writer's
+credentials (ETL, training) write the data lake; the reader's (model services) read it and
+list it, and nothing more: every write, overwrite and delete is refused and leaves what is
+stored as it was; MLflow's bucket is not theirs to read. A model service started the local way
+gets the reader's credentials."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from crimes.lake.settings import LakeSettings
+from crimes.lake.storage import Lake
+from crimes.local import launch, stack
+from crimes.local.settings import StackSettings
+from crimes.local.stack import core
+
+pytestmark = pytest.mark.e2e
+
+
+def _lake(env: dict[str, str], bucket: str = "data") -> Lake:
+    return Lake(
+        LakeSettings(
+            root=f"s3://{bucket}",
+            s3_endpoint_url=env["CRIMES_LAKE_S3_ENDPOINT_URL"],
+            s3_access_key=SecretStr(env["AWS_ACCESS_KEY_ID"]),
+            s3_secret_key=SecretStr(env["AWS_SECRET_ACCESS_KEY"]),
+        )
+    )
+
+
+def test_the_reader_reads_the_lake_and_cannot_change_it(
+    stack_env: dict[str, str], stack_settings: StackSettings
+) -> None:
+    writer = _lake(stack_env)
+    reader_env = stack.read_only(stack_env)
+    assert reader_env["AWS_ACCESS_KEY_ID"] == stack_settings.swift_reader_access_key
+    assert reader_env["AWS_ACCESS_KEY_ID"] != stack_env["AWS_ACCESS_KEY_ID"]
+    reader = _lake(reader_env)
+
+    key = "least-privilege/probe.txt"
+    writer.write_bytes(key, b"written by the writer")
+    assert reader.read_bytes(key) == b"written by the writer"
+    assert reader.exists(key)
+    assert key in [p.removeprefix("data/") for p in reader.fs.ls(reader._path("least-privilege"))]
+
+    with pytest.raises((PermissionError, OSError)):
+        reader.write_bytes(key, b"changed by the reader")
+    with pytest.raises((PermissionError, OSError)):
+        reader.write_bytes("least-privilege/new.txt", b"x")
+    with pytest.raises((PermissionError, OSError)):
+        reader.fs.rm(reader._path(key))
+    # Nothing it tried took effect (read back with the writer's credentials, uncached).
+    writer.fs.invalidate_cache()
+    assert writer.read_bytes(key) == b"written by the writer"
+    assert not writer.exists("least-privilege/new.txt")
+
+    # MLflow's bucket is the MLflow server's: the reader cannot even list it.
+    with pytest.raises((PermissionError, OSError)):
+        _lake(reader_env, "mlflow").fs.ls("mlflow", refresh=True)
+
+
+def test_a_model_service_started_locally_gets_the_readers_credentials(
+    stack_env: dict[str, str], tmp_path: Path
+) -> None:
+    """As compose gives them: read from the running process's own environment."""
+    service = launch.serve(launch.LocalProcess, "lda", {}, tmp_path)
+    try:
+        environ = Path(f"/proc/{service.process.pid}/environ").read_bytes().split(b"\0")
+        given = dict(item.decode().split("=", 1) for item in environ if b"=" in item)
+    finally:
+        service.stop()
+    assert given["AWS_ACCESS_KEY_ID"] == stack_env[core.READER_ACCESS_KEY]
+    assert given["AWS_SECRET_ACCESS_KEY"] == stack_env[core.READER_SECRET_KEY]
+    assert os.environ["AWS_ACCESS_KEY_ID"] != given["AWS_ACCESS_KEY_ID"]
