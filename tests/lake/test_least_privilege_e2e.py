@@ -69,6 +69,9 @@ def test_a_model_service_started_locally_gets_the_readers_credentials(
     """As compose gives them: read from the running process's own environment."""
     service = launch.serve(launch.LocalProcess, "lda", {}, tmp_path)
     try:
+        # Once it answers: read earlier, while the program is still being started (exec), its
+        # environment can come back empty.
+        service.wait_healthy(ready=False)
         environ = Path(f"/proc/{service.process.pid}/environ").read_bytes().split(b"\0")
         given = dict(item.decode().split("=", 1) for item in environ if b"=" in item)
     finally:
