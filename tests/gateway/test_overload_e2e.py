@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,7 +33,15 @@ from crimes.protocol import inference
 from crimes.registry import artifacts
 from crimes.settings import TrackingSettings
 from tests.gateway.test_gateway_e2e import records
-from tests.support.load import Client, MemorySampler, closed_loop, open_loop, request_bytes, rss_mib
+from tests.support.load import (
+    Client,
+    MemorySampler,
+    closed_loop,
+    open_loop,
+    request_bytes,
+    rss_mib,
+    sender,
+)
 from tests.support.stack import YEAR
 
 pytestmark = pytest.mark.e2e
@@ -96,12 +103,13 @@ def stack_under_test(
             service.stop()
 
 
-def _flat(samples: list[float], start: float) -> tuple[float, float, float]:
+def _flat(samples: list[float], start: float) -> str:
+    """Checks the memory stayed flat; the figures as printed."""
     third = max(1, len(samples) // 3)
     first, last = max(samples[:third]), max(samples[-third:])
     assert last <= first + DRIFT_MIB, f"memory grew: {first:.0f} -> {last:.0f} MiB"
     assert max(samples) <= start + CEILING_MIB, f"memory {max(samples):.0f} MiB from {start:.0f}"
-    return start, max(samples), samples[-1]
+    return f"RSS start/max/end {start:.0f}/{max(samples):.0f}/{samples[-1]:.0f} MiB"
 
 
 def test_the_gateway_at_four_times_its_saturation(
@@ -113,10 +121,10 @@ def test_the_gateway_at_four_times_its_saturation(
 
     async def run() -> tuple[float, Any, list[float], float]:
         client = Client(gateway.host, gateway.port, max_connections=512)
-        warm = await closed_loop(client, requests, workers=16, seconds=3)
+        warm = await closed_loop(sender(client, requests), workers=16, seconds=3)
         assert {a.status for a in warm} == {200}, Counter(a.status for a in warm)
         start_mib = rss_mib(gateway.process.pid)
-        measured = await closed_loop(client, requests, workers=32, seconds=5)
+        measured = await closed_loop(sender(client, requests), workers=32, seconds=5)
         saturation = sum(a.status == 200 for a in measured) / 5
         with MemorySampler(gateway.process.pid) as memory:
             result = await open_loop(client, requests, OVERLOAD * saturation, SECONDS)
@@ -128,9 +136,7 @@ def test_the_gateway_at_four_times_its_saturation(
     print(
         f"\ngateway: saturation {saturation:.0f} req/s; offered {result.offered_per_second:.0f} "
         f"req/s ({OVERLOAD:.0f}x), sent {result.sent_per_second:.0f} req/s for "
-        f"{result.seconds:.1f} s; answers {statuses}; RSS start/max/end "
-        + "/".join(f"{m:.0f}" for m in _flat(samples, start_mib))
-        + " MiB"
+        f"{result.seconds:.1f} s; answers {statuses}; {_flat(samples, start_mib)}"
     )
     assert set(statuses) <= {"200", "503"}, statuses
     assert statuses.get("503", 0) > 0, "the load never exceeded what the gateway takes"
@@ -149,7 +155,7 @@ def test_the_gateway_at_four_times_its_saturation(
     # Once the load is gone it answers as before.
     async def after() -> list[Any]:
         client = Client(gateway.host, gateway.port, max_connections=4)
-        answers = await closed_loop(client, requests, workers=2, seconds=1)
+        answers = await closed_loop(sender(client, requests), workers=2, seconds=1)
         client.close()
         return answers
 
@@ -194,16 +200,7 @@ def test_a_model_service_at_four_times_the_calls_it_admits(
                 return "OK"
 
             async def closed(workers: int, seconds: float) -> Counter[str]:
-                deadline, codes = time.monotonic() + seconds, Counter[str]()
-
-                async def worker(offset: int) -> None:
-                    i = offset
-                    while time.monotonic() < deadline:
-                        codes[await call(i)] += 1
-                        i += workers
-
-                await asyncio.gather(*(worker(w) for w in range(workers)))
-                return codes
+                return Counter(await closed_loop(call, workers, seconds))
 
             await closed(4, 2)
             start_mib = rss_mib(service.process.pid)
@@ -220,9 +217,7 @@ def test_a_model_service_at_four_times_the_calls_it_admits(
     print(
         f"\nlda service: {saturation:.0f} calls/s one at a time (bound {bound}); with "
         f"{OVERLOAD * bound:.0f} calls outstanding for {SECONDS:.0f} s: {goodput:.0f} OK/s, "
-        f"answers {dict(codes)}; RSS start/max/end "
-        + "/".join(f"{m:.0f}" for m in _flat(samples, start_mib))
-        + " MiB"
+        f"answers {dict(codes)}; {_flat(samples, start_mib)}"
     )
     assert set(codes) <= {"OK", "RESOURCE_EXHAUSTED"}, codes
     assert codes["RESOURCE_EXHAUSTED"] > 0, "the load never exceeded the service's bound"

@@ -9,8 +9,12 @@ import asyncio
 import threading
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -94,17 +98,20 @@ class Client:
             connection.writer.close()
 
 
-async def closed_loop(
-    client: Client, requests: list[bytes], workers: int, seconds: float
-) -> list[Answer]:
-    """`workers` clients, each sending its next request when the last is answered."""
+def sender(client: Client, requests: list[bytes]) -> Callable[[int], Awaitable[Answer]]:
+    """Call number i sends the i-th request (in turn) over the client."""
+    return lambda index: client.send(index, requests[index % len(requests)])
+
+
+async def closed_loop(call: Callable[[int], Awaitable[T]], workers: int, seconds: float) -> list[T]:
+    """`workers` clients, each making its next call (numbered) when the last is answered."""
     deadline = time.monotonic() + seconds
-    answers: list[Answer] = []
+    answers: list[T] = []
 
     async def worker(offset: int) -> None:
         index = offset
         while time.monotonic() < deadline:
-            answers.append(await client.send(index, requests[index % len(requests)]))
+            answers.append(await call(index))
             index += workers
 
     await asyncio.gather(*(worker(w) for w in range(workers)))

@@ -104,7 +104,7 @@ def open_channel(
         return grpc.aio.insecure_channel(target, options=options, interceptors=interceptors)
     return grpc.aio.secure_channel(
         target,
-        tls.credentials("CRIMES_GATEWAY_MODEL_"),
+        tls.credentials,
         options=[*(options or []), *tls.options()],
         interceptors=interceptors,
     )

@@ -109,6 +109,7 @@ class GatewaySettings(BaseSettings):
             self.model_tls_cert_file,
             self.model_tls_key_file,
             self.model_tls_server_name,
+            setting_prefix="CRIMES_GATEWAY_MODEL_",
         )
 
     @field_validator("api_key", mode="after")

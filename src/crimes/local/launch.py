@@ -165,10 +165,7 @@ def serve(
         metrics_port = free_port()
         argv += ["--metrics-port", str(metrics_port)]
         service_env.setdefault("CRIMES_MODEL_LOCAL_DIR", str(folder / f"{kind}-{port}"))
-        reader = read_only({**os.environ, **service_env})
-        service_env |= {
-            k: reader[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY") if k in reader
-        }
+        service_env = read_only({**os.environ, **service_env})
         fields.setdefault("metrics_port", metrics_port)
     return start(cls, kind, [*argv, *extra], port, folder, service_env, **fields)
 

@@ -16,7 +16,7 @@ def grpc_serving(
     channel = (
         grpc.insecure_channel(address)
         if tls is None
-        else grpc.secure_channel(address, tls.credentials("probe "), options=tls.options())
+        else grpc.secure_channel(address, tls.credentials, options=tls.options())
     )
     with channel:
         stub = health_pb2_grpc.HealthStub(channel)

@@ -11,6 +11,7 @@ unreadable file stops the program with the setting's name, never a plaintext fal
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -61,10 +62,15 @@ class ClientTls:
     key_file: Path | None = None
     # The name the services' certificates carry, when the address dialled is not it (an IP).
     server_name: str | None = None
+    # How the files' settings are named in errors (e.g. "CRIMES_GATEWAY_MODEL_").
+    setting_prefix: str = ""
 
-    def credentials(self, prefix: str) -> grpc.ChannelCredentials:
+    @cached_property
+    def credentials(self) -> grpc.ChannelCredentials:
+        """Built once from the files: every channel opened with them shares them."""
         import grpc
 
+        prefix = self.setting_prefix
         roots = read_pem(self.ca_file, f"{prefix}TLS_CA_FILE")
         if self.cert_file is None or self.key_file is None:
             return grpc.ssl_channel_credentials(root_certificates=roots)

@@ -113,18 +113,15 @@ def verify_model_files(model_dir: Path, expected: str | None, source: str) -> No
         )
 
 
-def load_verified_model(model_dir: Path, expected: str | None, source: str) -> Any:
-    """The classifier of a downloaded version: verified first, then read by skops only."""
-    verify_model_files(model_dir, expected, source)
-    try:
-        return model_files.load_logged(model_dir, source)
-    except model_files.UntrustedModelFile as error:
-        raise ModelFilesRefused(str(error)) from error
-
-
 def load_version_model(tracking_uri: str, name: str, version: str) -> Any:
-    """The classifier of a registered version, as a model service would load it."""
+    """The classifier of a registered version, as a model service would load it: its files
+    verified first, then read by skops only."""
     expected = version_tags(tracking_uri, name, version).get(Tag.MODEL_SHA256)
+    source = f"models:/{name}/{version}"
     with tempfile.TemporaryDirectory(prefix="crimes-model-") as scratch:
         model_dir = download_model(tracking_uri, name, version, Path(scratch))
-        return load_verified_model(model_dir, expected, f"models:/{name}/{version}")
+        verify_model_files(model_dir, expected, source)
+        try:
+            return model_files.load_logged(model_dir, source)
+        except model_files.UntrustedModelFile as error:
+            raise ModelFilesRefused(str(error)) from error

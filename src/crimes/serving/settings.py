@@ -155,4 +155,5 @@ class ServiceAddress(BaseSettings):
             cert_file=self.tls_cert_file if mutual else None,
             key_file=self.tls_key_file if mutual else None,
             server_name=self.tls_probe_server_name,
+            setting_prefix="probe ",
         )

@@ -147,7 +147,7 @@ def train(
         _log_inputs(kind, name, splits, settings)
         fitted = fit(kind, splits, settings, client, config, name, lineage, report)
         result, metrics = evaluate_and_log(name, fitted, splits, started)
-        version = register(fitted, final, name, kind)
+        version = register(fitted, final, name)
         tag_version(client, name, version, lineage, fitted, result)
         decision = decide_promotion(client, name, version, fitted, final, result, lake, settings)
         bundle = (
@@ -269,7 +269,7 @@ def evaluate_and_log(
     return result, metrics
 
 
-def register(fitted: Fitted, final: FinalData, name: str, kind: str) -> str:
+def register(fitted: Fitted, final: FinalData, name: str) -> str:
     """Log the model (with the transformation it was trained with) and register it; its
     new version."""
     import mlflow
