@@ -1,4 +1,4 @@
-"""A throw-away local stack (Swift S3 + MLflow on PostgreSQL) for the benchmarks."""
+"""A throw-away local stack (SeaweedFS S3 + MLflow on PostgreSQL) for the benchmarks."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def data_file() -> str:
 
 
 @contextmanager
-def throwaway_stack(object_store: str = "swift") -> Iterator[dict[str, str]]:
+def throwaway_stack(object_store: str = "seaweedfs") -> Iterator[dict[str, str]]:
     """Start a stack on free ports, export its client settings, and remove it all after."""
     with tempfile.TemporaryDirectory(prefix="crimes-bench-") as state:
         settings = StackSettings(
@@ -34,8 +34,8 @@ def throwaway_stack(object_store: str = "swift") -> Iterator[dict[str, str]]:
             postgres_url=POSTGRES_URL,
             mlflow_database=f"crimes_bench_{uuid.uuid4().hex[:8]}",
             mlflow_port=stack.free_port(),
-            swift_port=stack.free_port(),
-            swift_backend_base_port=stack.free_port_block(3),
+            seaweedfs_port=stack.free_port(),
+            seaweedfs_internal_base_port=stack.free_port_block(9),
         )
         started = time.perf_counter()
         stack.up(settings)

@@ -1,10 +1,10 @@
 """Benchmark (not a test): the whole ETL on the full real 2024 file, on real local services.
 
-Starts a throw-away stack (Swift S3 + MLflow on PostgreSQL), serves the file through the portal
+Starts a throw-away stack (SeaweedFS S3 + MLflow on PostgreSQL), serves the file through the portal
 double, runs the ETL in one process and prints the wall time of each stage. The target on this
 2-core machine is at most 2 minutes for 259,129 rows.
 
-    .venv/bin/python bench/etl_full.py [--data FILE] [--object-store swift|folder]
+    .venv/bin/python bench/etl_full.py [--data FILE] [--object-store seaweedfs|folder]
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def report(manifest: dict[str, Any], wall: float) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data", default=data_file())
-    parser.add_argument("--object-store", choices=("swift", "folder"), default="swift")
+    parser.add_argument("--object-store", choices=("seaweedfs", "folder"), default="seaweedfs")
     args = parser.parse_args()
     with throwaway_stack(args.object_store):
         report(*publish_full_year(args.data))

@@ -1,7 +1,7 @@
 """Benchmark (not a test): the gateway's `POST /predict` and `/predict/batch` under wrk, beside
 an in-process baseline shaped like the reference implementation, in one run on real services.
 
-1. A throw-away stack (Swift S3 + MLflow on PostgreSQL); the ETL on real 2024 rows (the first
+1. A throw-away stack (SeaweedFS S3 + MLflow on PostgreSQL); the ETL on real 2024 rows (the first
    `--rows` of the file through the portal double; `--rows 0`: the whole file); both models
    trained, registered and promoted (`--trials` Optuna trials, 2-fold CV).
 2. Real processes: `crimes serve dtc`, `crimes serve lda`, `crimes serve gateway`, and the

@@ -1,6 +1,6 @@
 """Benchmark (not a test): the whole training DAG on the full real 2024 data, on real services.
 
-Publishes the full year with the ETL (Swift S3 + MLflow on PostgreSQL), then times
+Publishes the full year with the ETL (SeaweedFS S3 + MLflow on PostgreSQL), then times
 `airflow dags test train_chicago_crimes` (Airflow metadata in PostgreSQL) with the default trial
 count, and prints both models' test metrics. Target on this 2-core machine: at most 10 minutes.
 

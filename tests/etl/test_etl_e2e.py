@@ -1,5 +1,5 @@
 """The ETL end to end on real services: Airflow (metadata in PostgreSQL) runs the DAG against
-the portal double serving real rows, writing to Swift's S3 API and logging to MLflow."""
+the portal double serving real rows, writing to SeaweedFS' S3 API and logging to MLflow."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def test_every_artifact_reads_back_from_the_object_store(
     for group in published["files"].values():
         for entry in group.values():
             assert storage.sha256(storage.read_file(lake, entry)) == entry["sha256"]
-    # Really in Swift, under the year's paths, seen by a plain S3 client.
+    # Really in SeaweedFS, under the year's paths, seen by a plain S3 client.
     s3 = boto3.client(
         "s3",
         endpoint_url=stack_env["CRIMES_LAKE_S3_ENDPOINT_URL"],

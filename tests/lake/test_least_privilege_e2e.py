@@ -1,15 +1,18 @@
-"""Least privilege in the object store, on the session's real Swift (S3 API): the writer's
+"""Least privilege in the object store, on the session's real SeaweedFS (S3 API): the writer's
 credentials (ETL, training) write the data lake; the reader's (model services) read it and
 list it, and nothing more: every write, overwrite and delete is refused and leaves what is
-stored as it was; MLflow's bucket is not theirs to read. A model service started the local way
-gets the reader's credentials."""
+stored as it was; MLflow's bucket is not theirs to read, and MLflow's identity reaches nothing
+but it. A model service started the local way gets the reader's credentials."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
+import boto3
 import pytest
+from botocore.exceptions import ClientError
+from mypy_boto3_s3 import S3Client
 from pydantic import SecretStr
 
 from crimes.lake.settings import LakeSettings
@@ -32,12 +35,22 @@ def _lake(env: dict[str, str], bucket: str = "data") -> Lake:
     )
 
 
+def _client(env: dict[str, str]) -> S3Client:
+    return boto3.client(
+        "s3",
+        endpoint_url=env["CRIMES_LAKE_S3_ENDPOINT_URL"],
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+        region_name="us-east-1",
+    )
+
+
 def test_the_reader_reads_the_lake_and_cannot_change_it(
     stack_env: dict[str, str], stack_settings: StackSettings
 ) -> None:
     writer = _lake(stack_env)
     reader_env = stack.read_only(stack_env)
-    assert reader_env["AWS_ACCESS_KEY_ID"] == stack_settings.swift_reader_access_key
+    assert reader_env["AWS_ACCESS_KEY_ID"] == stack_settings.lake_reader_access_key
     assert reader_env["AWS_ACCESS_KEY_ID"] != stack_env["AWS_ACCESS_KEY_ID"]
     reader = _lake(reader_env)
 
@@ -51,8 +64,11 @@ def test_the_reader_reads_the_lake_and_cannot_change_it(
         reader.write_bytes(key, b"changed by the reader")
     with pytest.raises((PermissionError, OSError)):
         reader.write_bytes("least-privilege/new.txt", b"x")
-    with pytest.raises((PermissionError, OSError)):
-        reader.fs.rm(reader._path(key))
+    # One object's delete is refused outright; a bulk delete answers 200 with the key's own
+    # AccessDenied (as S3 does), which s3fs does not raise: either way the object stays.
+    with pytest.raises(ClientError, match="AccessDenied"):
+        _client(reader_env).delete_object(Bucket="data", Key=key)
+    reader.fs.rm(reader._path(key))
     # Nothing it tried took effect (read back with the writer's credentials, uncached).
     writer.fs.invalidate_cache()
     assert writer.read_bytes(key) == b"written by the writer"
@@ -61,6 +77,28 @@ def test_the_reader_reads_the_lake_and_cannot_change_it(
     # MLflow's bucket is the MLflow server's: the reader cannot even list it.
     with pytest.raises((PermissionError, OSError)):
         _lake(reader_env, "mlflow").fs.ls("mlflow", refresh=True)
+    # Nor the writer's: MLflow's artifacts move through the MLflow server only.
+    with pytest.raises((PermissionError, OSError)):
+        _lake(stack_env, "mlflow").fs.ls("mlflow", refresh=True)
+
+
+def test_mlflows_identity_reaches_its_bucket_only(
+    stack_env: dict[str, str], stack_settings: StackSettings
+) -> None:
+    mlflow_env = {
+        **stack_env,
+        "AWS_ACCESS_KEY_ID": stack_settings.mlflow_store_access_key,
+        "AWS_SECRET_ACCESS_KEY": stack_settings.mlflow_store_secret_key.get_secret_value(),
+    }
+    store = _lake(mlflow_env, "mlflow")
+    store.write_bytes("least-privilege/probe.txt", b"an artifact")
+    assert store.read_bytes("least-privilege/probe.txt") == b"an artifact"
+    _lake(stack_env).write_bytes("least-privilege/lake.txt", b"lake")
+    lake_as_mlflow = _lake(mlflow_env)
+    with pytest.raises((PermissionError, OSError)):
+        lake_as_mlflow.read_bytes("least-privilege/lake.txt")
+    with pytest.raises((PermissionError, OSError)):
+        lake_as_mlflow.write_bytes("least-privilege/from-mlflow.txt", b"x")
 
 
 def test_a_model_service_started_locally_gets_the_readers_credentials(

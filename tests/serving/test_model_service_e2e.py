@@ -1,5 +1,5 @@
 """The model services end to end: real `crimes serve` processes on free ports, a real MLflow
-server (PostgreSQL, artifacts in Swift S3), models registered the way the training does, and an
+server (PostgreSQL, artifacts in SeaweedFS S3), models registered the way the training does, and an
 inference client this project did not write (tritonclient, from PyPI)."""
 
 from __future__ import annotations
@@ -339,7 +339,7 @@ def test_a_version_that_fails_its_checks_leaves_the_old_one_serving(
 def test_a_version_whose_files_changed_in_the_store_is_refused_and_the_old_one_serves(
     services: dict[str, ServiceProcess], models: dict[str, Trained], names: dict[str, str]
 ) -> None:
-    """Its model file rewritten in the object store (Swift, as MLflow keeps it) after it was
+    """Its model file rewritten in the object store (SeaweedFS, as MLflow keeps it) after it was
     registered: the service refuses to deserialise it, says why, counts it, serves on."""
     import boto3
     import mlflow

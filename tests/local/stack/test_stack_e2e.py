@@ -1,4 +1,4 @@
-"""The real stack: Swift's S3 API, MLflow on PostgreSQL (or folders + SQLite), up and down."""
+"""The real stack: SeaweedFS' S3 API, MLflow on PostgreSQL (or folders + SQLite), up and down."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import s3fs
 from botocore.config import Config
 from mlflow.tracking import MlflowClient
 
+from crimes.lake.object_store import ensure_buckets
 from crimes.local.settings import StackSettings
 from crimes.local.stack import (
     PartStatus,
@@ -23,6 +24,7 @@ from crimes.local.stack import (
     env_exports,
     free_port_block,
     procs,
+    seaweedfs,
     status,
     up,
 )
@@ -30,19 +32,19 @@ from crimes.local.stack import (
 pytestmark = pytest.mark.e2e
 
 POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432"
-SWIFT_PARTS = ("swift-object", "swift-container", "swift-account", "swift-proxy")
+OBJECT_STORE_PARTS = ("seaweedfs",)
 
 
 @pytest.fixture
-def swift_settings(tmp_path: Path) -> Iterator[StackSettings]:
+def seaweedfs_settings(tmp_path: Path) -> Iterator[StackSettings]:
     settings = StackSettings(
         state_dir=tmp_path / "stack",
-        object_store="swift",
+        object_store="seaweedfs",
         postgres_url=POSTGRES_URL,
         mlflow_database=f"mlflow_e2e_{uuid.uuid4().hex[:10]}",
         mlflow_port=free_port_block(1),
-        swift_port=free_port_block(1),
-        swift_backend_base_port=free_port_block(3),
+        seaweedfs_port=free_port_block(1),
+        seaweedfs_internal_base_port=free_port_block(9),
         start_timeout_seconds=90,
     )
     try:
@@ -83,21 +85,21 @@ def _live_processes_mentioning(path: Path) -> list[int]:
     return found
 
 
-def test_swift_and_mlflow_on_postgres_up_use_and_down(
-    swift_settings: StackSettings, capsys: pytest.CaptureFixture[str]
+def test_seaweedfs_and_mlflow_on_postgres_up_use_and_down(
+    seaweedfs_settings: StackSettings, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    settings = swift_settings
+    settings = seaweedfs_settings
     started = time.monotonic()
     parts = up(settings)
     up_seconds = time.monotonic() - started
 
-    assert [p.name for p in parts] == [*SWIFT_PARTS, "mlflow", "postgres"]
+    assert [p.name for p in parts] == [*OBJECT_STORE_PARTS, "mlflow", "postgres"]
     assert all(p.healthy for p in parts), parts
     assert all(p.pid is not None for p in parts if p.name != "postgres")
     assert up_seconds < 60
 
     env = env_exports(settings)
-    endpoint = f"http://127.0.0.1:{settings.swift_port}"
+    endpoint = f"http://127.0.0.1:{settings.seaweedfs_port}"
     assert env["CRIMES_LAKE_S3_ENDPOINT_URL"] == endpoint
     assert env["MLFLOW_TRACKING_URI"] == f"http://127.0.0.1:{settings.mlflow_port}"
 
@@ -110,7 +112,10 @@ def test_swift_and_mlflow_on_postgres_up_use_and_down(
         region_name=env["AWS_DEFAULT_REGION"],
         config=Config(s3={"addressing_style": "path"}),
     )
-    assert {"data", "mlflow"} <= {b.get("Name") for b in s3.list_buckets()["Buckets"]}
+    # The buckets exist (made by the admin identity at `up`); making them again changes nothing.
+    assert ensure_buckets(endpoint, seaweedfs.identities(settings)) == []
+    # The writer sees the lake's bucket only (MLflow's is the MLflow server's).
+    assert [b.get("Name") for b in s3.list_buckets()["Buckets"]] == ["data"]
     s3.put_object(Bucket="data", Key="e2e/hello.txt", Body=b"hello lake")
     assert s3.get_object(Bucket="data", Key="e2e/hello.txt")["Body"].read() == b"hello lake"
 
@@ -126,18 +131,27 @@ def test_swift_and_mlflow_on_postgres_up_use_and_down(
         fh.write(b"a,b\n1,2\n")
     assert s3.get_object(Bucket="data", Key="e2e/from-s3fs.csv")["Body"].read() == b"a,b\n1,2\n"
 
-    # MLflow: the run lands in PostgreSQL, the artifact in Swift through the server's proxy; the
+    # MLflow: the run lands in PostgreSQL, the artifact in SeaweedFS through the server's proxy; the
     # client needs only the tracking URI.
     client = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
     experiment_id = client.create_experiment(f"e2e-{uuid.uuid4().hex[:8]}")
     run = client.create_run(experiment_id)
     artifact = settings.state_dir / "report.txt"
-    artifact.write_text("an artifact in swift")
+    artifact.write_text("an artifact in seaweedfs")
     client.log_artifact(run.info.run_id, str(artifact))
     client.set_terminated(run.info.run_id)
     assert [a.path for a in client.list_artifacts(run.info.run_id)] == ["report.txt"]
     key = f"artifacts/{experiment_id}/{run.info.run_id}/artifacts/report.txt"
-    assert s3.get_object(Bucket="mlflow", Key=key)["Body"].read() == b"an artifact in swift"
+    as_mlflow = boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id=settings.mlflow_store_access_key,
+        aws_secret_access_key=settings.mlflow_store_secret_key.get_secret_value(),
+        region_name=env["AWS_DEFAULT_REGION"],
+        config=Config(s3={"addressing_style": "path"}),
+    )
+    stored = as_mlflow.get_object(Bucket="mlflow", Key=key)["Body"].read()
+    assert stored == b"an artifact in seaweedfs"
     assert backend.database_exists(settings)
 
     # A Host header by service name passes MLflow's DNS-rebinding guard.
@@ -159,20 +173,20 @@ def test_swift_and_mlflow_on_postgres_up_use_and_down(
     assert time.monotonic() - again_started < 10
 
     session_pids = _all_session_pids(settings.state_dir)
-    # Each Swift server forks a worker, `mlflow server` runs uvicorn in a child.
-    assert len(session_pids) >= 2 * len(SWIFT_PARTS) + 2
+    # `weed mini` is one process, `mlflow server` runs uvicorn in a child.
+    assert len(session_pids) >= len(OBJECT_STORE_PARTS) + 2
 
     down_started = time.monotonic()
     stopped = down(settings)
     down_seconds = time.monotonic() - down_started
-    assert sorted(stopped) == sorted([*SWIFT_PARTS, "mlflow"])
+    assert sorted(stopped) == sorted([*OBJECT_STORE_PARTS, "mlflow"])
     assert not any(procs.is_alive(pid) for pid in session_pids)
     assert _live_processes_mentioning(settings.state_dir.resolve()) == []
     assert list((settings.state_dir / "pids").iterdir()) == []
     assert not any(p.healthy for p in status(settings) if p.name != "postgres")
     assert down(settings) == []
     with capsys.disabled():
-        print(f"\nstack e2e (swift+postgres): up {up_seconds:.1f} s, down {down_seconds:.1f} s")
+        print(f"\nstack e2e (seaweedfs+postgres): up {up_seconds:.1f} s, down {down_seconds:.1f} s")
 
 
 def test_folder_lake_and_sqlite_up_and_down(folder_settings: StackSettings) -> None:

@@ -1,4 +1,4 @@
-"""The local stack of real services: object store (Swift S3 or folders), MLflow, its database.
+"""The local stack of real services: object store (SeaweedFS S3 or folders), MLflow, its database.
 
 `up` starts what is not running and waits until everything is healthy, `down` stops exactly what
 `up` started, `status` reports, `env_exports` gives the environment a client needs.

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import httpx
 
+from crimes.lake.object_store import LAKE_BUCKET, REGION, ensure_buckets
 from crimes.local.settings import StackSettings
-from crimes.local.stack import backend, mlflow_server, swift
+from crimes.local.stack import backend, mlflow_server, seaweedfs
 from crimes.local.stack.procs import (
     PidStore,
     ProcessRecord,
@@ -82,26 +83,24 @@ def _log_path(state_dir: Path, name: str) -> Path:
 
 
 def lake_root(settings: StackSettings, state_dir: Path) -> str:
-    if settings.object_store == "swift":
-        return "s3://data"
+    if settings.object_store == "seaweedfs":
+        return f"s3://{LAKE_BUCKET}"
     return f"file://{state_dir / 'lake' / 'data'}"
 
 
 def _process_parts(settings: StackSettings, state_dir: Path) -> list[_ProcessPart]:
     parts: list[_ProcessPart] = []
-    if settings.object_store == "swift":
-        env = swift.clean_env(state_dir)
-        for server in swift.servers(settings, state_dir):
-            parts.append(
-                _ProcessPart(
-                    name=server.name,
-                    address=f"http://127.0.0.1:{server.port}",
-                    health_url=server.healthcheck_url,
-                    argv=server.argv(),
-                    env=env,
-                    cwd=swift.swift_dir(state_dir),
-                )
+    if settings.object_store == "seaweedfs":
+        parts.append(
+            _ProcessPart(
+                name=seaweedfs.NAME,
+                address=seaweedfs.endpoint_url(settings),
+                health_url=seaweedfs.health_url(settings),
+                argv=seaweedfs.argv(settings, state_dir),
+                env=seaweedfs.clean_env(state_dir),
+                cwd=seaweedfs.folder(state_dir),
             )
+        )
     parts.append(
         _ProcessPart(
             name=mlflow_server.NAME,
@@ -144,7 +143,8 @@ def free_port() -> int:
 
 
 def free_port_block(count: int) -> int:
-    """The first of `count` consecutive ports free on 127.0.0.1 (Swift's backends need 3)."""
+    """The first of `count` consecutive ports free on 127.0.0.1 (SeaweedFS' internal servers
+    take a block)."""
     for _ in range(200):
         base = random.randrange(20_000, 30_000)
         if not any(_port_in_use(base + i) for i in range(count)):
@@ -152,8 +152,12 @@ def free_port_block(count: int) -> int:
     raise StackError(f"no block of {count} free ports found")
 
 
-def _port_of(address: str) -> int:
-    return int(address.rsplit(":", 1)[1])
+def _ports_of(part: _ProcessPart, settings: StackSettings) -> list[int]:
+    ports = [int(part.address.rsplit(":", 1)[1])]
+    if part.name == seaweedfs.NAME:
+        base = settings.seaweedfs_internal_base_port
+        ports += range(base, base + len(seaweedfs.INTERNAL_PORT_FLAGS))
+    return ports
 
 
 def _failure(part: _ProcessPart, record: ProcessRecord, what: str) -> StackError:
@@ -207,8 +211,8 @@ def _up(settings: StackSettings, state_dir: Path) -> None:
     for sub in ("logs", "pids", "mlflow"):
         (state_dir / sub).mkdir(parents=True, exist_ok=True)
 
-    if settings.object_store == "swift":
-        swift.check_installed()
+    if settings.object_store == "seaweedfs":
+        seaweedfs.prepare(settings, state_dir)
     else:
         _prepare_folder_lake(state_dir)
     if settings.postgres_url:
@@ -223,25 +227,20 @@ def _up(settings: StackSettings, state_dir: Path) -> None:
         if leftover is not None and owned_processes(leftover):
             stop([leftover], STOP_GRACE_SECONDS)
         store.remove(part.name)
-        port = _port_of(part.address)
-        if _port_in_use(port):
-            raise StackError(
-                f"port {port} for {part.name} is in use by a process this stack did not start "
-                f"(see `ss -ltnp 'sport = :{port}'`); stop it or choose another port with the "
-                "CRIMES_STACK_* settings"
-            )
+        for port in _ports_of(part, settings):
+            if _port_in_use(port):
+                raise StackError(
+                    f"port {port} for {part.name} is in use by a process this stack did not "
+                    f"start (see `ss -ltnp 'sport = :{port}'`); stop it or choose another port "
+                    "with the CRIMES_STACK_* settings"
+                )
 
     records = {name: rec for name, rec in running.items() if rec is not None}
     launched: list[ProcessRecord] = []
-    swift_ready = False
     try:
-        # Everything is launched before anything is awaited, MLflow first: it needs Swift only
-        # when artifacts move, so its ~8 s start-up overlaps the rings and Swift's ~3 s.
+        # Everything is launched before anything is awaited, MLflow first: it needs the object
+        # store only when artifacts move, so its ~8 s start-up overlaps SeaweedFS' ~1 s.
         for part in sorted(to_start, key=lambda p: p.name != mlflow_server.NAME):
-            if part.name.startswith("swift-") and not swift_ready:
-                swift.write_configs(settings, state_dir)
-                swift.build_rings(settings, state_dir)
-                swift_ready = True
             record = launch(
                 part.name,
                 part.argv,
@@ -255,8 +254,8 @@ def _up(settings: StackSettings, state_dir: Path) -> None:
             launched.append(record)
         for part in parts:
             _wait_healthy(part, records[part.name], deadline, settings.start_timeout_seconds)
-            if part.name == "swift-proxy":
-                _ensure_buckets_until(settings, state_dir, deadline)
+            if part.name == seaweedfs.NAME:
+                _ensure_buckets_until(settings, deadline)
     except BaseException:
         if launched:
             log.warning("stack.up_failed_stopping", parts=[r.name for r in launched])
@@ -273,22 +272,20 @@ def _up(settings: StackSettings, state_dir: Path) -> None:
     )
 
 
-def _ensure_buckets_until(settings: StackSettings, state_dir: Path, deadline: float) -> None:
-    """Create the buckets and grant the reader, retrying while the account/container servers
-    settle."""
+def _ensure_buckets_until(settings: StackSettings, deadline: float) -> None:
+    """Create the buckets as the admin identity, retrying while the filer settles."""
     last: list[Exception] = []
 
     def attempt() -> bool:
         try:
-            swift.ensure_buckets(settings)
-            swift.grant_reader(settings, state_dir)
+            ensure_buckets(seaweedfs.endpoint_url(settings), seaweedfs.identities(settings))
         except Exception as exc:
             last[:] = [exc]
             return False
         return True
 
     if not wait_until(attempt, deadline=deadline, interval=0.2):
-        raise StackError(f"could not create the Swift buckets {swift.BUCKETS}: {last[0]!r}")
+        raise StackError(f"could not create the object store's buckets: {last[0]!r}")
 
 
 def down(settings: StackSettings | None = None) -> list[str]:
@@ -303,7 +300,7 @@ def _down(state_dir: Path) -> list[str]:
     # Every recorded part, not only those of the current settings: a part started with another
     # object_store must not be orphaned. MLflow first, it uses the object store.
     names = store.names()
-    ordered = sorted(names, key=lambda n: (n != mlflow_server.NAME, n != "swift-proxy", n))
+    ordered = sorted(names, key=lambda n: (n != mlflow_server.NAME, n))
     records = [rec for name in ordered if (rec := store.read(name)) is not None]
     stopped = stop(records, STOP_GRACE_SECONDS)
     for record in records:
@@ -358,7 +355,7 @@ READER_SECRET_KEY = "CRIMES_STACK_LAKE_READER_SECRET_ACCESS_KEY"  # noqa: S105 -
 
 def read_only(env: Mapping[str, str]) -> dict[str, str]:
     """`env` with the object-store reader's credentials in place of the writer's, when the
-    stack gave a reader (Swift); unchanged otherwise (a folder lake has no credentials)."""
+    stack gave a reader (SeaweedFS); unchanged otherwise (a folder lake has no credentials)."""
     if READER_ACCESS_KEY not in env:
         return dict(env)
     return {
@@ -377,16 +374,16 @@ def env_exports(settings: StackSettings | None = None) -> dict[str, str]:
         "CRIMES_MLFLOW_TRACKING_URI": uri,
         "CRIMES_LAKE_ROOT": lake_root(settings, state_dir),
     }
-    if settings.object_store == "swift":
-        endpoint = swift.endpoint_url(settings)
+    if settings.object_store == "seaweedfs":
+        endpoint = seaweedfs.endpoint_url(settings)
         env |= {
             "CRIMES_LAKE_S3_ENDPOINT_URL": endpoint,
             "MLFLOW_S3_ENDPOINT_URL": endpoint,
-            "AWS_ACCESS_KEY_ID": settings.swift_access_key,
-            "AWS_SECRET_ACCESS_KEY": settings.swift_secret_key.get_secret_value(),
-            "AWS_DEFAULT_REGION": swift.REGION,
+            "AWS_ACCESS_KEY_ID": settings.lake_writer_access_key,
+            "AWS_SECRET_ACCESS_KEY": settings.lake_writer_secret_key.get_secret_value(),
+            "AWS_DEFAULT_REGION": REGION,
             # What a model service gets instead (crimes.local.launch): read-only on the lake.
-            READER_ACCESS_KEY: settings.swift_reader_access_key,
-            READER_SECRET_KEY: settings.swift_reader_secret_key.get_secret_value(),
+            READER_ACCESS_KEY: settings.lake_reader_access_key,
+            READER_SECRET_KEY: settings.lake_reader_secret_key.get_secret_value(),
         }
     return env

@@ -6,8 +6,9 @@ import os
 import sys
 from pathlib import Path
 
+from crimes.lake.object_store import MLFLOW_BUCKET, REGION
 from crimes.local.settings import StackSettings
-from crimes.local.stack import backend, swift
+from crimes.local.stack import backend, seaweedfs
 
 NAME = "mlflow"
 
@@ -54,8 +55,8 @@ def allowed_hosts(settings: StackSettings) -> str:
 
 
 def artifacts_destination(settings: StackSettings, state_dir: Path) -> str:
-    if settings.object_store == "swift":
-        return "s3://mlflow/artifacts"
+    if settings.object_store == "seaweedfs":
+        return f"s3://{MLFLOW_BUCKET}/artifacts"
     return f"file://{state_dir / 'lake' / 'mlflow'}"
 
 
@@ -90,11 +91,11 @@ def environment(settings: StackSettings) -> dict[str, str]:
     # (scheduled GenAI jobs) this project does not use.
     env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
     env["PYTHONUNBUFFERED"] = "1"
-    if settings.object_store == "swift":
-        # Only the server talks to Swift for artifacts: clients upload through its
-        # mlflow-artifacts proxy, so these credentials stay in this process's env.
-        env["MLFLOW_S3_ENDPOINT_URL"] = swift.endpoint_url(settings)
-        env["AWS_ACCESS_KEY_ID"] = settings.swift_access_key
-        env["AWS_SECRET_ACCESS_KEY"] = settings.swift_secret_key.get_secret_value()
-        env["AWS_DEFAULT_REGION"] = swift.REGION
+    if settings.object_store == "seaweedfs":
+        # Only the server talks to the object store for artifacts, as its own identity:
+        # clients upload through its mlflow-artifacts proxy.
+        env["MLFLOW_S3_ENDPOINT_URL"] = seaweedfs.endpoint_url(settings)
+        env["AWS_ACCESS_KEY_ID"] = settings.mlflow_store_access_key
+        env["AWS_SECRET_ACCESS_KEY"] = settings.mlflow_store_secret_key.get_secret_value()
+        env["AWS_DEFAULT_REGION"] = REGION
     return env

@@ -3,7 +3,7 @@
 A pid alone is not proof that a process is ours: after a crash or a reboot the number may belong
 to anything. Each record therefore keeps the kernel's start time of the process (field 22 of
 /proc/<pid>/stat, in clock ticks since boot) and the boot id; a pid is only signalled when both
-still match. Every process is started in a new session, so the whole tree it forks (Swift's
+still match. Every process is started in a new session, so the whole tree it forks (SeaweedFS'
 workers, uvicorn under `mlflow server`) is found again through its session id.
 """
 
