@@ -1,15 +1,18 @@
-# syntax=docker/dockerfile:1.7
 # One multi-stage file, one target per deployable. Reproducible from uv.lock, slim, non-root.
+# It needs nothing but its base image and the package index: no BuildKit frontend, no other
+# registry's image, no build-time mounts (the legacy builder and BuildKit both build it).
 
 FROM python:3.11.11-slim-bookworm AS build
-COPY --from=ghcr.io/astral-sh/uv:0.13.8 /uv /usr/local/bin/uv
-ENV UV_COMPILE_BYTECODE=1 UV_LINK_MODE=copy UV_PROJECT_ENVIRONMENT=/opt/venv UV_PYTHON_DOWNLOADS=never
+# uv at the version the Makefile pins, from PyPI.
+RUN python3 -m pip install --no-cache-dir --disable-pip-version-check uv==0.13.8
+ENV UV_COMPILE_BYTECODE=1 UV_LINK_MODE=copy UV_PROJECT_ENVIRONMENT=/opt/venv \
+    UV_PYTHON_DOWNLOADS=never UV_NO_CACHE=1
 WORKDIR /src
 # Dependencies first (cached while only the code changes), then the project itself.
 COPY pyproject.toml uv.lock README.md ./
-RUN --mount=type=cache,target=/root/.cache/uv uv sync --locked --no-dev --no-install-project
+RUN uv sync --locked --no-dev --no-install-project
 COPY src ./src
-RUN --mount=type=cache,target=/root/.cache/uv uv sync --locked --no-dev --no-editable
+RUN uv sync --locked --no-dev --no-editable
 
 FROM python:3.11.11-slim-bookworm AS runtime
 RUN groupadd --gid 50000 crimes && useradd --uid 50000 --gid crimes --create-home crimes

@@ -3,7 +3,6 @@ which needs no engine), and every command an image runs is one the local tests a
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import subprocess
@@ -17,7 +16,7 @@ import yaml
 from crimes.settings import deployment_port, deployment_settings
 from tests.conftest import PROJECT_ROOT
 
-ONE_SHOT = {"minio-buckets", "airflow-init"}
+ONE_SHOT = {"seaweedfs-config", "seaweedfs-buckets", "airflow-init"}
 # The project's commands the images run, and the tests that run the same command locally.
 RUN_LOCALLY = {
     ("crimes", "serve", "dtc"): "crimes.local.launch (model service processes in the tests)",
@@ -29,6 +28,8 @@ RUN_LOCALLY = {
     ("crimes", "probe", "http"): "tests/gateway/test_replicas_e2e.py",
     ("crimes", "probe", "model-service"): "tests/gateway/test_replicas_e2e.py",
     ("crimes", "probe", "gateway"): "tests/gateway/test_replicas_e2e.py",
+    ("crimes", "object-store", "config"): "tests/lake/test_object_store.py",
+    ("crimes", "object-store", "buckets"): "tests/lake/test_object_store.py",
     ("mlflow", "server"): "crimes.local.stack (every e2e session's MLflow server)",
     ("airflow", "db", "migrate"): "crimes.local.airflow_runner.migrate (e2e airflow_env)",
     ("airflow", "api-server"): "crimes.local.airflow_runner.start_services (test_asset_wiring)",
@@ -86,7 +87,7 @@ def test_models_scale_on_their_own_and_the_gateway_spreads_over_replicas(
     assert environment["CRIMES_GATEWAY_DTC_ADDRESS"] == "dns:///dtc"
     assert environment["CRIMES_GATEWAY_LDA_ADDRESS"] == "dns:///lda"
     published = {port_of(p)[1] for s in services.values() for p in s.get("ports", [])}
-    assert {8080, 5001, 9000, 9001, 8800} <= published
+    assert {8080, 5001, 8333, 8800} <= published
 
 
 def test_each_deployment_reads_its_own_settings_file_and_states_no_port_of_its_own(
@@ -116,6 +117,15 @@ def port_of(entry: Any) -> tuple[str | None, int]:
     return (parts[0] if len(parts) == 3 else None), int(parts[-2])
 
 
+def mount_of(entry: Any) -> tuple[str, str, bool]:
+    """A volume as compose's config prints it (v1: `source:target:mode`, v2: a mapping):
+    its source, its target and whether it is read-only."""
+    if isinstance(entry, dict):
+        return str(entry["source"]), str(entry["target"]), bool(entry.get("read_only"))
+    source, target, *mode = str(entry).split(":")
+    return source, target, mode == ["ro"]
+
+
 def _commands(config: dict[str, Any]) -> list[tuple[str, list[str]]]:
     found = []
     for name, service in config["services"].items():
@@ -132,7 +142,7 @@ def test_every_command_an_image_runs_is_run_by_the_local_tests(config: dict[str,
     bin_dir = Path(sys.executable).parent
     for where, command in _commands(config):
         if command[0] not in ("crimes", "mlflow", "airflow"):
-            continue  # third-party images' own tools (pg_isready, mc, redis-cli)
+            continue  # third-party images' own tools (pg_isready, curl, redis-cli)
         key = next((k for k in RUN_LOCALLY if tuple(command[: len(k)]) == k), None)
         assert key is not None, f"{where}: {' '.join(command)} is not run by any local test"
         # The command exists in this project's environment, as the image has it.
@@ -187,8 +197,8 @@ LOCAL_PROFILE = {
 }
 REQUIRED = (
     "POSTGRES_PASSWORD",
-    "MINIO_ROOT_USER",
-    "MINIO_ROOT_PASSWORD",
+    "CRIMES_OBJECT_STORE_ADMIN_ACCESS_KEY",
+    "CRIMES_OBJECT_STORE_ADMIN_SECRET_KEY",
     "AIRFLOW_JWT_SECRET",
     "CRIMES_GATEWAY_API_KEY",
     "CRIMES_LAKE_WRITER_ACCESS_KEY",
@@ -237,16 +247,20 @@ def test_every_container_gets_least_privilege_and_a_memory_limit(
     for name, service in config["services"].items():
         assert "no-new-privileges:true" in service.get("security_opt", []), name
         assert service.get("mem_limit"), name
-        if name in ours or name in {"redis", "prometheus", "minio-buckets"}:
+        if name in ours or name in {"redis", "prometheus", "seaweedfs"}:
             assert service.get("cap_drop") == ["ALL"], name
-        # Read-only root filesystems: every long-running part but the stores and Airflow.
-        if name not in {"postgres", "minio", "minio-buckets"} and not name.startswith("airflow"):
+        # One capability given back, to hand the identities file to SeaweedFS' user.
+        assert service.get("cap_add", []) == (["CHOWN"] if name == "seaweedfs-config" else [])
+        # Read-only root filesystems: every part but PostgreSQL and Airflow.
+        if name != "postgres" and not name.startswith("airflow"):
             assert service.get("read_only") is True, name
 
 
 def test_base_and_third_party_images_are_pinned_to_release_tags(config: dict[str, Any]) -> None:
-    # An exact release: x.y.z (PostgreSQL's are x.y), or MinIO's dated releases.
-    pinned = re.compile(r".+:(v?\d+\.\d+\.\d+[-\w.]*|RELEASE\.[\dT-]+Z)$|^postgres:\d+\.\d+-")
+    # An exact release: x.y.z (PostgreSQL's and SeaweedFS' are x.y).
+    pinned = re.compile(
+        r".+:v?\d+\.\d+\.\d+[-\w.]*$|^postgres:\d+\.\d+-|^chrislusf/seaweedfs:\d+\.\d+$"
+    )
     for name, service in config["services"].items():
         image = service["image"]
         if not image.startswith("chicago-crimes/"):
@@ -259,26 +273,12 @@ def test_base_and_third_party_images_are_pinned_to_release_tags(config: dict[str
             assert pinned.match(line.split()[1].removeprefix("--from=")), line
 
 
-MINIO = PROJECT_ROOT / "docker" / "minio"
-
-
-def _policy(name: str) -> dict[str, set[str]]:
-    """A MinIO policy file as resource -> the actions it allows there."""
-    document = json.loads((MINIO / "policies" / f"{name}.json").read_text())
-    allowed: dict[str, set[str]] = {}
-    for statement in document["Statement"]:
-        assert statement["Effect"] == "Allow"
-        for resource in statement["Resource"]:
-            allowed.setdefault(resource, set()).update(statement["Action"])
-    return allowed
-
-
 def test_each_part_gets_only_the_object_store_credentials_it_needs(
     config: dict[str, Any],
 ) -> None:
     """The writer for the ETL and training (Airflow), the reader for the model services,
-    MLflow's own for its server, none for the gateway; the root user only for MinIO and the
-    job that makes the users."""
+    MLflow's own for its server, none for the gateway; the admin identity only for the two
+    object-store jobs (the identities file, the buckets)."""
     services = config["services"]
     key = {
         name: service.get("environment", {}).get("AWS_ACCESS_KEY_ID")
@@ -292,33 +292,66 @@ def test_each_part_gets_only_the_object_store_credentials_it_needs(
     assert key["mlflow"] == profile["MLFLOW_STORE_ACCESS_KEY"]
     assert key["gateway"] is None
     assert "AWS_SECRET_ACCESS_KEY" not in services["gateway"]["environment"]
-    root = "a-root-password-no-other-setting-has"
-    rendered = compose_config(env={**LOCAL_PROFILE, "MINIO_ROOT_PASSWORD": root})
+    admin = "an-admin-secret-no-other-setting-has"
+    rendered = compose_config(env={**LOCAL_PROFILE, "CRIMES_OBJECT_STORE_ADMIN_SECRET_KEY": admin})
     assert rendered.returncode == 0, rendered.stderr
-    holding_root = {
+    holding_admin = {
         name
         for name, service in yaml.safe_load(rendered.stdout)["services"].items()
-        if root in str(service.get("environment"))
+        if admin in str(service.get("environment"))
     }
-    assert holding_root == {"minio", "minio-buckets"}
+    assert holding_admin == {"seaweedfs-config", "seaweedfs-buckets"}
 
 
-def test_the_bucket_job_makes_each_user_with_a_policy_on_its_own_bucket_only() -> None:
-    script = (MINIO / "setup.sh").read_text()
-    assert subprocess.run(["sh", "-n", str(MINIO / "setup.sh")], check=False).returncode == 0
-    for policy, access_key in (
-        ("lake-writer", "CRIMES_LAKE_WRITER_ACCESS_KEY"),
-        ("lake-reader", "CRIMES_LAKE_READER_ACCESS_KEY"),
-        ("mlflow-store", "MLFLOW_STORE_ACCESS_KEY"),
-    ):
-        assert re.search(rf"^user {policy} \"\${access_key}\"", script, re.MULTILINE), policy
-    reader = _policy("lake-reader")
-    assert reader == {
-        "arn:aws:s3:::data": {"s3:ListBucket", "s3:GetBucketLocation"},
-        "arn:aws:s3:::data/*": {"s3:GetObject"},
+def test_seaweedfs_reads_the_identities_the_config_job_writes_from_the_environment(
+    config: dict[str, Any],
+) -> None:
+    services = config["services"]
+    job, store = services["seaweedfs-config"], services["seaweedfs"]
+    # The job: no network at all, every identity's keys, the file handed to SeaweedFS' user.
+    assert job["network_mode"] == "none"
+    assert set(job["environment"]) == {
+        f"{prefix}_{kind}_KEY"
+        for prefix in (
+            "CRIMES_OBJECT_STORE_ADMIN",
+            "CRIMES_LAKE_WRITER",
+            "CRIMES_LAKE_READER",
+            "MLFLOW_STORE",
+        )
+        for kind in ("ACCESS", "SECRET")
     }
-    for policy, bucket in (("lake-writer", "data"), ("mlflow-store", "mlflow")):
-        allowed = _policy(policy)
-        assert set(allowed) == {f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"}, policy
-        assert {"s3:PutObject", "s3:DeleteObject"} <= allowed[f"arn:aws:s3:::{bucket}/*"]
-        assert not any("*" in action for actions in allowed.values() for action in actions)
+    command = job["command"]
+    assert command[:3] == ["crimes", "object-store", "config"]
+    assert command[command.index("--owner") + 1] == f"{store['user']}"
+    written = Path(command[3])
+    (config_volume,) = [m for m in map(mount_of, job["volumes"]) if m[1] == str(written.parent)]
+    # SeaweedFS mounts the same volume, read-only, and reads that file.
+    (mounted,) = [m for m in map(mount_of, store["volumes"]) if m[0] == config_volume[0]]
+    assert mounted[2] is True
+    read = next(a for a in store["command"] if a.startswith("-s3.config="))
+    assert Path(read.removeprefix("-s3.config=")) == Path(mounted[1]) / written.name
+    assert "-master.telemetry=false" in store["command"]
+    assert store["depends_on"]["seaweedfs-config"]["condition"] == (
+        "service_completed_successfully"
+    )
+    assert "CRIMES_OBJECT_STORE_ADMIN_SECRET_KEY" in services["seaweedfs-buckets"]["environment"]
+    assert services["seaweedfs-buckets"]["depends_on"]["seaweedfs"]["condition"] == (
+        "service_healthy"
+    )
+
+
+def test_only_the_object_stores_clients_are_on_its_network(config: dict[str, Any]) -> None:
+    services = config["services"]
+    on_it = {n for n, s in services.items() if "object-store" in (s.get("networks") or {})}
+    assert set(services["seaweedfs"]["networks"]) == {"object-store"}
+    assert on_it == {
+        "seaweedfs",
+        "seaweedfs-buckets",
+        "mlflow",
+        *(n for n in services if n.startswith("airflow")),
+        "dtc",
+        "lda",
+        "dtc-challenger",
+        "lda-challenger",
+    }
+    assert "gateway" not in on_it
