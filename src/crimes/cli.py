@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from pydantic import ValidationError
+from pydantic_settings import BaseSettings
 
 from crimes.lake import layout
 from crimes.local.stack.cli import app as stack_app
 from crimes.serving.cli import serve_app
 from crimes.settings import describe
+
+S = TypeVar("S", bound=BaseSettings)
 
 app = typer.Typer(
     help="Chicago crimes: FBI code prediction (ETL, training, serving).", no_args_is_help=True
@@ -71,12 +74,22 @@ def probe_grpc(
 
 
 @probe_app.command("model-service")
-def probe_model_service() -> None:
+def probe_model_service(
+    live: Annotated[
+        bool,
+        typer.Option(
+            "--live",
+            help="Alive (model or not: before the first training too) instead of serving.",
+        ),
+    ] = False,
+) -> None:
     """grpc.health.v1 check of this container's model service, at the port and for the model
-    its settings name (CRIMES_MODEL_*, as the service itself reads them)."""
+    its settings name (CRIMES_MODEL_*, as the service itself reads them); with --live, its
+    liveness."""
 
     from crimes.ops.probe import grpc_serving
     from crimes.ops.tls import TlsSettingsError
+    from crimes.serving.health import LIVENESS
     from crimes.serving.settings import ServiceAddress
 
     try:
@@ -87,7 +100,9 @@ def probe_model_service() -> None:
         raise typer.Exit(1) from None
     try:
         healthy, status = grpc_serving(
-            f"127.0.0.1:{settings.port}", settings.name, tls=settings.client_tls
+            f"127.0.0.1:{settings.port}",
+            LIVENESS if live else settings.name,
+            tls=settings.client_tls,
         )
     except TlsSettingsError as error:
         typer.echo(f"cannot probe: {error}", err=True)
@@ -123,26 +138,29 @@ object_store_app = typer.Typer(
 app.add_typer(object_store_app, name="object-store")
 
 
-def _identities(command: str) -> Any:
-    from crimes.lake.object_store import ObjectStoreIdentities
-
+def _from_environment(command: str, settings: type[S]) -> S:
     try:
-        return ObjectStoreIdentities()  # from the environment
+        return settings()
     except ValidationError as error:
         _fail(command, error, code=BAD_INPUT)
 
 
 @object_store_app.command("config")
 def object_store_config(
-    path: Annotated[Path, typer.Argument(help="Where to write SeaweedFS' -s3.config file.")],
+    # Not checked by click: a file of a previous start belongs to SeaweedFS' user, and this job
+    # replaces it without reading it.
+    path: Annotated[
+        Path,
+        typer.Argument(help="Where to write SeaweedFS' -s3.config file.", readable=False),
+    ],
     owner: Annotated[
         str | None, typer.Option(help="uid:gid to hand the file to (the server's user).")
     ] = None,
 ) -> None:
     """Write the identities file of SeaweedFS from the environment's keys (owner-only)."""
-    from crimes.lake.object_store import write_seaweedfs_config
+    from crimes.lake.object_store import ObjectStoreIdentities, write_seaweedfs_config
 
-    identities = _identities("object-store config")
+    identities = _from_environment("object-store config", ObjectStoreIdentities)
     ids: tuple[int, int] | None = None
     if owner is not None:
         uid, sep, gid = owner.partition(":")
@@ -164,13 +182,13 @@ def object_store_buckets(
     """Create the project's buckets that are missing, as the admin identity (idempotent)."""
     import time
 
-    from crimes.lake.object_store import BUCKETS, ensure_buckets
+    from crimes.lake.object_store import BUCKETS, ObjectStoreAdmin, ensure_buckets
 
-    identities = _identities("object-store buckets")
+    admin = _from_environment("object-store buckets", ObjectStoreAdmin)
     deadline = time.monotonic() + wait
     while True:
         try:
-            created = ensure_buckets(endpoint, identities)
+            created = ensure_buckets(endpoint, admin)
             break
         except Exception as error:  # not up yet, or refused: one line once the wait is over
             if time.monotonic() >= deadline:

@@ -147,7 +147,11 @@ def test_network_policies_deny_by_default_and_allow_the_paths_of_the_system(
 
     assert names(peers("gateway", "egress")) == {"dtc", "lda", "redis", "mlflow"}
     assert names(peers("models", "ingress")) == {"gateway"}
-    assert names(peers("models", "egress")) == {"mlflow"}
+    assert names(peers("models", "egress")) == {"mlflow", "seaweedfs"}
+    assert names(peers("mlflow", "egress")) == {"seaweedfs"}
+    # ("": the model pods, chosen by their component; Airflow by its namespace.)
+    assert names(peers("seaweedfs", "ingress")) == {"", "mlflow", "seaweedfs-buckets"}
+    assert "egress" not in policies["seaweedfs"]["spec"]  # the object store calls nobody
     assert names(peers("redis", "ingress")) == {"gateway"}
     assert "egress" not in policies["redis"]["spec"]  # Redis calls nobody
 
@@ -203,3 +207,62 @@ def test_airflow_runs_on_the_official_chart_with_the_project_image() -> None:
     assert {"CRIMES_MONITOR_GATEWAY_URL", "MLFLOW_TRACKING_URI", "CRIMES_LAKE_ROOT"} <= env
     secrets = {s["envName"] for s in values["secret"]}
     assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} <= secrets
+
+
+def _secret_of(container: dict[str, Any], variable: str) -> str:
+    (item,) = [e for e in container.get("env", []) if e["name"] == variable]
+    return str(item["valueFrom"]["secretKeyRef"]["name"])
+
+
+def test_seaweedfs_is_the_object_store_with_the_identities_of_every_deployment(
+    objects: list[dict[str, Any]],
+) -> None:
+    store = of_kind(objects, "StatefulSet")["seaweedfs"]["spec"]["template"]["spec"]
+    (init,) = store["initContainers"]
+    (server,) = store["containers"]
+    # The identities file, written from the Secrets at every start, into memory.
+    assert init["command"][:3] == ["crimes", "object-store", "config"]
+    written = init["command"][3]
+    assert {e["name"] for e in init["env"]} == {
+        f"{prefix}_{kind}_KEY"
+        for prefix in (
+            "CRIMES_OBJECT_STORE_ADMIN",
+            "CRIMES_LAKE_WRITER",
+            "CRIMES_LAKE_READER",
+            "MLFLOW_STORE",
+        )
+        for kind in ("ACCESS", "SECRET")
+    }
+    assert all("secretKeyRef" in e["valueFrom"] for e in init["env"])
+    volumes = {v["name"]: v for v in store["volumes"]}
+    assert volumes["identities"]["emptyDir"]["medium"] == "Memory"
+    mounted = {m["name"]: m for m in server["volumeMounts"]}
+    assert mounted["identities"]["readOnly"] is True
+    assert f"-s3.config={mounted['identities']['mountPath']}/identities.json" in server["args"]
+    assert written.startswith("/config/")
+    assert "-master.telemetry=false" in server["args"]
+    assert server["image"] == "chrislusf/seaweedfs:4.48"
+    assert store["securityContext"]["runAsUser"] == 1000
+    for container in (init, server):
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
+        assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
+    assert server["readinessProbe"]["httpGet"]["path"] == "/status"
+    # Least privilege: each part its own identity; the admin's for the bucket Job alone.
+    deployments = {name: container for name, _, container in containers(objects)}
+    for model in MODELS:
+        assert _secret_of(deployments[model], "AWS_ACCESS_KEY_ID") == "crimes-object-store-reader"
+    assert _secret_of(deployments["mlflow"], "AWS_ACCESS_KEY_ID") == "crimes-object-store-mlflow"
+    assert not any(e["name"] == "AWS_ACCESS_KEY_ID" for e in deployments["gateway"].get("env", []))
+    job = of_kind(objects, "Job")["seaweedfs-buckets"]["spec"]["template"]["spec"]
+    (buckets,) = job["containers"]
+    assert buckets["command"][:3] == ["crimes", "object-store", "buckets"]
+    assert {e["name"] for e in buckets["env"]} == {
+        "CRIMES_OBJECT_STORE_ADMIN_ACCESS_KEY",
+        "CRIMES_OBJECT_STORE_ADMIN_SECRET_KEY",
+    }
+    settings = of_kind(objects, "ConfigMap")
+    (configmap,) = [c for n, c in settings.items() if n.startswith("crimes-settings")]
+    assert configmap["data"]["CRIMES_LAKE_S3_ENDPOINT_URL"] == "http://seaweedfs:8333"
+    values = yaml.safe_load((KUBERNETES / "airflow" / "values.yaml").read_text())
+    airflow_secrets = {s["envName"]: s["secretName"] for s in values["secret"]}
+    assert airflow_secrets["AWS_ACCESS_KEY_ID"] == "crimes-object-store-writer"

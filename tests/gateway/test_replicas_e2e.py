@@ -79,9 +79,10 @@ def test_two_replicas_share_the_load_and_survive_losing_one(
             "CRIMES_MODEL_PORT": str(replicas[0].port),
         }
         assert probe("model-service", env=dtc_settings) == 0
-        assert (
-            probe("model-service", env={**dtc_settings, "CRIMES_MODEL_NAME": "lda_model_prod"}) == 1
-        )
+        other_model = {**dtc_settings, "CRIMES_MODEL_NAME": "lda_model_prod"}
+        assert probe("model-service", env=other_model) == 1
+        # --live (compose's check): the server is alive, whatever model it serves.
+        assert probe("model-service", "--live", env=other_model) == 0
         assert probe("gateway", env={"CRIMES_GATEWAY_PORT": str(gateway.port)}) == 0
         assert probe("model-service", env={"CRIMES_MODEL_PORT": "not a port"}) == 1
 

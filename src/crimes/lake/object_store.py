@@ -56,14 +56,35 @@ def _alias(*names: str) -> Any:
     return Field(validation_alias=AliasChoices(*names))
 
 
-class ObjectStoreIdentities(BaseSettings):
-    """The four identities' keys, all required (no default: a deployment that forgot one fails
-    at start with the variable's name)."""
+def _access_key_shape(value: str) -> str:
+    if not _ACCESS_KEY.fullmatch(value):
+        raise ValueError("must be 3-128 letters, digits, '.', '_' or '-'")
+    return value
+
+
+def _secret_shape(value: SecretStr) -> SecretStr:
+    secret = value.get_secret_value()
+    if len(secret) < 8 or any(c.isspace() or not c.isprintable() for c in secret):
+        raise ValueError("must be at least 8 printable characters without whitespace")
+    return value
+
+
+class ObjectStoreAdmin(BaseSettings):
+    """The admin identity's keys (the bucket job needs nothing else); required."""
 
     model_config = SettingsConfigDict(extra="ignore", validate_by_name=True)
 
     admin_access_key: str = _alias("CRIMES_OBJECT_STORE_ADMIN_ACCESS_KEY")
     admin_secret_key: SecretStr = _alias("CRIMES_OBJECT_STORE_ADMIN_SECRET_KEY")
+
+    _admin_access_key = field_validator("admin_access_key")(_access_key_shape)
+    _admin_secret_key = field_validator("admin_secret_key")(_secret_shape)
+
+
+class ObjectStoreIdentities(ObjectStoreAdmin):
+    """The four identities' keys, all required (no default: a deployment that forgot one fails
+    at start with the variable's name)."""
+
     lake_writer_access_key: str = _alias("CRIMES_LAKE_WRITER_ACCESS_KEY")
     lake_writer_secret_key: SecretStr = _alias("CRIMES_LAKE_WRITER_SECRET_KEY")
     lake_reader_access_key: str = _alias("CRIMES_LAKE_READER_ACCESS_KEY")
@@ -71,26 +92,12 @@ class ObjectStoreIdentities(BaseSettings):
     mlflow_store_access_key: str = _alias("MLFLOW_STORE_ACCESS_KEY")
     mlflow_store_secret_key: SecretStr = _alias("MLFLOW_STORE_SECRET_KEY")
 
-    @field_validator(
-        "admin_access_key", "lake_writer_access_key", "lake_reader_access_key",
-        "mlflow_store_access_key",
-    )  # fmt: skip
-    @classmethod
-    def _access_key_shape(cls, value: str) -> str:
-        if not _ACCESS_KEY.fullmatch(value):
-            raise ValueError("must be 3-128 letters, digits, '.', '_' or '-'")
-        return value
-
-    @field_validator(
-        "admin_secret_key", "lake_writer_secret_key", "lake_reader_secret_key",
-        "mlflow_store_secret_key",
-    )  # fmt: skip
-    @classmethod
-    def _secret_shape(cls, value: SecretStr) -> SecretStr:
-        secret = value.get_secret_value()
-        if len(secret) < 8 or any(c.isspace() or not c.isprintable() for c in secret):
-            raise ValueError("must be at least 8 printable characters without whitespace")
-        return value
+    _access_keys = field_validator(
+        "lake_writer_access_key", "lake_reader_access_key", "mlflow_store_access_key"
+    )(_access_key_shape)
+    _secret_keys = field_validator(
+        "lake_writer_secret_key", "lake_reader_secret_key", "mlflow_store_secret_key"
+    )(_secret_shape)
 
     @model_validator(mode="after")
     def _distinct(self) -> Self:
@@ -189,12 +196,12 @@ def s3_client(endpoint_url: str, access_key: str, secret_key: SecretStr) -> S3Cl
     )
 
 
-def ensure_buckets(endpoint_url: str, identities: ObjectStoreIdentities) -> list[str]:
+def ensure_buckets(endpoint_url: str, admin: ObjectStoreAdmin) -> list[str]:
     """Create the project's buckets that do not exist yet, as the admin identity; returns the
     names created (idempotent: a second run creates nothing)."""
     from botocore.exceptions import ClientError
 
-    client = s3_client(endpoint_url, identities.admin_access_key, identities.admin_secret_key)
+    client = s3_client(endpoint_url, admin.admin_access_key, admin.admin_secret_key)
     existing = {b["Name"] for b in client.list_buckets().get("Buckets", []) if "Name" in b}
     created: list[str] = []
     for bucket in BUCKETS:
