@@ -33,7 +33,7 @@ def keys(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
 
 
 def test_each_identity_gets_only_its_buckets_actions(keys: dict[str, str]) -> None:
-    config = seaweedfs_config(ObjectStoreIdentities())  # type: ignore[call-arg]
+    config = seaweedfs_config(ObjectStoreIdentities())
     by_name = {i["name"]: i for i in config["identities"]}
     assert by_name["admin"]["actions"] == ["Admin:data", "Admin:mlflow"]
     assert by_name["lake-writer"]["actions"] == ["Read:data", "List:data", "Write:data"]
@@ -58,7 +58,7 @@ def test_bad_keys_are_refused(
 ) -> None:
     monkeypatch.setenv(name, value)
     with pytest.raises(ValidationError, match=message):
-        ObjectStoreIdentities()  # type: ignore[call-arg]
+        ObjectStoreIdentities()
 
 
 def test_config_command_writes_an_owner_only_file_a_json_parser_reads(
