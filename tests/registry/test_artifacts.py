@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from crimes.registry.artifacts import directory_sha256
+import pytest
+
+from crimes.registry.artifacts import bound_mlflow_calls, directory_sha256
 
 
 def test_any_change_to_the_files_changes_the_digest(tmp_path: Path) -> None:
@@ -26,3 +28,26 @@ def test_any_change_to_the_files_changes_the_digest(tmp_path: Path) -> None:
     (tmp_path / "extra.pkl").unlink()
     (tmp_path / "sub" / "requirements.txt").rename(tmp_path / "requirements.txt")
     assert directory_sha256(tmp_path) != digest  # a path is part of what is verified
+
+
+def test_mlflow_calls_are_bounded_and_artifacts_come_through_the_server(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in (
+        "MLFLOW_HTTP_REQUEST_TIMEOUT",
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES",
+        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR",
+        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR",
+        "MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD",
+    ):  # set by the call, restored after the test
+        monkeypatch.delenv(name, raising=False)
+    bound_mlflow_calls(2.5, 1)
+    from mlflow.environment_variables import (
+        MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD,
+        MLFLOW_HTTP_REQUEST_TIMEOUT,
+    )
+
+    assert MLFLOW_HTTP_REQUEST_TIMEOUT.get() == 2
+    # Set, so the client never asks the server whether presigned downloads are offered.
+    assert MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD.is_set()
+    assert MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD.get() is False

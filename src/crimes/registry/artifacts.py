@@ -32,6 +32,10 @@ def bound_mlflow_calls(timeout_seconds: float, max_retries: int) -> None:
     os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(max_retries)
     os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] = "1"
     os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
+    # Through the server only: offered by a server whose store is S3, MLflow's client fetches
+    # artifacts straight from the object store by presigned URLs, which the gateway cannot
+    # reach (it holds no keys and is on no network of the store, by design).
+    os.environ["MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD"] = "false"
 
 
 def version_artifact(
