@@ -11,7 +11,10 @@ fi
 if [ ! -s "$PGDATA/PG_VERSION" ]; then
     pwfile=$(mktemp)
     printf '%s\n' "$POSTGRES_PASSWORD" > "$pwfile"
+    # UTF8, as upstream (its default locale is en_US.utf8): under SQL_ASCII psycopg2 hands
+    # text back as bytes.
     initdb --username="${POSTGRES_USER:-postgres}" --pwfile="$pwfile" --auth=scram-sha-256 \
+        --encoding=UTF8 --locale=C.UTF-8 \
         --auth-local=trust -D "$PGDATA" >/dev/null
     rm -f "$pwfile"
     echo "host all all all scram-sha-256" >> "$PGDATA/pg_hba.conf"
