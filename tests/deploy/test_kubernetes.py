@@ -18,6 +18,7 @@ import yaml
 
 from crimes.settings import deployment_port, deployment_settings
 from tests.conftest import PROJECT_ROOT
+from tests.support.identities import IDENTITY_VARIABLES
 
 KUBERNETES = PROJECT_ROOT / "deploy" / "kubernetes"
 OVERLAYS = ("local", "production")
@@ -223,16 +224,7 @@ def test_seaweedfs_is_the_object_store_with_the_identities_of_every_deployment(
     # The identities file, written from the Secrets at every start, into memory.
     assert init["command"][:3] == ["crimes", "object-store", "config"]
     written = init["command"][3]
-    assert {e["name"] for e in init["env"]} == {
-        f"{prefix}_{kind}_KEY"
-        for prefix in (
-            "CRIMES_OBJECT_STORE_ADMIN",
-            "CRIMES_LAKE_WRITER",
-            "CRIMES_LAKE_READER",
-            "MLFLOW_STORE",
-        )
-        for kind in ("ACCESS", "SECRET")
-    }
+    assert {e["name"] for e in init["env"]} == IDENTITY_VARIABLES
     assert all("secretKeyRef" in e["valueFrom"] for e in init["env"])
     volumes = {v["name"]: v for v in store["volumes"]}
     assert volumes["identities"]["emptyDir"]["medium"] == "Memory"
