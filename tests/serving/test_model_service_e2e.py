@@ -25,7 +25,9 @@ import pytest
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from crimes import contract, registry
+from crimes.lake.object_store import s3_client
 from crimes.lake.storage import Lake
+from crimes.local.settings import StackSettings
 from crimes.proto_gen.inference import grpc_service_pb2_grpc as pb_grpc
 from crimes.protocol import inference
 from crimes.registry import bundles
@@ -337,11 +339,13 @@ def test_a_version_that_fails_its_checks_leaves_the_old_one_serving(
 
 
 def test_a_version_whose_files_changed_in_the_store_is_refused_and_the_old_one_serves(
-    services: dict[str, ServiceProcess], models: dict[str, Trained], names: dict[str, str]
+    services: dict[str, ServiceProcess],
+    models: dict[str, Trained],
+    names: dict[str, str],
+    stack_settings: StackSettings,
 ) -> None:
     """Its model file rewritten in the object store (SeaweedFS, as MLflow keeps it) after it was
     registered: the service refuses to deserialise it, says why, counts it, serves on."""
-    import boto3
     import mlflow
 
     service, trained = services["lda"], models["lda"]
@@ -353,7 +357,12 @@ def test_a_version_whose_files_changed_in_the_store_is_refused_and_the_old_one_s
     source = str(mlflow.MlflowClient().get_model_version(names["lda"], tampered).source)
     model_id = source.removeprefix("models:/")
     assert model_id.startswith("m-"), source
-    store = boto3.client("s3", endpoint_url=os.environ["MLFLOW_S3_ENDPOINT_URL"])
+    # Whoever holds MLflow's own keys to its bucket (the lake's writer has none there).
+    store = s3_client(
+        os.environ["MLFLOW_S3_ENDPOINT_URL"],
+        stack_settings.mlflow_store_access_key,
+        stack_settings.mlflow_store_secret_key,
+    )
     keys = [
         item["Key"]
         for page in store.get_paginator("list_objects_v2").paginate(Bucket="mlflow")
