@@ -446,6 +446,37 @@ def promote(
     raise typer.Exit(1 if refused and not decisions else 0)
 
 
+@app.command("add-onnx")
+def add_onnx(
+    model: Annotated[str, typer.Argument(help="dtc, lda, or a registered model's name.")],
+    version: Annotated[str, typer.Argument(help="The registered version to give an ONNX form.")],
+) -> None:
+    """Give a version registered before the model services ran ONNX its ONNX form, checked
+    label for label on its test split and the reference example, as the training does."""
+    from crimes import registry
+    from crimes.lake.storage import Lake
+    from crimes.settings import tracking_settings
+    from crimes.training import onnx_export
+
+    name = registry.MODELS.get(model, model)
+    if not version.isdigit():
+        _fail("add-onnx", ValueError(f"version must be a number, got {version!r}"), BAD_INPUT)
+    try:
+        import mlflow
+
+        mlflow.set_tracking_uri(tracking_settings().tracking_uri)
+        uri, exported = onnx_export.add_to_version(name, version, Lake())
+    except Exception as error:  # unknown version, MLflow or the lake unreachable: one line
+        _fail("add-onnx", error, code=1)
+    if exported is None:
+        typer.echo(f"{name} version {version} already has its ONNX form: {uri}")
+        return
+    typer.echo(
+        f"{name} version {version}: ONNX form {uri} ({exported.datatype}), labels equal on "
+        f"{exported.rows_compared} rows"
+    )
+
+
 @app.command()
 def retrain(
     source: Annotated[

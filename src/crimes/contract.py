@@ -13,12 +13,14 @@ import json
 import operator
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Annotated, Any, Final, Literal, cast
+from typing import TYPE_CHECKING, Annotated, Any, Final, Literal, cast
 
 import annotated_types
 import numpy as np
-import pandas as pd
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool
+
+if TYPE_CHECKING:  # pandas is imported where frames are made: the services never load it
+    import pandas as pd
 
 Encoding = Literal["numeric", "onehot", "target"]
 
@@ -243,6 +245,8 @@ def out_of_contract(frame: pd.DataFrame) -> pd.Series:
 
     Vectorised twin of validating every row with `CrimeFeatures`: same bounds, read from it.
     """
+    import pandas as pd
+
     reason = pd.Series(None, index=frame.index, dtype="object")
     for spec in FEATURE_SPECS:
         column = frame[spec.name]
@@ -298,12 +302,16 @@ def feature_columns(records: Sequence[Mapping[str, Any]]) -> dict[str, Sequence[
 
 def features_frame(records: list[CrimeFeatures]) -> pd.DataFrame:
     """Validated records as a features frame with the contract's dtypes."""
+    import pandas as pd
+
     frame = pd.DataFrame([r.model_dump() for r in records], columns=list(FEATURES))
     return as_features_frame(frame)
 
 
 def as_features_frame(frame: pd.DataFrame) -> pd.DataFrame:
     """Give a frame that already holds valid features the contract's column order and dtypes."""
+    import pandas as pd
+
     out = frame.loc[:, list(FEATURES)].copy()
     out["location_description"] = out["location_description"].fillna(MISSING_LOCATION_DESCRIPTION)
     for name in NUMERIC_FEATURES:
@@ -405,3 +413,25 @@ def _raise_first(spec: FeatureSpec, values: list[Any]) -> None:
             raise ContractViolation(
                 spec.name, row, f"{value} is outside {spec.minimum}..{spec.maximum}"
             )
+
+
+# The reference's example record (its answer is 07 from both models): the OpenAPI example,
+# the demo's first question, and a row every exported model must label as its original does.
+EXAMPLE_RECORD: Final[Mapping[str, Any]] = {
+    "arrest": False,
+    "beat": 412,
+    "community_area": 46,
+    "description": "THEFT / RECOVERY - AUTOMOBILE",
+    "dia_mes": 4,
+    "dia_semana": 1,
+    "district": 4,
+    "domestic": False,
+    "hora": 5,
+    "iucr": "0930",
+    "latitude": 41.743747398,
+    "location_description": "STREET",
+    "longitude": -87.566115082,
+    "mes": 6,
+    "primary_type": "MOTOR VEHICLE THEFT",
+    "ward": 7,
+}

@@ -56,7 +56,7 @@ def challengers(trained: dict[str, Any]) -> Iterator[dict[str, Any]]:
     name = registry.MODELS["dtc"]
     with mlflow.start_run(run_name="shadow-test-challenger"):
         fitted = models.Fitted(kind="dtc", model=tree, params={"max_depth": 3})
-        version = pipeline.register(fitted, final, name)
+        version, _ = pipeline.register(fitted, final, name)
     # Only the tag serving needs: no dataset lineage, so no training mistakes it for its own.
     client.set_model_version_tag(
         name, version, Tag.TRANSFORMATION_VERSION, final.transformation_version

@@ -13,7 +13,9 @@ from crimes.etl.preprocess import preprocess
 from crimes.lake import layout, storage
 from crimes.lake.settings import LakeSettings
 from crimes.lake.storage import Lake, LakeError
-from crimes.registry import bundles, model_files
+from crimes.registry import bundles, onnx_form
+from crimes.registry.onnx_form import FormRefused, OnnxClassifier
+from crimes.training import onnx_export
 from crimes.transformation import fitting
 
 
@@ -23,11 +25,11 @@ def bundle() -> bundles.ModelBundle:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         fitted, matrix = fitting.fit_transform(data[list(contract.FEATURES)], data[contract.TARGET])
-    model = DecisionTreeClassifier(random_state=0).fit(matrix, data[contract.TARGET])
+    model = DecisionTreeClassifier(random_state=0).fit(matrix.to_numpy(), data[contract.TARGET])
     return bundles.ModelBundle(
         name="dtc_model_prod",
         version="3",
-        model=model,
+        model=onnx_export.export(model, matrix.shape[1], "FP32"),
         transformation=fitting.export(fitted),
         metadata={
             "name": "dtc_model_prod",
@@ -47,7 +49,8 @@ def test_bundle_round_trips_through_the_lake(bundle: bundles.ModelBundle, tmp_pa
     back = bundles.read_bundle(lake, "dtc_model_prod")
     assert back.version == "3"
     assert back.transformation_version == bundle.transformation_version
-    assert back.model.classes_.tolist() == bundle.metadata["classes"]
+    assert back.model == bundle.model
+    assert list(OnnxClassifier(back.model, "back").classes) == bundle.metadata["classes"]
     assert back.source.endswith("chicago/crimes/models/dtc_model_prod/v3")
 
 
@@ -83,10 +86,11 @@ def test_the_gateway_reads_only_the_transformation_of_a_lake_bundle(
     assert bundles.read_bundle_transformation(lake, "dtc_model_prod") == bundle.transformation.data
 
 
-def test_a_bundle_whose_model_file_is_a_pickle_is_refused_before_it_runs(
+def test_a_bundle_whose_model_file_is_a_pickle_is_refused_and_never_runs(
     bundle: bundles.ModelBundle, tmp_path: Path
 ) -> None:
-    """Locally and in the lake (even with the lake's checksums rewritten to match it)."""
+    """Locally and in the lake (even with the lake's checksums rewritten to match it): the
+    model file is data for onnxruntime, which refuses it; nothing unpickles it."""
     from tests.registry.test_model_files import Marker
 
     marker = tmp_path / "ran"
@@ -94,17 +98,17 @@ def test_a_bundle_whose_model_file_is_a_pickle_is_refused_before_it_runs(
     folder = tmp_path / "copy"
     bundles.save_bundle_dir(folder, bundle)
     assert bundles.load_bundle_dir(folder).version == "3"
-    (folder / model_files.MODEL_FILE).write_bytes(evil)
-    with pytest.raises(LakeError, match="not a skops model file"):
-        bundles.load_bundle_dir(folder)
+    (folder / onnx_form.MODEL_FILE).write_bytes(evil)
+    with pytest.raises(FormRefused, match="not a loadable ONNX model"):
+        OnnxClassifier(bundles.load_bundle_dir(folder).model, "copy")
 
     lake = Lake(LakeSettings(root=f"file://{tmp_path}/data"))
     manifest = bundles.write_bundle(lake, bundle)
-    entry = manifest["files"]["bundle"][model_files.MODEL_FILE]
+    entry = manifest["files"]["bundle"][onnx_form.MODEL_FILE]
     lake.write_bytes(entry["key"], evil)
     entry["sha256"] = storage.sha256(evil)
     entry["bytes"] = len(evil)
     storage.publish_pointer(lake, layout.bundle_pointer("dtc_model_prod"), manifest)
-    with pytest.raises(LakeError, match="not a skops model file"):
-        bundles.read_bundle(lake, "dtc_model_prod")
+    with pytest.raises(FormRefused, match="not a loadable ONNX model"):
+        OnnxClassifier(bundles.read_bundle(lake, "dtc_model_prod").model, "lake")
     assert not marker.exists()

@@ -19,6 +19,7 @@ from crimes import contract
 from crimes.etl import synthetic
 from crimes.etl.preprocess import preprocess
 from crimes.registry import bundles
+from crimes.training import onnx_export
 from crimes.transformation import fitting
 from crimes.transformation.document import TransformationDocument
 
@@ -74,8 +75,19 @@ def train(
     )
 
 
+_FORMS: dict[int, bytes] = {}
+
+
+def onnx(trained: Trained) -> bytes:
+    """The classifier's ONNX form, as the training exports and checks it (once per model)."""
+    if id(trained.model) not in _FORMS:
+        rows = onnx_export.check_rows(trained.test, trained.transformation)
+        _FORMS[id(trained.model)] = onnx_export.export_checked(trained.model, rows).data
+    return _FORMS[id(trained.model)]
+
+
 def bundle(trained: Trained, name: str, version: str, run_id: str = "run-1") -> bundles.ModelBundle:
-    return bundles.bundle_of(name, version, run_id, trained.model, trained.transformation)
+    return bundles.bundle_of(name, version, run_id, onnx(trained), trained.transformation)
 
 
 def labels(trained: Trained, rows: npt.NDArray[np.float64]) -> list[str]:

@@ -18,6 +18,7 @@ from crimes.proto_gen.inference import grpc_service_pb2 as pb
 from crimes.proto_gen.inference import grpc_service_pb2_grpc as pb_grpc
 from crimes.protocol import inference
 from crimes.registry import Tag, artifacts
+from crimes.training import onnx_export
 from tests.serving.models import Trained
 
 
@@ -85,8 +86,10 @@ def register(
     *,
     alias: str | None = registry.CHAMPION,
     tags: dict[str, str] | None = None,
+    onnx_form: bool = True,
 ) -> tuple[str, str]:
-    """Log and register a model the way the training does; its (version, run id)."""
+    """Log and register a model the way the training does (without its ONNX form: as
+    before the services ran ONNX); its (version, run id)."""
     import mlflow
     from mlflow.models import infer_signature
 
@@ -103,9 +106,12 @@ def register(
             registered_model_name=name,
             skops_trusted_types=["sklearn.tree._tree.Tree"],
         )
-    version = str(info.registered_model_version)
-    # As the training does: the files' SHA-256, which a model service checks before loading.
-    artifacts.record_model_sha256(mlflow.get_tracking_uri(), name, version)
+        version = str(info.registered_model_version)
+        # As the training does: the files' SHA-256, which a model service checks before
+        # loading, and the ONNX form the services run.
+        artifacts.record_model_sha256(mlflow.get_tracking_uri(), name, version)
+        if onnx_form:
+            onnx_export.attach(name, version, trained.model, trained.test, trained.transformation)
     for key, value in {
         Tag.TRANSFORMATION_VERSION: trained.transformation_version,
         Tag.DATASET: "synthetic-test",

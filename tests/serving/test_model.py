@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import warnings
-from typing import Any
 
 import numpy as np
 import pytest
@@ -12,64 +10,48 @@ from sklearn.tree import DecisionTreeClassifier
 
 from crimes.serving.errors import InvalidInput, ModelLoadError, PreconditionFailed
 from crimes.serving.model import Source, prepare
-from tests.serving.models import Trained, bundle, labels
+from crimes.training import onnx_export
+from tests.serving.models import Trained, bundle, labels, probabilities
 
 
-def test_a_good_bundle_prepares_with_the_direct_label_path(dtc: Trained, lda: Trained) -> None:
+def test_a_good_bundle_serves_the_classifiers_own_answers(dtc: Trained, lda: Trained) -> None:
     for trained in (dtc, lda):
         loaded = prepare(bundle(trained, "m", "1"), Source.LAKE, "s3://x")
-        assert loaded.direct_labels is not None
         assert loaded.classes == tuple(str(c) for c in trained.model.classes_)
         assert loaded.feature_names == tuple(trained.feature_names)
-        wide = np.vstack(
-            [
-                trained.test,
-                np.random.default_rng(1).uniform(-2, 3, (500, 200))[:, : loaded.n_features],
-            ]
+        served = loaded.predict(trained.test, probabilities=True)
+        assert list(served.labels) == labels(trained, trained.test)
+        assert served.probabilities is not None
+        np.testing.assert_allclose(
+            served.probabilities, probabilities(trained, trained.test), atol=1e-5
         )
-        assert list(loaded.predict(wide, probabilities=False).labels) == labels(trained, wide)
-
-
-def test_the_direct_path_is_dropped_when_it_disagrees(
-    dtc: Trained, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from crimes.serving import model as model_module
-
-    def wrong(model: object) -> model_module.LabelFunction:
-        return lambda rows: np.full(len(rows), "01A", dtype=object)
-
-    monkeypatch.setattr(model_module, "_direct_labels", wrong)
-    loaded = prepare(bundle(dtc, "m", "1"), Source.LAKE, "s3://x")
-    assert loaded.direct_labels is None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        served = list(loaded.predict(dtc.test, False).labels)
-    assert served == labels(dtc, dtc.test)
+    # A tree computes on float32 whatever it is given, as scikit-learn's does: any rows.
+    tree = prepare(bundle(dtc, "m", "1"), Source.LAKE, "x")
+    assert tree.input_datatype == "FP32"
+    wide = np.random.default_rng(1).uniform(-2, 3, (500, tree.n_features))
+    assert list(tree.predict(wide, probabilities=False).labels) == labels(dtc, wide)
 
 
 def test_classes_must_be_fbi_codes_as_text(dtc: Trained) -> None:
     numeric = DecisionTreeClassifier(random_state=0).fit(
         dtc.train.to_numpy(), np.arange(len(dtc.train)) % 3
     )
-    with pytest.raises(ModelLoadError, match="FBI codes as text"):
-        prepare(
-            dataclasses.replace(
-                bundle(dtc, "m", "1"),
-                model=numeric,
-                metadata={**bundle(dtc, "m", "1").metadata, "classes": ["0", "1", "2"]},
-            ),
-            Source.LAKE,
-            "x",
-        )
+    form = onnx_export.export(numeric, dtc.test.shape[1], "FP32")
+    with pytest.raises(ModelLoadError, match="output 'label' is tensor\\(int64\\)"):
+        prepare(dataclasses.replace(bundle(dtc, "m", "1"), model=form), Source.LAKE, "x")
 
 
 def test_inputs_must_be_the_transformations_columns(dtc: Trained) -> None:
-    with pytest.raises(ModelLoadError, match="logged signature differ"):
-        prepare(bundle(dtc, "m", "1"), Source.MLFLOW, "x", signature_columns=dtc.feature_names[:-1])
     renamed = bundle(dtc, "m", "1")
     renamed.metadata["feature_names"] = [*dtc.feature_names[:-1], "other"]
     with pytest.raises(ModelLoadError, match="the metadata differ"):
         prepare(renamed, Source.LAKE, "x")
+    narrow = DecisionTreeClassifier(random_state=0).fit(
+        dtc.train.iloc[:, :-3].to_numpy(), labels(dtc, dtc.train.to_numpy())
+    )
+    form = onnx_export.export(narrow, dtc.test.shape[1] - 3, "FP32")
+    with pytest.raises(ModelLoadError, match=f"takes {dtc.test.shape[1] - 3} features"):
+        prepare(dataclasses.replace(bundle(dtc, "m", "1"), model=form), Source.LAKE, "x")
 
 
 def test_the_transformation_must_be_the_tagged_one(dtc: Trained) -> None:
@@ -79,34 +61,16 @@ def test_the_transformation_must_be_the_tagged_one(dtc: Trained) -> None:
         prepare(other, Source.MLFLOW, "x")
 
 
-def test_a_classifier_fitted_on_other_columns_fails_its_checks(dtc: Trained) -> None:
-    narrow = DecisionTreeClassifier(random_state=0).fit(
-        dtc.train.iloc[:, :-3], labels(dtc, dtc.train.to_numpy())
-    )
-    with pytest.raises(ModelLoadError, match="classifier's fitted columns differ"):
-        prepare(dataclasses.replace(bundle(dtc, "m", "1"), model=narrow), Source.LAKE, "x")
-
-
-class _BrokenProbabilities:
-    """A fitted classifier whose probabilities fail, as a corrupted artifact might."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-        self.classes_ = inner.classes_
-        self.n_features_in_ = inner.n_features_in_
-        self.feature_names_in_ = inner.feature_names_in_
-
-    def predict(self, rows: Any) -> Any:
-        return self.inner.predict(rows)
-
-    def predict_proba(self, rows: Any) -> Any:
-        raise ValueError("corrupted tree")
-
-
-def test_a_model_that_cannot_predict_fails_the_smoke_check(dtc: Trained) -> None:
-    broken = _BrokenProbabilities(dtc.model)
-    with pytest.raises(ModelLoadError, match=r"smoke prediction failed.*corrupted tree"):
-        prepare(dataclasses.replace(bundle(dtc, "m", "1"), model=broken), Source.LAKE, "x")
+def test_what_is_no_declared_onnx_form_is_refused(dtc: Trained) -> None:
+    good = bundle(dtc, "m", "1")
+    with pytest.raises(ModelLoadError, match="not a loadable ONNX model"):
+        prepare(dataclasses.replace(good, model=b"\x08\x07garbage"), Source.LAKE, "x")
+    with pytest.raises(ModelLoadError, match="metadata classes differ"):
+        prepare(
+            dataclasses.replace(good, metadata={**good.metadata, "classes": ["01A"]}),
+            Source.LAKE,
+            "x",
+        )
 
 
 def test_requests_are_checked_against_the_loaded_model(dtc: Trained) -> None:

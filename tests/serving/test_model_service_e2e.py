@@ -30,10 +30,11 @@ from crimes.lake.storage import Lake
 from crimes.local.settings import StackSettings
 from crimes.proto_gen.inference import grpc_service_pb2_grpc as pb_grpc
 from crimes.protocol import inference
-from crimes.registry import bundles
+from crimes.registry import Tag, bundles
+from crimes.registry.onnx_form import OnnxClassifier
 from tests.conftest import PROJECT_ROOT
 from tests.serving.malformed import CASES, Case, Target
-from tests.serving.models import Trained, bundle, train
+from tests.serving.models import Trained, bundle, onnx, train
 from tests.serving.processes import ServiceProcess, move_alias, register, start_service
 from tests.serving.tcp_proxy import TcpProxy
 
@@ -137,10 +138,11 @@ def test_tritonclient_gets_the_registered_models_own_predictions(
     metadata = answer["metadata"]
     assert metadata["name"] == service.name
     assert metadata["versions"] == [version]
-    # Both input forms, as tritonclient reads them: the matrix, then a tensor per feature.
+    # Both input forms, as tritonclient reads them: the matrix (of the datatype its ONNX form
+    # computes on; FP64 is taken too), then a tensor per feature.
     assert metadata["inputs"][0] == {
         "name": "features",
-        "datatype": "FP64",
+        "datatype": OnnxClassifier(onnx(trained), "the form").datatype,
         "shape": ["-1", str(rows.shape[1])],
     }
     assert [i["name"] for i in metadata["inputs"][1:]] == list(contract.FEATURES)
@@ -150,7 +152,11 @@ def test_tritonclient_gets_the_registered_models_own_predictions(
     labels, probabilities = _offline(service.name, version, rows)
     assert answer["labels"] == labels
     assert answer["probabilities_shape"] == list(probabilities.shape)
-    assert answer["probabilities_hex"] == probabilities.astype("<f8").tobytes().hex()
+    served_probabilities = np.frombuffer(bytes.fromhex(answer["probabilities_hex"]), "<f8")
+    # The ONNX form's probabilities (float32 arithmetic for most forms), the classifier's to 1e-5.
+    np.testing.assert_allclose(
+        served_probabilities.reshape(probabilities.shape), probabilities, rtol=0, atol=1e-5
+    )
     assert answer["model_version"] == version
     assert answer["id"] == "triton-1"
     assert answer["parameters"]["transformation_version"] == {
@@ -164,13 +170,13 @@ def test_tritonclient_gets_the_registered_models_own_predictions(
     assert served["source"] == "mlflow"
 
 
-def test_services_run_on_uvloop_with_one_blas_thread_large_buffers_and_the_legacy_listener(
+def test_services_run_on_uvloop_with_one_onnx_thread_large_buffers_and_the_legacy_listener(
     services: dict[str, ServiceProcess],
 ) -> None:
     for service in services.values():
         runtime = service.wait_for_log("server.runtime")
         assert runtime["event_loop"] == "uvloop"
-        assert runtime["blas_threads"] == [1]
+        assert runtime["onnx_threads"] == 1
         assert runtime["large_buffers_from_heap"] is True
         assert runtime["grpc_experiments"] == "-event_engine_listener"
 
@@ -352,11 +358,11 @@ def test_a_version_whose_files_changed_in_the_store_is_refused_and_the_old_one_s
     serving = service.metadata()["version"]
     failed_before = _reloads_failed(service)
     tampered, _ = register(trained, names["lda"], alias=None)
-    # The version's source names its logged model (models:/m-...), whose files MLflow keeps
-    # under .../models/m-.../artifacts/ in its bucket.
-    source = str(mlflow.MlflowClient().get_model_version(names["lda"], tampered).source)
-    model_id = source.removeprefix("models:/")
-    assert model_id.startswith("m-"), source
+    # The version's ONNX form (what the services run) is a logged model (models:/m-...), whose
+    # files MLflow keeps under .../models/m-.../artifacts/ in its bucket.
+    tags = mlflow.MlflowClient().get_model_version(names["lda"], tampered).tags
+    model_id = str(tags[Tag.ONNX_MODEL]).removeprefix("models:/")
+    assert model_id.startswith("m-"), tags
     # Whoever holds MLflow's own keys to its bucket (the lake's writer has none there).
     store = s3_client(
         os.environ["MLFLOW_S3_ENDPOINT_URL"],
@@ -367,7 +373,7 @@ def test_a_version_whose_files_changed_in_the_store_is_refused_and_the_old_one_s
         item["Key"]
         for page in store.get_paginator("list_objects_v2").paginate(Bucket="mlflow")
         for item in page.get("Contents", [])
-        if model_id in item["Key"] and item["Key"].endswith(("model.skops", "model.pkl"))
+        if model_id in item["Key"] and item["Key"].endswith("model.onnx")
     ]
     assert len(keys) == 1, keys
     original = store.get_object(Bucket="mlflow", Key=keys[0])["Body"].read()
@@ -380,6 +386,20 @@ def test_a_version_whose_files_changed_in_the_store_is_refused_and_the_old_one_s
     assert service.health() == "SERVING"
     assert _reloads_failed(service) == failed_before + 1
     move_alias(names["lda"], serving)
+
+
+def test_a_version_without_its_onnx_form_is_refused_naming_the_command_that_adds_it(
+    services: dict[str, ServiceProcess], models: dict[str, Trained], names: dict[str, str]
+) -> None:
+    """Registered before the services ran ONNX: refused, the old version serves on."""
+    service = services["dtc"]
+    serving = service.metadata()["version"]
+    old, _ = register(models["dtc"], names["dtc"], alias=None, onnx_form=False)
+    move_alias(names["dtc"], old)
+    failure = service.wait_for_log("model.load_failed", version=old)
+    assert f"crimes add-onnx {names['dtc']} {old}" in failure["reason"]
+    assert service.metadata()["version"] == serving
+    move_alias(names["dtc"], serving)
 
 
 def _reloads_failed(service: ServiceProcess) -> float:

@@ -64,7 +64,7 @@ def test_chain_prefers_the_local_copy_then_the_lake_then_the_bundle_path(
 
     assert served() == ("3", Source.LOCAL_COPY)
     # A corrupted local copy is passed over, not served.
-    (config.local_copy_dir / "model.skops").write_bytes(b"not a skops file")
+    (config.local_copy_dir / "model.onnx").write_bytes(b"not an ONNX model")
     assert served() == ("2", Source.LAKE)
     lake.fs.rm(lake._path(layout.bundle_pointer(NAME)))
     assert served() == ("1", Source.BUNDLE_PATH)

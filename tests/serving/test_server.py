@@ -22,6 +22,7 @@ from crimes import contract
 from crimes.proto_gen.inference import grpc_service_pb2 as pb
 from crimes.proto_gen.inference import grpc_service_pb2_grpc as pb_grpc
 from crimes.protocol import inference
+from crimes.registry.onnx_form import OnnxClassifier, Prediction
 from crimes.serving.model import LoadedModel
 from tests.serving.harness import (
     NAME,
@@ -110,7 +111,10 @@ def test_predictions_are_the_models_own(
         )
         assert full.labels == labels(trained, trained.test)
         assert full.probabilities is not None
-        assert np.array_equal(full.probabilities, probabilities(trained, trained.test))
+        # The ONNX form's probabilities (float32 arithmetic), the classifier's to 1e-5.
+        np.testing.assert_allclose(
+            full.probabilities, probabilities(trained, trained.test), rtol=0, atol=1e-5
+        )
         assert full.classes == tuple(str(c) for c in trained.model.classes_)
 
     asyncio.run(scenario())
@@ -147,7 +151,8 @@ def test_calls_past_the_concurrency_bound_are_resource_exhausted(
 
 def test_metadata_names_the_transformation_run_and_classes(tmp_path: Path, lda: Trained) -> None:
     registry = FakeRegistry()
-    registry.publish("4", bundle(lda, NAME, "4", run_id="run-4"))
+    published = bundle(lda, NAME, "4", run_id="run-4")
+    registry.publish("4", published)
 
     async def scenario() -> pb.ModelMetadataResponse:
         async with running(settings(tmp_path), registry) as live:
@@ -157,10 +162,15 @@ def test_metadata_names_the_transformation_run_and_classes(tmp_path: Path, lda: 
             return await live.stub.ModelMetadata(pb.ModelMetadataRequest(name=NAME))
 
     metadata = asyncio.run(scenario())
-    assert (metadata.name, list(metadata.versions), metadata.platform) == (NAME, ["4"], "sklearn")
+    assert (metadata.name, list(metadata.versions), metadata.platform) == (
+        NAME,
+        ["4"],
+        "onnxruntime_onnx",
+    )
+    # The datatype its ONNX form computes on: the features' cheapest exact form.
     assert next((i.name, i.datatype, list(i.shape)) for i in metadata.inputs) == (
         "features",
-        "FP64",
+        OnnxClassifier(published.model, "published").datatype,
         [-1, lda.train.shape[1]],
     )
     # ... and the other form: a raw record, a tensor per feature of the contract.
@@ -328,7 +338,7 @@ def test_large_batches_are_predicted_off_the_event_loop(tmp_path: Path, lda: Tra
     answer = asyncio.run(scenario())
     assert answer.labels == labels(lda, rows)
     assert answer.probabilities is not None
-    assert np.array_equal(answer.probabilities, probabilities(lda, rows))
+    np.testing.assert_allclose(answer.probabilities, probabilities(lda, rows), rtol=0, atol=1e-5)
 
 
 def test_reflection_lists_the_services_and_serves_the_protocol_file(
@@ -359,15 +369,19 @@ def test_an_unexpected_error_is_internal_never_unknown(tmp_path: Path, dtc: Trai
     registry = FakeRegistry()
     registry.publish("1", bundle(dtc, NAME, "1"))
 
-    def broken(rows: np.ndarray) -> np.ndarray:
-        raise ZeroDivisionError("a bug")
+    class Broken(OnnxClassifier):
+        def __init__(self) -> None:  # no session: every prediction fails
+            pass
+
+        def predict(self, features: np.ndarray, probabilities: bool) -> Prediction:
+            raise ZeroDivisionError("a bug")
 
     async def scenario() -> None:
         async with running(settings(tmp_path), registry) as live:
             await until(lambda: live.server.runtime.ready)
             current = live.server.runtime.current
             assert current is not None
-            live.server.runtime.current = dataclasses.replace(current, direct_labels=broken)
+            live.server.runtime.current = dataclasses.replace(current, classifier=Broken())
             with pytest.raises(grpc.aio.AioRpcError) as failed:
                 await _infer(live, dtc, dtc.test[:2])
             assert failed.value.code() == grpc.StatusCode.INTERNAL

@@ -13,6 +13,7 @@ from crimes import registry
 from crimes.lake import datasets
 from crimes.lake.storage import Lake
 from crimes.registry import Tag, bundles
+from crimes.registry.onnx_form import OnnxClassifier
 from crimes.settings import TrackingSettings
 from crimes.training import evaluate
 from tests.support.stack import TRIALS, YEAR
@@ -99,7 +100,13 @@ def test_the_fallback_bundle_is_the_champion(
     import mlflow
 
     registered = mlflow.sklearn.load_model(f"models:/{name}/{champion.version}")
-    assert (bundle.model.predict(sample) == registered.predict(sample)).all()
+    served = OnnxClassifier(bundle.model, "the lake's bundle").predict(sample, False).labels
+    assert (served == registered.predict(sample)).all()
+    # Its ONNX form was checked on every test row and the reference example.
+    tags = champion.tags
+    assert tags[Tag.ONNX_ROWS_COMPARED] == str(len(final.X_test) + 1)
+    assert tags[Tag.ONNX_MODEL].startswith("models:/m-")
+    assert len(tags[Tag.ONNX_SHA256]) == 64
 
 
 def test_training_again_on_the_same_dataset_registers_no_duplicate(
@@ -120,3 +127,59 @@ def test_training_again_on_the_same_dataset_registers_no_duplicate(
         tagged = client.get_model_version(summary.name, summary.version).tags
         assert tagged[Tag.DATASET] == trained["dataset"]
     assert {name: versions(name) for name in registry.MODELS.values()} == before
+
+
+def test_add_onnx_gives_an_older_version_its_form_once(
+    trained: dict[str, Any], client: Any
+) -> None:
+    """A version registered as before the services ran ONNX (the champion's classifier, its
+    lineage, no form) gets one from `crimes add-onnx`, checked on its whole test split; a second
+    run leaves it alone; a version that does not exist or is no number is one line, not zero."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import mlflow
+
+    from crimes.registry import artifacts
+
+    champion = client.get_model_version_by_alias(registry.MODELS["lda"], registry.CHAMPION)
+    model = mlflow.sklearn.load_model(registry.model_uri(registry.MODELS["lda"]))
+    # A model of its own: the served ones' versions stay the training's.
+    name = "lda_before_onnx"
+    mlflow.set_tracking_uri(TrackingSettings().tracking_uri)
+    with mlflow.start_run(run_id=champion.run_id):
+        info = mlflow.sklearn.log_model(
+            model,
+            name="model-before-onnx",
+            registered_model_name=name,
+            serialization_format="skops",
+        )
+    old = str(info.registered_model_version)
+    artifacts.record_model_sha256(mlflow.get_tracking_uri(), name, old)
+    for key in (Tag.TRANSFORMATION_VERSION, Tag.DATASET, Tag.YEAR):
+        client.set_model_version_tag(name, old, key, champion.tags[key])
+    assert Tag.ONNX_MODEL not in client.get_model_version(name, old).tags
+
+    crimes = str(Path(sys.executable).parent / "crimes")
+
+    def add_onnx(*arguments: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [crimes, "add-onnx", *arguments], capture_output=True, text=True, timeout=300
+        )
+
+    done = add_onnx(name, old)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = len(datasets.load_final(Lake(), YEAR).X_test) + 1
+    assert f"labels equal on {rows} rows" in done.stdout
+    tags = client.get_model_version(name, old).tags
+    assert tags[Tag.ONNX_ROWS_COMPARED] == str(rows)
+    form = artifacts.version_tags(mlflow.get_tracking_uri(), name, old)[Tag.ONNX_MODEL]
+    again = add_onnx(name, old)
+    assert again.returncode == 0
+    assert f"already has its ONNX form: {form}" in again.stdout
+    for arguments, code in (((name, "99999"), 1), (("lda", "two"), 2)):
+        refused = add_onnx(*arguments)
+        assert refused.returncode == code
+        assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+        assert refused.stderr.startswith("crimes add-onnx: ")

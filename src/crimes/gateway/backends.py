@@ -31,11 +31,6 @@ RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE})
 REFRESH_BACKOFF_MIN = 0.2
 REFRESH_BACKOFF_MAX = 5.0
 
-# Models that compute on float32 features whatever they are given: scikit-learn's trees cast X
-# to float32 before anything else, so FP32 features give them exactly the same answers (and the
-# same probabilities) with half the bytes on the wire. Any other model gets FP64.
-FLOAT32_MODEL_CLASSES = frozenset({"DecisionTreeClassifier"})
-
 
 class ModelCallError(Exception):
     def __init__(self, code: grpc.StatusCode | None, message: str) -> None:
@@ -66,6 +61,9 @@ class ServiceState:
     error: str | None = None
     # The most records it takes in one call, as it advertises (None: not known).
     max_batch_rows: int | None = None
+    # What its model computes on (its metadata's input datatype): FP32 features give a model
+    # that computes on float32 exactly the same answers with half the bytes on the wire.
+    input_datatype: str = "FP64"
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -204,7 +202,7 @@ class ModelService:
             transformation_version,
             probabilities=probabilities,
             request_id=",".join(request_ids),
-            datatype="FP32" if self.state.model_class in FLOAT32_MODEL_CLASSES else "FP64",
+            datatype=self.state.input_datatype,
         )
         deadline = time.monotonic() + self.deadline_seconds
         attempt = 0
@@ -258,6 +256,7 @@ async def metadata_state(
         location=info.location or None,
         model_class=info.model_class or None,
         max_batch_rows=info.max_batch_rows or None,
+        input_datatype=info.input_datatype,
     )
 
 

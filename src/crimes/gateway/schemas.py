@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, NotRequired
+from typing import Annotated, Any, Final, NotRequired
 
 from pydantic import BaseModel, ConfigDict, Field, Strict, TypeAdapter, ValidationError
 from typing_extensions import TypedDict
@@ -10,29 +10,12 @@ from typing_extensions import TypedDict
 from crimes import contract
 from crimes.contract import CrimeFeatures
 
-EXAMPLE: dict[str, Any] = {
-    "arrest": False,
-    "beat": 412,
-    "community_area": 46,
-    "description": "THEFT / RECOVERY - AUTOMOBILE",
-    "dia_mes": 4,
-    "dia_semana": 1,
-    "district": 4,
-    "domestic": False,
-    "hora": 5,
-    "iucr": "0930",
-    "latitude": 41.743747398,
-    "location_description": "STREET",
-    "longitude": -87.566115082,
-    "mes": 6,
-    "primary_type": "MOTOR VEHICLE THEFT",
-    "ward": 7,
-}
+EXAMPLE: Final = contract.EXAMPLE_RECORD
 
 
 class PredictRequest(BaseModel):
     model_config = ConfigDict(
-        extra="forbid", json_schema_extra={"examples": [{"features": EXAMPLE}]}
+        extra="forbid", json_schema_extra={"examples": [{"features": dict(EXAMPLE)}]}
     )
 
     features: CrimeFeatures

@@ -15,13 +15,15 @@ import json
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 import fsspec
-import pandas as pd
 
 from crimes.lake.settings import LakeSettings, lake_settings
+
+if TYPE_CHECKING:  # pandas is imported where frames are read: the services never load it
+    import pandas as pd
 
 
 class LakeError(RuntimeError):
@@ -117,6 +119,8 @@ def parquet_bytes(frame: pd.DataFrame) -> bytes:
 
 
 def read_parquet_bytes(data: bytes) -> pd.DataFrame:
+    import pandas as pd
+
     return pd.read_parquet(io.BytesIO(data))
 
 

@@ -297,7 +297,7 @@ def run(announce: Callable[[str], None] = print) -> dict[str, Any]:
         },
     )
     _wait(lambda: http_ok(f"{gateway}/health/ready")[0], "gateway readiness", 60)
-    answer = _ask(gateway, EXAMPLE)
+    answer = _ask(gateway, dict(EXAMPLE))
     models = httpx.get(f"{gateway}/models", timeout=10, trust_env=False).json()
 
     announce("")

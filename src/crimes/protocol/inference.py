@@ -318,13 +318,15 @@ class ModelInfo:
     model_class: str
     loaded_at: str
     max_batch_rows: int
+    # What the model computes on (FP32 or FP64): the features' cheapest exact wire form.
+    input_datatype: str = "FP64"
 
 
 def encode_model_metadata(info: ModelInfo) -> pb.ModelMetadataResponse:
     response = pb.ModelMetadataResponse(
         name=info.name, versions=[info.version], platform=info.platform
     )
-    response.inputs.add(name=INPUT, datatype="FP64", shape=[-1, info.n_features])
+    response.inputs.add(name=INPUT, datatype=info.input_datatype, shape=[-1, info.n_features])
     # The other form: a raw record, one tensor per feature (optional ones may be left out).
     for spec in contract.FEATURE_SPECS:
         response.inputs.add(name=spec.name, datatype=RECORD_DATATYPES[spec.kind][0], shape=[-1])
@@ -364,7 +366,8 @@ def decode_model_metadata(response: pb.ModelMetadataResponse) -> ModelInfo:
     def names(key: str) -> tuple[str, ...]:
         return tuple(str(n) for n in json.loads(text(key) or "[]"))
 
-    features = next((list(t.shape) for t in response.inputs if t.name == INPUT), [-1, 0])
+    tensor = next((t for t in response.inputs if t.name == INPUT), None)
+    features = list(tensor.shape) if tensor is not None else [-1, 0]
     return ModelInfo(
         name=response.name,
         version=response.versions[0] if response.versions else "",
@@ -380,6 +383,9 @@ def decode_model_metadata(response: pb.ModelMetadataResponse) -> ModelInfo:
         model_class=text(MODEL_CLASS),
         loaded_at=text(LOADED_AT),
         max_batch_rows=int(parameters.get(MAX_BATCH_ROWS) or 0),
+        input_datatype=tensor.datatype
+        if tensor is not None and tensor.datatype in _DTYPES
+        else "FP64",
     )
 
 

@@ -35,6 +35,12 @@ class Tag:
     # The SHA-256 of the model's files as registered: a model service loads only files that
     # still have it (registry.artifacts.directory_sha256).
     MODEL_SHA256: Final = "model_sha256"
+    # The version's ONNX form, what the model services run (registry.onnx_form): its logged
+    # model (models:/m-...), the SHA-256 of its files, and on how many rows its labels were
+    # found equal to the classifier's before it was attached.
+    ONNX_MODEL: Final = "onnx_model"
+    ONNX_SHA256: Final = "onnx_sha256"
+    ONNX_ROWS_COMPARED: Final = "onnx_rows_compared"
 
 
 # The transformation's document as every training run logs it: this file in this folder.

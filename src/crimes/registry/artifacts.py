@@ -80,10 +80,16 @@ def directory_sha256(folder: Path) -> str:
 
 def download_model(tracking_uri: str, name: str, version: str, folder: Path) -> Path:
     """The files of a registered model version, in `folder` (nothing is deserialised)."""
+    return download_model_files(tracking_uri, f"models:/{name}/{version}", folder)
+
+
+def download_model_files(tracking_uri: str, model_uri: str, folder: Path) -> Path:
+    """The files of a model (`models:/name/version`, or a logged model `models:/m-...`), in
+    `folder` (nothing is deserialised)."""
     import mlflow
 
     path = mlflow.artifacts.download_artifacts(
-        artifact_uri=f"models:/{name}/{version}",
+        artifact_uri=model_uri,
         dst_path=str(folder),
         tracking_uri=tracking_uri,
         registry_uri=tracking_uri,
@@ -102,11 +108,13 @@ def record_model_sha256(tracking_uri: str, name: str, version: str) -> str:
     return digest
 
 
-def verify_model_files(model_dir: Path, expected: str | None, source: str) -> None:
-    """The files are the ones registered (`Tag.MODEL_SHA256`), or nothing of them is read."""
+def verify_model_files(
+    model_dir: Path, expected: str | None, source: str, tag: str = Tag.MODEL_SHA256
+) -> None:
+    """The files are the ones registered (the version's `tag`), or nothing of them is read."""
     if not expected:
         raise ModelFilesRefused(
-            f"{source}: the version has no '{Tag.MODEL_SHA256}' tag: its files cannot be "
+            f"{source}: the version has no '{tag}' tag: its files cannot be "
             "verified, so they are not loaded"
         )
     actual = directory_sha256(model_dir)

@@ -1,8 +1,8 @@
 """The model bundle: the self-contained copy of one version that lets a model service start
-when MLflow is unreachable: the fitted classifier, the document of the transformation it was
-trained with, and its metadata, as three files. The same three files form the bundle in the
-data lake (published atomically like every lake set, at `layout.bundle_prefix`) and on a
-service's local disk (its last good model).
+when MLflow is unreachable: the classifier's ONNX form (what the services run), the document of
+the transformation it was trained with, and its metadata, as three files. The same three files
+form the bundle in the data lake (published atomically like every lake set, at
+`layout.bundle_prefix`) and on a service's local disk (its last good model).
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from typing import Any, Final
 
 from crimes.lake import layout, storage
 from crimes.lake.storage import Lake
-from crimes.registry import model_files
+from crimes.registry import onnx_form
 from crimes.transformation import document
 from crimes.transformation.document import TransformationDocument
 
-BUNDLE_FILES: Final = (model_files.MODEL_FILE, document.FILE_NAME, "metadata.json")
+BUNDLE_FILES: Final = (onnx_form.MODEL_FILE, document.FILE_NAME, "metadata.json")
 
 
 @dataclass
@@ -31,7 +31,7 @@ class ModelBundle:
 
     name: str
     version: str
-    model: Any
+    model: bytes  # the ONNX form
     transformation: TransformationDocument
     metadata: dict[str, Any]
     source: str = field(default="memory")
@@ -42,7 +42,7 @@ class ModelBundle:
 
     def files(self) -> dict[str, bytes]:
         return {
-            model_files.MODEL_FILE: model_files.dumps(self.model),
+            onnx_form.MODEL_FILE: self.model,
             document.FILE_NAME: self.transformation.data,
             "metadata.json": storage.canonical_json(self.metadata),
         }
@@ -52,18 +52,20 @@ def bundle_of(
     name: str,
     version: str,
     run_id: str,
-    model: Any,
+    model: bytes,
     transformation: TransformationDocument,
     *,
     metrics: dict[str, float] | None = None,
     **extra: Any,
 ) -> ModelBundle:
-    """A model version as a bundle; what a model service checks is derived, never restated.
+    """A model version (its ONNX form) as a bundle; what a model service checks is derived,
+    never restated.
 
-    The transformation version, the classes and the input columns come from the classifier and
-    the document themselves, so a bundle cannot name a transformation or columns its model was
-    not made with.
+    The transformation version, the classes and the input columns come from the form and the
+    document themselves, so a bundle cannot name a transformation or columns its model was not
+    made with.
     """
+    classes = onnx_form.OnnxClassifier(model, f"{name} version {version}").classes
     return ModelBundle(
         name=name,
         version=version,
@@ -75,7 +77,7 @@ def bundle_of(
             "version": version,
             "run_id": run_id,
             "transformation_version": transformation.version,
-            "classes": [str(c) for c in model.classes_],
+            "classes": list(classes),
             "feature_names": list(transformation.output_columns),
             "metrics": metrics or {},
         },
@@ -90,14 +92,10 @@ def _bundle(name: str, files: dict[str, bytes], source: str) -> ModelBundle:
         )
     except document.DocumentError as error:
         raise storage.LakeError(f"bundle at {source}: its transformation: {error}") from error
-    try:
-        model = model_files.loads(files[model_files.MODEL_FILE], f"bundle at {source}")
-    except model_files.UntrustedModelFile as error:
-        raise storage.LakeError(str(error)) from error
     return ModelBundle(
         name=name,
         version=str(metadata["version"]),
-        model=model,
+        model=files[onnx_form.MODEL_FILE],
         transformation=transformation,
         metadata=metadata,
         source=source,
@@ -114,9 +112,10 @@ def write_bundle(lake: Lake, bundle: ModelBundle) -> dict[str, Any]:
             prefix,
             {name: files[name] for name in ("metadata.json", document.FILE_NAME)},
         ),
-        # Two skops files of one fitted object differ byte-wise (zip entries): written once.
+        # Two exports of one fitted object may differ byte-wise (names of graph nodes between
+        # converter releases): written once.
         **storage.write_files(
-            lake, prefix, {model_files.MODEL_FILE: files[model_files.MODEL_FILE]}, exact=False
+            lake, prefix, {onnx_form.MODEL_FILE: files[onnx_form.MODEL_FILE]}, exact=False
         ),
     }
     manifest = {

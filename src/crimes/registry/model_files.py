@@ -1,9 +1,10 @@
 """A fitted classifier as bytes, and back, through skops only.
 
 A pickle runs whatever code it names, so no model file is ever unpickled: the registry's logged
-models and the fallback bundles are skops files, and they are read with the project's own list
-of trusted types, not one a file or its MLmodel declares about itself. A file naming any other
-type is refused before anything in it is built.
+scikit-learn models are skops files (what the training reads back, to rescore a champion; the
+model services run each version's ONNX form instead, `registry.onnx_form`), and they are read
+with the project's own list of trusted types, not one a file or its MLmodel declares about
+itself. A file naming any other type is refused before anything in it is built.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Final
 
-import skops.io
 import yaml
 
 # What skops does not trust by default and the project's two classifiers are made of: a
@@ -26,11 +26,15 @@ class UntrustedModelFile(ValueError):
 
 
 def dumps(model: Any) -> bytes:
+    import skops.io
+
     return bytes(skops.io.dumps(model))
 
 
 def loads(data: bytes, source: str) -> Any:
     """The classifier in a skops file, once every type it names is trusted."""
+    import skops.io
+
     try:
         untrusted = set(skops.io.get_untrusted_types(data=data)) - set(TRUSTED_TYPES)
     except Exception as error:

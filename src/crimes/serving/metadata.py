@@ -24,4 +24,5 @@ def model_info(model: LoadedModel, max_rows: int) -> inference.ModelInfo:
         model_class=model.model_class,
         loaded_at=datetime.fromtimestamp(model.loaded_at, UTC).isoformat(),
         max_batch_rows=max_rows,
+        input_datatype=model.input_datatype,
     )

@@ -1,35 +1,32 @@
 """A loaded, checked model version: what the server predicts with, and what it reports.
 
 A `LoadedModel` is built from a `ModelBundle` (wherever that came from) only after the checks
-pass: the classifier's inputs match its transformation's output columns (and the logged
-signature, when there is one), its classes are FBI codes, and a smoke prediction works. It is
-never mutated afterwards, so swapping one for another is a single reference assignment.
+pass: its ONNX form has the declared inputs and outputs (`registry.onnx_form`), takes as many
+features as its transformation makes, its classes are the bundle's, and a smoke prediction
+works. It is never mutated afterwards, so swapping one for another is a single reference
+assignment.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 import time
-import warnings
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 import numpy as np
-import numpy.typing as npt
-import sklearn
 
 from crimes.protocol import inference
 from crimes.registry import Tag
 from crimes.registry.bundles import ModelBundle
+from crimes.registry.onnx_form import FormRefused, OnnxClassifier, Prediction
 from crimes.serving.errors import InvalidInput, ModelLoadError, PreconditionFailed
 from crimes.transformation.lookup import LookupTransformer
 
-PLATFORM: Final = "sklearn"
+# Triton's name for the platform: the services run ONNX forms with onnxruntime.
+PLATFORM: Final = "onnxruntime_onnx"
 FloatMatrix = inference.FloatMatrix
 Features = inference.Features
-LabelFunction = Callable[[Features], npt.NDArray[Any]]
 
 
 class Source(enum.StrEnum):
@@ -41,30 +38,12 @@ class Source(enum.StrEnum):
     BUNDLE_PATH = "bundle_path"
 
 
-def configure_thread() -> None:
-    """Settings of every thread that predicts (scikit-learn's configuration is per thread).
-
-    Inputs are checked finite before they reach the model, so scikit-learn's own check (a pass
-    over the data per call) is redundant. Classifiers fitted on named columns are given arrays
-    of exactly those columns, so scikit-learn's feature-name warning is noise (that filter is
-    process-wide: this runs in model server processes only).
-    """
-    sklearn.set_config(assume_finite=True)
-    warnings.filterwarnings("ignore", message="X does not have valid feature names")
-
-
-@dataclass(frozen=True)
-class Prediction:
-    labels: npt.NDArray[Any]
-    probabilities: FloatMatrix | None
-
-
 @dataclass(frozen=True, eq=False)
 class LoadedModel:
     bundle: ModelBundle
     source: Source
     location: str
-    classes: tuple[str, ...]
+    classifier: OnnxClassifier = field(repr=False)
     feature_names: tuple[str, ...]
     alias: str = ""
     loaded_at: float = field(default_factory=time.time)
@@ -72,9 +51,6 @@ class LoadedModel:
     labels: inference.Labels = field(default_factory=lambda: inference.Labels(()), repr=False)
     # The version's own transformation, for records sent raw (built from its document).
     transformer: LookupTransformer | None = field(default=None, repr=False)
-    # The classifier's own label computation minus scikit-learn's per-call input validation,
-    # when it gave exactly the classifier's predictions at load time (see `_direct_labels`).
-    direct_labels: LabelFunction | None = field(default=None, repr=False)
 
     @property
     def name(self) -> str:
@@ -83,6 +59,10 @@ class LoadedModel:
     @property
     def version(self) -> str:
         return self.bundle.version
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.classifier.classes
 
     @property
     def run_id(self) -> str:
@@ -98,7 +78,12 @@ class LoadedModel:
 
     @property
     def model_class(self) -> str:
-        return type(self.bundle.model).__name__
+        return self.classifier.model_class
+
+    @property
+    def input_datatype(self) -> str:
+        """FP32 or FP64: what the form computes on (FP64 features are cast to it)."""
+        return self.classifier.datatype
 
     def describe(self) -> dict[str, Any]:
         """What logs and metadata say about this model."""
@@ -147,41 +132,22 @@ class LoadedModel:
         return self.transformer.transform_columns(columns, rows)
 
     def predict(self, features: Features, probabilities: bool) -> Prediction:
-        model = self.bundle.model
-        labels = (
-            self.direct_labels(features)
-            if self.direct_labels is not None
-            else model.predict(features)
-        )
-        return Prediction(
-            labels=labels,
-            probabilities=np.asarray(model.predict_proba(features), dtype=np.float64)
-            if probabilities
-            else None,
-        )
+        return self.classifier.predict(features, probabilities)
 
 
 def prepare(
-    bundle: ModelBundle,
-    source: Source,
-    location: str,
-    *,
-    alias: str = "",
-    signature_columns: list[str] | None = None,
+    bundle: ModelBundle, source: Source, location: str, *, alias: str = "", threads: int = 1
 ) -> LoadedModel:
     """Check a bundle and make it servable; ModelLoadError says what is wrong with it."""
     where = f"model {bundle.name} version {bundle.version} from {source} ({location})"
-    model = bundle.model
-    for method in ("predict", "predict_proba"):
-        if not callable(getattr(model, method, None)):
-            raise ModelLoadError(f"{where}: {type(model).__name__} has no {method}()")
-    raw_classes = getattr(model, "classes_", None)
-    if raw_classes is None or not all(isinstance(c, str) for c in raw_classes):
-        raise ModelLoadError(f"{where}: the classifier's classes must be FBI codes as text")
-    classes = tuple(str(c) for c in raw_classes)
-    if "classes" in bundle.metadata and list(bundle.metadata["classes"]) != list(classes):
-        raise ModelLoadError(f"{where}: metadata classes differ from the classifier's")
-
+    try:
+        classifier = OnnxClassifier(bundle.model, where, threads)
+    except FormRefused as error:
+        raise ModelLoadError(str(error)) from error
+    if "classes" in bundle.metadata and list(bundle.metadata["classes"]) != list(
+        classifier.classes
+    ):
+        raise ModelLoadError(f"{where}: metadata classes differ from the model's")
     actual = bundle.transformation.version
     if actual != bundle.transformation_version:
         raise ModelLoadError(
@@ -189,96 +155,29 @@ def prepare(
             f"{bundle.transformation_version}"
         )
     columns = list(bundle.transformation.output_columns)
-    expected: dict[str, list[str]] = {"the transformation's output": columns}
-    if signature_columns is not None:
-        expected["the logged signature"] = list(signature_columns)
-    if "feature_names" in bundle.metadata:
-        expected["the metadata"] = [str(c) for c in bundle.metadata["feature_names"]]
-    if hasattr(model, "feature_names_in_"):
-        expected["the classifier's fitted columns"] = [str(c) for c in model.feature_names_in_]
-    for what, names in expected.items():
-        if names != columns:
-            raise ModelLoadError(
-                f"{where}: input columns of {what} differ from the transformation's output "
-                f"({len(names)} vs {len(columns)} columns)"
-            )
-    if int(getattr(model, "n_features_in_", len(columns))) != len(columns):
+    named = [str(c) for c in bundle.metadata.get("feature_names", columns)]
+    if named != columns:
         raise ModelLoadError(
-            f"{where}: the classifier takes {model.n_features_in_} features, "
+            f"{where}: input columns of the metadata differ from the transformation's output "
+            f"({len(named)} vs {len(columns)} columns)"
+        )
+    if classifier.n_features != len(columns):
+        raise ModelLoadError(
+            f"{where}: the model takes {classifier.n_features} features, "
             f"the transformation makes {len(columns)}"
         )
-
     loaded = LoadedModel(
         bundle=bundle,
         source=source,
         location=location,
-        classes=classes,
+        classifier=classifier,
         feature_names=tuple(columns),
         alias=alias,
-        labels=inference.Labels(classes),
+        labels=inference.Labels(classifier.classes),
         transformer=LookupTransformer(bundle.transformation),
     )
     _smoke(loaded, where)
-    direct = _direct_labels(model)
-    if direct is not None and _agrees(direct, loaded):
-        loaded = dataclasses.replace(loaded, direct_labels=direct)
     return loaded
-
-
-def _direct_labels(model: Any) -> LabelFunction | None:
-    """Labels without scikit-learn's per-call input validation, for the two served families.
-
-    The server checks every input itself (2-D float64, finite, the right width), so the
-    validation scikit-learn repeats on each call (~70 us, most of a one-row prediction) buys
-    nothing. These are the classifiers' own computations after that validation: the fitted
-    tree (`tree_`) on float32 rows (what the validation converts to), the class of the largest
-    leaf value; LDA's `argmax(X @ coef_.T + intercept_)`. Anything else goes through `predict`.
-    """
-    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
-    from sklearn.tree import DecisionTreeClassifier
-
-    if isinstance(model, DecisionTreeClassifier) and model.n_outputs_ == 1:
-        tree, classes = model.tree_, model.classes_
-
-        def tree_labels(features: Features) -> npt.NDArray[Any]:
-            leaves = tree.predict(np.ascontiguousarray(features, dtype=np.float32))
-            return classes.take(np.argmax(leaves, axis=1), axis=0)  # type: ignore[no-any-return]
-
-        return tree_labels
-    if (
-        isinstance(model, LinearDiscriminantAnalysis)
-        and model.coef_.ndim == 2
-        and model.coef_.shape[0] == len(model.classes_) > 2
-    ):
-        coef_t, intercept, classes = model.coef_.T, model.intercept_, model.classes_
-
-        def linear_labels(features: Features) -> npt.NDArray[Any]:
-            return classes.take(  # type: ignore[no-any-return]
-                np.argmax(features @ coef_t + intercept, axis=1), axis=0
-            )
-
-        return linear_labels
-    return None
-
-
-def _agrees(direct: LabelFunction, loaded: LoadedModel) -> bool:
-    """Whether the direct path gives exactly `predict`'s labels on varied rows."""
-    rng = np.random.default_rng(0)
-    rows = np.vstack(
-        [
-            rng.uniform(0.0, 1.0, size=(512, loaded.n_features)),
-            rng.uniform(-1.0, 2.0, size=(64, loaded.n_features)),
-            np.zeros((1, loaded.n_features)),
-            np.ones((1, loaded.n_features)),
-        ]
-    )
-    with sklearn.config_context(assume_finite=True), warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        expected = loaded.bundle.model.predict(rows)
-    try:
-        return bool(np.array_equal(direct(rows), expected))
-    except Exception:
-        return False
 
 
 def _smoke(loaded: LoadedModel, where: str) -> None:
@@ -287,9 +186,7 @@ def _smoke(loaded: LoadedModel, where: str) -> None:
         [np.zeros(loaded.n_features), np.full(loaded.n_features, 0.5), np.ones(loaded.n_features)]
     )
     try:
-        with sklearn.config_context(assume_finite=True), warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            prediction = loaded.predict(rows, probabilities=True)
+        prediction = loaded.predict(rows, probabilities=True)
     except Exception as error:
         raise ModelLoadError(f"{where}: smoke prediction failed: {error!r}") from error
     probabilities = prediction.probabilities
@@ -299,6 +196,6 @@ def _smoke(loaded: LoadedModel, where: str) -> None:
     ):
         raise ModelLoadError(f"{where}: smoke prediction gave labels outside its classes")
     if probabilities.shape != (len(rows), len(loaded.classes)) or not np.allclose(
-        probabilities.sum(axis=1), 1.0
+        probabilities.sum(axis=1), 1.0, atol=1e-4
     ):
         raise ModelLoadError(f"{where}: smoke prediction gave malformed probabilities")

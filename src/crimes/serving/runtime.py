@@ -83,7 +83,7 @@ class ModelRuntime:
             if outcome == LOADED:
                 return LOADED
         model, reasons = await asyncio.to_thread(
-            load_fallback, self.fallback_chain, self.settings.alias
+            load_fallback, self.fallback_chain, self.settings.alias, self.settings.onnx_threads
         )
         if model is None:
             self.log.error(

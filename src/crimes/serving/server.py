@@ -30,7 +30,7 @@ from crimes.serving.errors import InvalidInput, ModelNotFound, ModelUnavailable,
 from crimes.serving.health import Health, enable_reflection
 from crimes.serving.metadata import model_info
 from crimes.serving.metrics import Metrics
-from crimes.serving.model import LoadedModel, configure_thread
+from crimes.serving.model import LoadedModel
 from crimes.serving.runtime import ModelRuntime
 from crimes.serving.settings import ModelServerSettings
 from crimes.serving.sources import Fallback, MlflowRegistry, Registry, configure_mlflow_client
@@ -275,7 +275,6 @@ class ModelServer:
         self.executor = ThreadPoolExecutor(
             max_workers=settings.predict_threads,
             thread_name_prefix="predict",
-            initializer=configure_thread,
         )
         self.server: grpc.aio.Server | None = None
         self.port = 0
@@ -290,7 +289,6 @@ class ModelServer:
         await self.health.set_serving(True)
 
     async def start(self) -> None:
-        configure_thread()
         # A grpc.aio server belongs to the event loop it is made on: made here, not in __init__.
         server = grpc.aio.server(
             interceptors=tracing.grpc_server_interceptors(),
@@ -362,22 +360,14 @@ async def serve(settings: ModelServerSettings) -> None:
 
 
 def run(settings: ModelServerSettings, *, grpc_experiments_applied: bool = False) -> None:
-    # The served model families load their BLAS (numpy's, scipy's) here, so that the limit
-    # below reaches every BLAS the process will use: a limit skips libraries loaded later.
-    import sklearn.discriminant_analysis
-    import sklearn.tree  # noqa: F401
-    from threadpoolctl import threadpool_info, threadpool_limits
-
     configure_mlflow_client(settings)
     # A challenger deployment's traces are its own: crimes-model-<name>-challenger.
     suffix = "" if settings.alias == CHAMPION else f"-{settings.alias}"
     tracing.configure(f"crimes-model-{settings.name}{suffix}")
-    limits = threadpool_limits(limits=settings.blas_threads, user_api="blas")
-    blas = sorted({info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"})
     log.info(
         "server.runtime",
         event_loop=settings.event_loop,
-        blas_threads=blas,
+        onnx_threads=settings.onnx_threads,
         large_buffers_from_heap=keep_large_buffers(),
         grpc_experiments=settings.grpc_experiments if grpc_experiments_applied else None,
     )
@@ -389,5 +379,4 @@ def run(settings: ModelServerSettings, *, grpc_experiments_applied: bool = False
         else:
             asyncio.run(serve(settings))
     finally:
-        limits.restore_original_limits()
         tracing.shutdown()

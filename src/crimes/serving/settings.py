@@ -62,10 +62,10 @@ class ModelServerSettings(BaseSettings):
     # larger ones in a worker thread, so they do not stall the small ones.
     inline_rows: int = Field(default=64, ge=0)
     predict_threads: int = Field(default=2, ge=1)
-    # Threads of the BLAS under LDA's matrix products. One: on the few cores a model service
-    # gets, a threaded BLAS spends more CPU spinning than multiplying (LDA, 1,000 rows: ~40 ms
-    # of CPU with two threads, ~7 ms with one), and replicas scale out, not up.
-    blas_threads: int = Field(default=1, ge=1)
+    # onnxruntime's threads per prediction (intra-op). One: on the few cores a model service
+    # gets, a second thread costs more in wake-ups than it saves (LDA, one row: ~8 us with one
+    # thread, ~77 us with two), and replicas scale out, not up.
+    onnx_threads: int = Field(default=1, ge=1)
     # uvloop under the grpc.aio server (lower per-call latency); `asyncio` for the standard loop.
     event_loop: Literal["uvloop", "asyncio"] = "uvloop"
     # gRPC core experiments (its GRPC_EXPERIMENTS syntax), set before gRPC is first imported.

@@ -8,20 +8,24 @@ settings; the first that loads and passes the checks wins.
 
 from __future__ import annotations
 
+import os
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
+
+import httpx
 
 from crimes import registry
 from crimes.ops.logs import get_logger
-from crimes.registry import Tag, artifacts, bundles, model_files
+from crimes.registry import Tag, artifacts, bundles, onnx_form
 from crimes.registry.bundles import ModelBundle
 from crimes.serving.errors import ModelLoadError
 from crimes.serving.model import LoadedModel, Source, prepare
 from crimes.serving.settings import ModelServerSettings
 from crimes.transformation import document
+from crimes.transformation.document import TransformationDocument
 
 log = get_logger("crimes.serving")
 
@@ -57,40 +61,68 @@ def configure_mlflow_client(settings: ModelServerSettings) -> None:
     artifacts.bound_mlflow_calls(settings.mlflow_timeout_seconds, settings.mlflow_max_retries)
 
 
+def _alias_call(settings: ModelServerSettings, name: str, alias: str) -> httpx.Response:
+    """GET registered-models/alias, with the settings' timeout and retries on connection
+    failures, and the credentials MLflow's own client would send (MLFLOW_TRACKING_TOKEN, or
+    MLFLOW_TRACKING_USERNAME and _PASSWORD)."""
+    headers, auth = {}, None
+    if token := os.environ.get("MLFLOW_TRACKING_TOKEN"):
+        headers["Authorization"] = f"Bearer {token}"
+    elif user := os.environ.get("MLFLOW_TRACKING_USERNAME"):
+        auth = httpx.BasicAuth(user, os.environ.get("MLFLOW_TRACKING_PASSWORD", ""))
+    transport = httpx.HTTPTransport(retries=settings.mlflow_max_retries)
+    with httpx.Client(
+        transport=transport, timeout=settings.mlflow_timeout_seconds, trust_env=False
+    ) as client:
+        return client.get(
+            f"{settings.tracking_uri.rstrip('/')}/api/2.0/mlflow/registered-models/alias",
+            params={"name": name, "alias": alias},
+            headers=headers,
+            auth=auth,
+        )
+
+
+def _json(answer: httpx.Response) -> dict[str, Any]:
+    try:
+        body = answer.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
 class MlflowRegistry:
-    """The MLflow model registry, through MLflow's own client."""
+    """The MLflow model registry: the alias read through MLflow's REST API (one small HTTP
+    call per poll, with no MLflow client to import before the first answer: a service starts
+    serving its fallback without paying for it), the version's files through MLflow's client."""
 
     def __init__(self, settings: ModelServerSettings) -> None:
-        from mlflow import MlflowClient
-
         self.settings = settings
         self.uri = settings.tracking_uri
-        self._client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
 
     def resolve(self) -> VersionRef:
-        from mlflow.exceptions import MlflowException
-
         name, alias = self.settings.name, self.settings.alias
         try:
-            found = self._client.get_model_version_by_alias(name, alias)
-        except MlflowException as error:
-            # The server answered: the model or alias does not exist (yet).
-            if error.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
-                raise RegistryError(
-                    f"{registry.model_uri(name, alias)} does not exist: {error.message}",
-                    reachable=True,
-                ) from error
-            raise RegistryError(
-                f"MLflow at {self.uri}: {error.message}", reachable=False
-            ) from error
-        except Exception as error:
+            answer = _alias_call(self.settings, name, alias)
+        except httpx.HTTPError as error:
             raise RegistryError(f"MLflow at {self.uri}: {error!r}", reachable=False) from error
+        body = _json(answer)
+        if answer.status_code != 200:
+            code = str(body.get("error_code", answer.status_code))
+            message = str(body.get("message", answer.reason_phrase))
+            # The server answered: the model or alias does not exist (yet).
+            if code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+                raise RegistryError(
+                    f"{registry.model_uri(name, alias)} does not exist: {message}",
+                    reachable=True,
+                )
+            raise RegistryError(f"MLflow at {self.uri}: {code}: {message}", reachable=False)
+        found = body.get("model_version") or {}
         return VersionRef(
             name=name,
-            version=str(found.version),
-            run_id=str(found.run_id or ""),
+            version=str(found.get("version", "")),
+            run_id=str(found.get("run_id") or ""),
             alias=alias,
-            tags={str(k): str(v) for k, v in (found.tags or {}).items()},
+            tags={str(t["key"]): str(t.get("value", "")) for t in found.get("tags") or []},
         )
 
     def load(self, ref: VersionRef) -> LoadedModel:
@@ -103,67 +135,64 @@ class MlflowRegistry:
             raise ModelLoadError(f"{uri}: {error!r}") from error
 
     def _load(self, ref: VersionRef, uri: str) -> LoadedModel:
-        import mlflow.artifacts
-        from mlflow.models import Model
-
         tagged = ref.tags.get(Tag.TRANSFORMATION_VERSION)
         if not tagged:
             raise ModelLoadError(f"{uri}: the version has no '{Tag.TRANSFORMATION_VERSION}' tag")
         if not ref.run_id:
             raise ModelLoadError(f"{uri}: the version has no run (its transformation lives there)")
+        form_uri = ref.tags.get(Tag.ONNX_MODEL)
+        if not form_uri:
+            raise ModelLoadError(
+                f"{uri}: the version has no ONNX form (registered before the services ran "
+                f"ONNX); add it with: crimes add-onnx {ref.name} {ref.version}"
+            )
         with tempfile.TemporaryDirectory(prefix="crimes-serving-") as scratch:
-            # The transformation first: data, checked against the version's tag.
-            transformation_file = mlflow.artifacts.download_artifacts(
-                run_id=ref.run_id,
-                artifact_path=registry.TRANSFORMATION_ARTIFACT,
-                dst_path=str(Path(scratch) / "transformation"),
-                tracking_uri=self.uri,
-            )
-            try:
-                transformation = document.loads(
-                    Path(transformation_file).read_bytes(), expected_version=tagged
-                )
-            except document.DocumentError as error:
-                raise ModelLoadError(f"{uri}: its transformation: {error}") from error
-            model_dir = artifacts.download_model(
-                self.uri, ref.name, ref.version, Path(scratch) / "model"
-            )
+            transformation = self._transformation(ref, uri, tagged, Path(scratch))
+            form_dir = artifacts.download_model_files(self.uri, form_uri, Path(scratch) / "onnx")
             try:
                 # Nothing of the files is read, not even the MLmodel, before they check out.
-                artifacts.verify_model_files(model_dir, ref.tags.get(Tag.MODEL_SHA256), uri)
-            except artifacts.ModelFilesRefused as error:
-                raise ModelLoadError(str(error)) from error
-            logged = Model.load(str(model_dir))
-            if "sklearn" not in logged.flavors:
-                raise ModelLoadError(
-                    f"{uri}: not an mlflow.sklearn model ({sorted(logged.flavors)})"
+                artifacts.verify_model_files(
+                    form_dir, ref.tags.get(Tag.ONNX_SHA256), f"{uri} ({form_uri})", Tag.ONNX_SHA256
                 )
-            if logged.signature is None or logged.signature.inputs is None:
-                raise ModelLoadError(f"{uri}: no model signature was logged")
-            columns = [str(c) for c in logged.signature.inputs.input_names()]
-            try:
-                model = model_files.load_logged(model_dir, uri)
-            except model_files.UntrustedModelFile as error:
+                form = onnx_form.logged_file(form_dir, form_uri)
+            except (artifacts.ModelFilesRefused, onnx_form.FormRefused) as error:
                 raise ModelLoadError(str(error)) from error
-        classes = [str(c) for c in getattr(model, "classes_", [])]
         bundle = ModelBundle(
             name=ref.name,
             version=ref.version,
-            model=model,
+            model=form,
             transformation=transformation,
             metadata={
                 "name": ref.name,
                 "version": ref.version,
                 "run_id": ref.run_id,
                 "transformation_version": tagged,
-                "classes": classes,
-                "feature_names": columns,
+                "feature_names": list(transformation.output_columns),
                 "metrics": {k: v for k, v in ref.tags.items() if k.startswith("test_")},
                 "tags": ref.tags,
             },
             source=uri,
         )
-        return prepare(bundle, Source.MLFLOW, uri, alias=ref.alias, signature_columns=columns)
+        return prepare(
+            bundle, Source.MLFLOW, uri, alias=ref.alias, threads=self.settings.onnx_threads
+        )
+
+    def _transformation(
+        self, ref: VersionRef, uri: str, tagged: str, scratch: Path
+    ) -> TransformationDocument:
+        """The version's transformation: data, checked against the version's tag."""
+        import mlflow.artifacts
+
+        path = mlflow.artifacts.download_artifacts(
+            run_id=ref.run_id,
+            artifact_path=registry.TRANSFORMATION_ARTIFACT,
+            dst_path=str(scratch / "transformation"),
+            tracking_uri=self.uri,
+        )
+        try:
+            return document.loads(Path(path).read_bytes(), expected_version=tagged)
+        except document.DocumentError as error:
+            raise ModelLoadError(f"{uri}: its transformation: {error}") from error
 
 
 @dataclass(frozen=True)
@@ -197,13 +226,16 @@ def _lake_bundle(name: str) -> ModelBundle:
     return bundles.read_bundle(Lake(), name)
 
 
-def load_fallback(chain: list[Fallback], alias: str) -> tuple[LoadedModel | None, list[str]]:
+def load_fallback(
+    chain: list[Fallback], alias: str, threads: int = 1
+) -> tuple[LoadedModel | None, list[str]]:
     """The first fallback that loads and passes the checks, and why the others did not."""
     reasons: list[str] = []
     for fallback in chain:
         try:
             bundle = fallback.read()
-            return prepare(bundle, fallback.source, bundle.source, alias=alias), reasons
+            loaded = prepare(bundle, fallback.source, bundle.source, alias=alias, threads=threads)
+            return loaded, reasons
         except Exception as error:
             reasons.append(f"{fallback.source}: {error}")
             log.warning(

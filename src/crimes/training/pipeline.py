@@ -21,7 +21,7 @@ from crimes.lake.storage import Lake
 from crimes.ops.logs import get_logger
 from crimes.registry import Tag, artifacts, bundles, model_files, tracking
 from crimes.settings import TrackingSettings, tracking_settings
-from crimes.training import comparison, models, promotion
+from crimes.training import comparison, models, onnx_export, promotion
 from crimes.training import evaluate as evaluation
 from crimes.training.evaluate import Evaluation
 from crimes.training.models import Fitted
@@ -147,11 +147,13 @@ def train(
         _log_inputs(kind, name, splits, settings)
         fitted = fit(kind, splits, settings, client, config, name, lineage, report)
         result, metrics = evaluate_and_log(name, fitted, splits, started)
-        version = register(fitted, final, name)
+        version, exported = register(fitted, final, name)
         tag_version(client, name, version, lineage, fitted, result)
         decision = decide_promotion(client, name, version, fitted, final, result, lake, settings)
         bundle = (
-            publish_bundle(lake, name, version, run.info.run_id, fitted, final, result, lineage)
+            publish_bundle(
+                lake, name, version, run.info.run_id, fitted, exported, final, result, lineage
+            )
             if decision.promoted
             else None
         )
@@ -269,11 +271,16 @@ def evaluate_and_log(
     return result, metrics
 
 
-def register(fitted: Fitted, final: FinalData, name: str) -> str:
-    """Log the model (with the transformation it was trained with) and register it; its
-    new version."""
+def register(fitted: Fitted, final: FinalData, name: str) -> tuple[str, onnx_export.Exported]:
+    """Log the model (with the transformation it was trained with) and register it with its
+    ONNX form; its new version and that form. A model whose ONNX form does not give its own
+    labels on every test row is not registered (onnx_export.ExportMismatch)."""
     import mlflow
     from mlflow.models import infer_signature
+
+    exported = onnx_export.export_checked(
+        fitted.model, onnx_export.check_rows(final.X_test.to_numpy(), final.transformation)
+    )
 
     mlflow.log_text(
         json.dumps({"transformation_version": final.transformation_version}),
@@ -293,8 +300,9 @@ def register(fitted: Fitted, final: FinalData, name: str) -> str:
     )
     version = str(info.registered_model_version)
     artifacts.record_model_sha256(mlflow.get_tracking_uri(), name, version)
+    onnx_export.log_form(name, version, exported)
     log_drift_reference(name, version, final)
-    return version
+    return version, exported
 
 
 def log_drift_reference(name: str, version: str, final: FinalData) -> None:
@@ -370,6 +378,7 @@ def publish_bundle(
     version: str,
     run_id: str,
     fitted: Fitted,
+    exported: onnx_export.Exported,
     final: FinalData,
     result: Evaluation,
     lineage: Lineage,
@@ -379,7 +388,7 @@ def publish_bundle(
         name,
         version,
         run_id,
-        fitted.model,
+        exported.data,
         final.transformation,
         metrics=result.metrics,
         hyperparameters=fitted.params,
