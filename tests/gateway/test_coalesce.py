@@ -6,14 +6,14 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import grpc
 import numpy as np
 import pytest
 
-from crimes.gateway.backends import ModelCallError
+from crimes.gateway.calls import ModelCallError
 from crimes.gateway.coalesce import Coalescer
 from crimes.ops import requests
 from crimes.protocol import inference
+from crimes.protocol.outcomes import Outcome
 
 
 class FakeService:
@@ -106,7 +106,7 @@ def test_a_failed_shared_call_fails_each_of_its_records() -> None:
         first = asyncio.ensure_future(merger.infer(row(0), "tf-1", False))
         queued = [asyncio.ensure_future(merger.infer(row(i), "tf-1", False)) for i in range(1, 6)]
         await asyncio.sleep(0)  # the first in flight alone, the others queued
-        service.fail_next = ModelCallError(grpc.StatusCode.UNAVAILABLE, "replica gone")
+        service.fail_next = ModelCallError(Outcome.UNAVAILABLE, "replica gone")
         assert (await first).labels == ["0"]
         failures = list(await asyncio.gather(*queued, return_exceptions=True))
         assert service.calls == [1, 5]

@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from crimes.drift import reference as drift_reference
 from crimes.drift.reference import Reference
 from crimes.gateway import drift
-from crimes.gateway.backends import ServiceState
+from crimes.gateway.calls import ServiceState
 from crimes.gateway.drift import DriftCollector, DriftMonitor
 from crimes.registry import artifacts
 from tests.drift.test_drift import records, training_frame

@@ -7,11 +7,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from crimes.gateway.backends import ModelCallError, ModelService, replicas
+from crimes.gateway.backends import ModelService, replicas
 from crimes.gateway.cache import PredictionCache, cache_key
+from crimes.gateway.calls import ModelCallError
 from crimes.local.stack import free_port
 from crimes.proto_gen.inference import grpc_service_pb2 as pb
 from crimes.protocol import inference
+from crimes.protocol.outcomes import Outcome
 from tests.support.dns import dns_server
 
 
@@ -145,7 +147,7 @@ def test_a_result_reads_back_from_the_cache_as_it_was_answered() -> None:
     answered = BatchResult(
         models={
             "dtc": ModelResult(
-                status="ok",
+                outcome=Outcome.OK,
                 labels=["07"],
                 probabilities=np.ones((1, 2)),
                 classes=("06", "07"),
@@ -154,7 +156,7 @@ def test_a_result_reads_back_from_the_cache_as_it_was_answered() -> None:
                 latency_ms=0.4,
             ),
             "lda": ModelResult(
-                status="ok", labels=["07"], model_version="1", transformation_version="tf-a"
+                outcome=Outcome.OK, labels=["07"], model_version="1", transformation_version="tf-a"
             ),
         },
         unknown=[["iucr"]],
@@ -165,7 +167,7 @@ def test_a_result_reads_back_from_the_cache_as_it_was_answered() -> None:
     assert cached.unknown == [["iucr"]]
     for kind in ("dtc", "lda"):
         model = cached.models[kind]
-        assert (model.status, model.labels, model.model_version) == (
+        assert (model.outcome, model.labels, model.model_version) == (
             "ok",
             answered.models[kind].labels,
             answered.models[kind].model_version,

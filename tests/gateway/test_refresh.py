@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 
 from crimes.gateway import backends
-from crimes.gateway.backends import ModelService, ServiceState
+from crimes.gateway.backends import ModelService
 from crimes.gateway.cache import PredictionCache
+from crimes.gateway.calls import ServiceState
 from crimes.gateway.metrics import GatewayMetrics
 from crimes.gateway.predict import Predictor
 from crimes.gateway.transformation_store import TransformationStore

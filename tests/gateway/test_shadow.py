@@ -6,13 +6,13 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import grpc
 import numpy as np
 
-from crimes.gateway.backends import ModelCallError, ServiceState
+from crimes.gateway.calls import ModelCallError, ServiceState
 from crimes.gateway.metrics import GatewayMetrics
 from crimes.gateway.shadow import Records, Shadow, merged
 from crimes.protocol import inference
+from crimes.protocol.outcomes import Outcome
 
 
 class Challenger:
@@ -35,7 +35,7 @@ class Challenger:
         self.calls.append((len(features), list(request_ids)))
         await asyncio.sleep(self.delay)
         if self.fail:
-            raise ModelCallError(grpc.StatusCode.INTERNAL, "broken")
+            raise ModelCallError(Outcome.ERROR, "broken")
         return inference.InferOutput(
             model_version="9",
             transformation_version=version,

@@ -72,6 +72,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         await shadow.start()
         app.state.metrics = metrics
         app.state.predictor = predictor
+        app.state.services = services
         refresher = asyncio.create_task(_refresh_forever(predictor, settings.refresh_seconds))
         log.info(
             "gateway.started",

@@ -1,5 +1,6 @@
-"""The model services as the gateway sees them: one gRPC channel per model (round-robin over
-its replicas), its last known metadata, and calls with a deadline and safe retries."""
+"""The model services over gRPC (the core's `calls.ModelClient`): one channel per model
+(round-robin over its replicas), its last known metadata, and calls with a deadline and safe
+retries; gRPC's statuses become the core's outcomes here."""
 
 from __future__ import annotations
 
@@ -15,12 +16,14 @@ import grpc
 import numpy as np
 from dns.exception import DNSException
 
+from crimes.gateway.calls import ModelCallError, ServiceState
 from crimes.ops import requests, tracing
 from crimes.ops.logs import get_logger
 from crimes.ops.tls import ClientTls
 from crimes.proto_gen.inference import grpc_service_pb2 as pb
 from crimes.proto_gen.inference import grpc_service_pb2_grpc as pb_grpc
 from crimes.protocol import inference
+from crimes.protocol.outcomes import Outcome, from_grpc_status_name
 
 log = get_logger(__name__)
 
@@ -30,51 +33,6 @@ RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE})
 # The backoff of the refreshes that failed calls ask for (seconds).
 REFRESH_BACKOFF_MIN = 0.2
 REFRESH_BACKOFF_MAX = 5.0
-
-
-class ModelCallError(Exception):
-    def __init__(self, code: grpc.StatusCode | None, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-    @property
-    def status(self) -> str:
-        if self.code == grpc.StatusCode.DEADLINE_EXCEEDED:
-            return "timeout"
-        if self.code in (grpc.StatusCode.UNAVAILABLE, None):
-            return "unavailable"
-        return "error"
-
-
-@dataclass
-class ServiceState:
-    """What a model service last said about itself."""
-
-    ready: bool = False
-    model_version: str | None = None
-    transformation_version: str | None = None
-    run_id: str | None = None
-    source: str | None = None
-    location: str | None = None
-    model_class: str | None = None
-    error: str | None = None
-    # The most records it takes in one call, as it advertises (None: not known).
-    max_batch_rows: int | None = None
-    # What its model computes on (its metadata's input datatype): FP32 features give a model
-    # that computes on float32 exactly the same answers with half the bytes on the wire.
-    input_datatype: str = "FP64"
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "ready": self.ready,
-            "model_version": self.model_version,
-            "transformation_version": self.transformation_version,
-            "mlflow_run_id": self.run_id,
-            "source": self.source,
-            "location": self.location,
-            "error": self.error,
-        }
 
 
 def channel_options() -> list[tuple[str, Any]]:
@@ -209,7 +167,7 @@ class ModelService:
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise ModelCallError(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded")
+                raise ModelCallError(Outcome.TIMEOUT, "deadline exceeded")
             try:
                 response = await self.stub.ModelInfer(
                     request, timeout=remaining, metadata=requests.metadata(request_ids)
@@ -218,17 +176,17 @@ class ModelService:
                 if error.code() in RETRYABLE and attempt < self.retries:
                     attempt += 1
                     continue
-                raise ModelCallError(error.code(), error.details() or error.code().name) from error
+                raise ModelCallError(
+                    from_grpc_status_name(error.code().name), error.details() or error.code().name
+                ) from error
             try:
                 output = inference.decode_infer_response(response)
             except Exception as error:  # a malformed answer fails this model, not the request
-                raise ModelCallError(
-                    grpc.StatusCode.INTERNAL, f"unreadable answer: {error!r}"
-                ) from error
+                raise ModelCallError(Outcome.ERROR, f"unreadable answer: {error!r}") from error
             if len(output.labels) != len(features):
                 # Never answers misaligned with their records: this model's call failed.
                 raise ModelCallError(
-                    grpc.StatusCode.INTERNAL,
+                    Outcome.ERROR,
                     f"the model answered {len(output.labels)} rows for {len(features)}",
                 )
             return output

@@ -14,12 +14,12 @@ import asyncio
 import contextvars
 from dataclasses import dataclass
 
-import grpc
 import numpy as np
 import numpy.typing as npt
 
-from crimes.gateway.backends import ModelCallError, ModelService
+from crimes.gateway.calls import ModelCallError, ModelClient
 from crimes.protocol import inference
+from crimes.protocol.outcomes import Outcome
 
 MAX_IN_FLIGHT = 2
 MAX_ROWS = 256
@@ -51,7 +51,7 @@ def row_of(output: inference.InferOutput, index: int) -> inference.InferOutput:
 
 class Coalescer:
     def __init__(
-        self, service: ModelService, max_in_flight: int = MAX_IN_FLIGHT, max_rows: int = MAX_ROWS
+        self, service: ModelClient, max_in_flight: int = MAX_IN_FLIGHT, max_rows: int = MAX_ROWS
     ) -> None:
         self.service = service
         self.max_in_flight = max_in_flight
@@ -114,7 +114,7 @@ class Coalescer:
             )
             if len(output.labels) != len(batch):
                 raise ModelCallError(
-                    grpc.StatusCode.INTERNAL,
+                    Outcome.ERROR,
                     f"the model answered {len(output.labels)} rows for {len(batch)}",
                 )
         except asyncio.CancelledError:  # the gateway shutting down
@@ -127,7 +127,7 @@ class Coalescer:
                     # Each caller its own exception object (raising one object in many tasks
                     # would chain their tracebacks together).
                     waiting.answer.set_exception(
-                        ModelCallError(error.code, error.message)
+                        ModelCallError(error.outcome, error.message)
                         if isinstance(error, ModelCallError)
                         else error
                     )

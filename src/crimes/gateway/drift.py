@@ -24,7 +24,7 @@ from prometheus_client.registry import Collector
 from crimes import registry
 from crimes.drift import reference as drift_reference
 from crimes.drift.window import Window, WindowReport
-from crimes.gateway.backends import ModelService
+from crimes.gateway.calls import ModelClient
 from crimes.ops.logs import get_logger
 from crimes.registry import Tag, artifacts
 
@@ -48,7 +48,7 @@ class Served:
 class DriftMonitor:
     def __init__(
         self,
-        services: Mapping[str, ModelService],
+        services: Mapping[str, ModelClient],
         tracking_uri: str,
         window_records: int,
         min_records: int,

@@ -1,5 +1,6 @@
-"""The gateway's core, transport-free: transform the records once per transformation version,
-ask each model service for its answer within the deadline, merge the answers per model."""
+"""The gateway's core, transport-free (neither gRPC nor HTTP): transform the records once per
+transformation version, ask each model service for its answer within the deadline, merge the
+answers per model into a typed result."""
 
 from __future__ import annotations
 
@@ -10,11 +11,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import grpc
 import numpy as np
 
-from crimes.gateway.backends import ModelCallError, ModelService
 from crimes.gateway.cache import PredictionCache, cache_key
+from crimes.gateway.calls import ModelCallError, ModelClient
 from crimes.gateway.coalesce import Coalescer
 from crimes.gateway.drift import DriftMonitor
 from crimes.gateway.metrics import GatewayMetrics
@@ -23,6 +23,7 @@ from crimes.gateway.transformation_store import TransformationStore, Transformat
 from crimes.ops import requests, tracing
 from crimes.ops.logs import get_logger
 from crimes.protocol import inference
+from crimes.protocol.outcomes import Outcome
 from crimes.transformation.lookup import LookupTransformer
 
 log = get_logger(__name__)
@@ -32,7 +33,7 @@ log = get_logger(__name__)
 class ModelResult:
     """One model's answer for the records of a prediction, or why it has none."""
 
-    status: str  # ok | timeout | unavailable | error
+    outcome: Outcome  # ok, timeout, unavailable or error (what the answers say per model)
     labels: list[str] | None = None
     probabilities: np.ndarray | None = None
     classes: tuple[str, ...] | None = None
@@ -44,7 +45,7 @@ class ModelResult:
     def to_dict(self) -> dict[str, Any]:
         """What the cache keeps of a successful answer (never probabilities or timings)."""
         return {
-            "status": self.status,
+            "status": str(self.outcome),
             "labels": self.labels,
             "model_version": self.model_version,
             "transformation_version": self.transformation_version,
@@ -53,7 +54,7 @@ class ModelResult:
     @classmethod
     def from_dict(cls, value: dict[str, Any]) -> ModelResult:
         return cls(
-            status=str(value["status"]),
+            outcome=Outcome(str(value["status"])),
             labels=None if value.get("labels") is None else [str(c) for c in value["labels"]],
             model_version=value.get("model_version"),
             transformation_version=value.get("transformation_version"),
@@ -71,10 +72,15 @@ class BatchResult:
     @property
     def failures(self) -> dict[str, str]:
         return {
-            kind: f"{result.status}: {result.reason}"
+            kind: f"{result.outcome}: {result.reason}"
             for kind, result in self.models.items()
-            if result.status != "ok"
+            if result.outcome is not Outcome.OK
         }
+
+    @property
+    def answered(self) -> bool:
+        """Whether any model answered (else the prediction failed as a whole)."""
+        return any(result.outcome is Outcome.OK for result in self.models.values())
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -121,21 +127,21 @@ class TransformedRecords:
         assert self.columns is not None
         return transformer.transform_columns(self.columns, self.count)
 
-    async def for_service(self, service: ModelService) -> tuple[str, np.ndarray]:
+    async def for_service(self, service: ModelClient) -> tuple[str, np.ndarray]:
         """The transformation version the service's model needs, and the records made with it."""
         state = service.state
         if not state.transformation_version:
             state = await service.refresh()
         version = state.transformation_version
         if not version:
-            raise ModelCallError(None, state.error or "model service not ready")
+            raise ModelCallError(Outcome.UNAVAILABLE, state.error or "model service not ready")
         if version not in self._matrices:
             try:
                 transformer = await self.transformations.get(
                     version, service.model_name, state.model_version or ""
                 )
             except TransformationUnavailable as error:
-                raise ModelCallError(None, str(error)) from error
+                raise ModelCallError(Outcome.UNAVAILABLE, str(error)) from error
             # The other model's call may have transformed while this one waited.
             if version not in self._matrices:
                 with tracing.span("transform", records=self.count, transformation=version):
@@ -158,7 +164,7 @@ class TransformedRecords:
 class Predictor:
     def __init__(
         self,
-        services: dict[str, ModelService],
+        services: Mapping[str, ModelClient],
         transformations: TransformationStore,
         metrics: GatewayMetrics,
         cache: PredictionCache,
@@ -172,7 +178,7 @@ class Predictor:
         self.drift: DriftMonitor | None = None
 
     async def shadow_transform(
-        self, challenger: ModelService, records: Records
+        self, challenger: ModelClient, records: Records
     ) -> tuple[str, np.ndarray]:
         """Records made with the transformation version the challenger's model needs."""
         fresh = TransformedRecords(
@@ -265,7 +271,7 @@ class Predictor:
         except TimeoutError:
             self._count(kind, service.state.model_version, "timeout")
             return ModelResult(
-                status="timeout",
+                outcome=Outcome.TIMEOUT,
                 reason=f"no answer within {service.deadline_seconds} s",
                 model_version=service.state.model_version,
                 latency_ms=service.deadline_seconds * 1000,
@@ -280,11 +286,11 @@ class Predictor:
         try:
             output = await self._infer(kind, records, probabilities)
         except ModelCallError as error:
-            if error.status == "unavailable":
+            if error.outcome is Outcome.UNAVAILABLE:
                 service.refresh_soon()
             self._count(kind, service.state.model_version, error.status)
             return ModelResult(
-                status=error.status,
+                outcome=Outcome(error.status),
                 reason=error.message,
                 model_version=service.state.model_version,
                 latency_ms=(time.perf_counter() - started) * 1000,
@@ -293,7 +299,7 @@ class Predictor:
         self.metrics.labelled(self.metrics.model_latency, kind).observe(elapsed)
         self._count(kind, output.model_version, "ok")
         return ModelResult(
-            status="ok",
+            outcome=Outcome.OK,
             labels=output.labels,
             probabilities=output.probabilities,
             classes=output.classes,
@@ -319,7 +325,7 @@ class Predictor:
                     )
                 return await service.infer(matrix, version, probabilities, (request_id,))
             except ModelCallError as error:
-                if error.code == grpc.StatusCode.FAILED_PRECONDITION and attempt == 0:
+                if error.outcome is Outcome.STALE and attempt == 0:
                     await service.refresh()
                     continue
                 raise

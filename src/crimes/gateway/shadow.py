@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from crimes.gateway.backends import ModelCallError, ModelService
+from crimes.gateway.calls import ModelCallError, ModelClient
 from crimes.gateway.metrics import GatewayMetrics
 from crimes.ops.logs import get_logger
 
@@ -80,8 +80,8 @@ class Agreement:
 class Shadow:
     def __init__(
         self,
-        challengers: Mapping[str, ModelService],
-        transform: Callable[[ModelService, Records], Awaitable[tuple[str, np.ndarray]]],
+        challengers: Mapping[str, ModelClient],
+        transform: Callable[[ModelClient, Records], Awaitable[tuple[str, np.ndarray]]],
         metrics: GatewayMetrics,
         share: float,
         capacity_records: int,

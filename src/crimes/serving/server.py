@@ -13,8 +13,7 @@ import signal
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from importlib import metadata
-from typing import Any, Final, TypeVar
+from typing import Any, Final
 
 import grpc
 import grpc.aio
@@ -24,11 +23,11 @@ from crimes.ops import requests, tracing
 from crimes.ops.logs import get_logger
 from crimes.ops.memory import keep_large_buffers
 from crimes.proto_gen.inference import grpc_service_pb2 as pb
-from crimes.protocol import inference, records
+from crimes.protocol.outcomes import Outcome, grpc_status_name
 from crimes.registry import CHAMPION
-from crimes.serving.errors import InvalidInput, ModelNotFound, ModelUnavailable, status_code
+from crimes.serving.dataplane import Call, DataPlane
+from crimes.serving.errors import InvalidInput, outcome_of
 from crimes.serving.health import Health, enable_reflection
-from crimes.serving.metadata import model_info
 from crimes.serving.metrics import Metrics
 from crimes.serving.model import LoadedModel
 from crimes.serving.runtime import ModelRuntime
@@ -39,58 +38,28 @@ from crimes.serving.sources import fallbacks as default_fallbacks
 log = get_logger("crimes.serving")
 
 SERVICE: Final = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
-SERVER_NAME: Final = "crimes-model-server"
 
-Request = TypeVar("Request", bound=Message)
-Response = TypeVar("Response", bound=Message)
+Handler = Callable[[Any, Call], Awaitable[Message]]
 
 
-def _package_version() -> str:
-    try:
-        return metadata.version("chicago-crimes")
-    except metadata.PackageNotFoundError:
-        return "unknown"
+class GrpcInferenceService:
+    """The GRPCInferenceService over gRPC: each method parses its request, calls the data
+    plane, and maps what it raises to a status (`errors.outcome_of`, `protocol.outcomes`)."""
 
-
-class _Call:
-    """What a handler learns while answering, for the metrics (the version that answered)."""
-
-    __slots__ = ("version",)
-
-    def __init__(self) -> None:
-        self.version = ""
-
-
-Handler = Callable[[Any, _Call], Awaitable[Message]]
-
-
-class InferenceService:
-    """The GRPCInferenceService methods over one model runtime."""
-
-    def __init__(
-        self,
-        settings: ModelServerSettings,
-        runtime: ModelRuntime,
-        metrics: Metrics,
-        executor: ThreadPoolExecutor,
-    ) -> None:
-        self.settings = settings
-        self.runtime = runtime
+    def __init__(self, plane: DataPlane, metrics: Metrics, model_name: str) -> None:
+        self.plane = plane
         self.metrics = metrics
-        self.executor = executor
-        self.log = log.bind(model=settings.name)
-        self._server_metadata = pb.ServerMetadataResponse(
-            name=SERVER_NAME, version=_package_version(), extensions=[]
-        )
+        self.log = log.bind(model=model_name)
 
     def generic_handler(self) -> grpc.GenericRpcHandler[Any, Any]:
+        plane = self.plane
         methods: dict[str, tuple[Handler, type[Message]]] = {
-            "ServerLive": (self.server_live, pb.ServerLiveRequest),
-            "ServerReady": (self.server_ready, pb.ServerReadyRequest),
-            "ModelReady": (self.model_ready, pb.ModelReadyRequest),
-            "ServerMetadata": (self.server_metadata, pb.ServerMetadataRequest),
-            "ModelMetadata": (self.model_metadata, pb.ModelMetadataRequest),
-            "ModelInfer": (self.model_infer, pb.ModelInferRequest),
+            "ServerLive": (plane.server_live, pb.ServerLiveRequest),
+            "ServerReady": (plane.server_ready, pb.ServerReadyRequest),
+            "ModelReady": (plane.model_ready, pb.ModelReadyRequest),
+            "ServerMetadata": (plane.server_metadata, pb.ServerMetadataRequest),
+            "ModelMetadata": (plane.model_metadata, pb.ModelMetadataRequest),
+            "ModelInfer": (plane.model_infer, pb.ModelInferRequest),
         }
         return grpc.method_handlers_generic_handler(
             SERVICE,
@@ -111,7 +80,7 @@ class InferenceService:
 
         async def behaviour(data: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> Message:
             started = time.perf_counter()
-            call = _Call()
+            call = Call()
             # The gateway requests this call serves, in every log line written for it (each
             # RPC runs in a task of its own: the id never leaks into another call's lines).
             request_ids = requests.from_metadata(context.invocation_metadata())
@@ -128,15 +97,7 @@ class InferenceService:
                     ) from error
                 response = await handler(request, call)
             except Exception as error:
-                code = status_code(error)
-                if code is grpc.StatusCode.INTERNAL:
-                    self.log.exception("request.failed", method=method)
-                    message = f"internal error ({type(error).__name__}); see the server's logs"
-                else:
-                    self.log.info(
-                        "request.refused", method=method, status=code.name, reason=str(error)
-                    )
-                    message = str(error)
+                code, message = self._refusal(method, error)
                 metrics.observe(method, call.version, code.name, time.perf_counter() - started)
                 await context.abort(code, message)
             elapsed = time.perf_counter() - started
@@ -149,84 +110,15 @@ class InferenceService:
 
         return behaviour
 
-    def _model(self, name: str, version: str, call: _Call) -> LoadedModel:
-        """The model a request addresses, or the error that says why it cannot be served."""
-        model = self.runtime.current
-        if model is None:
-            raise ModelUnavailable(
-                f"model {self.settings.name} is not loaded yet (readiness is false); retry later"
-            )
-        call.version = model.version
-        if not name:
-            raise InvalidInput(f"the model name is empty: this server serves '{model.name}'")
-        if name != model.name:
-            raise ModelNotFound(f"unknown model '{name}': this server serves '{model.name}'")
-        if version and version != model.version:
-            raise ModelNotFound(
-                f"model {model.name} version {version} is not served: version "
-                f"{model.version} is (leave the version empty for the served one)"
-            )
-        return model
-
-    async def server_live(self, request: pb.ServerLiveRequest, call: _Call) -> Message:
-        return pb.ServerLiveResponse(live=True)
-
-    async def server_ready(self, request: pb.ServerReadyRequest, call: _Call) -> Message:
-        return pb.ServerReadyResponse(ready=self.runtime.ready)
-
-    async def model_ready(self, request: pb.ModelReadyRequest, call: _Call) -> Message:
-        model = self.runtime.current
-        ready = (
-            model is not None
-            and request.name == model.name
-            and request.version in ("", model.version)
-        )
-        return pb.ModelReadyResponse(ready=ready)
-
-    async def server_metadata(self, request: pb.ServerMetadataRequest, call: _Call) -> Message:
-        return self._server_metadata
-
-    async def model_metadata(self, request: pb.ModelMetadataRequest, call: _Call) -> Message:
-        model = self._model(request.name, request.version, call)
-        return inference.encode_model_metadata(model_info(model, self.settings.max_batch_rows))
-
-    async def model_infer(self, request: pb.ModelInferRequest, call: _Call) -> Message:
-        model = self._model(request.model_name, request.model_version, call)
-        decoded: inference.Requested
-        features: inference.Features
-        if records.is_record_request(request):
-            # Raw records: validated by the contract, transformed by this version's own
-            # transformation (the transformation_version parameter does not apply).
-            raw = records.decode(request, self.settings.max_batch_rows)
-            features, unknown = model.transform_records(raw.columns, raw.rows)
-            self.metrics.unknown(unknown)
-            decoded = raw
-        else:
-            matrix = inference.decode_infer_request(request, self.settings.max_batch_rows)
-            model.check_features(matrix.features, matrix.transformation_version)
-            features, decoded = matrix.features, matrix
-        if request.id and not requests.current.get():
-            # A client's own id (the protocol's request id), when no gateway sent one.
-            client_id = requests.accepted(request.id)
-            if client_id == request.id:
-                requests.current.set(client_id)
-        probabilities = inference.PROBABILITIES in decoded.outputs
-        with tracing.span("predict", rows=len(features), version=model.version):
-            if len(features) <= self.settings.inline_rows:
-                prediction = model.predict(features, probabilities)
-            else:
-                prediction = await asyncio.get_running_loop().run_in_executor(
-                    self.executor, model.predict, features, probabilities
-                )
-        answer = inference.Answer(
-            model_name=model.name,
-            model_version=model.version,
-            transformation_version=model.transformation_version,
-            labels=prediction.labels,
-            probabilities=prediction.probabilities,
-            encoding=model.labels,
-        )
-        return inference.encode_infer_response(request, decoded, answer)
+    def _refusal(self, method: str, error: Exception) -> tuple[grpc.StatusCode, str]:
+        """The status and message a client gets for an error its request raised."""
+        outcome = outcome_of(error)
+        code = grpc.StatusCode[grpc_status_name(outcome)]
+        if outcome is Outcome.ERROR:
+            self.log.exception("request.failed", method=method)
+            return code, f"internal error ({type(error).__name__}); see the server's logs"
+        self.log.info("request.refused", method=method, status=code.name, reason=str(error))
+        return code, str(error)
 
 
 def _serialize(message: Message) -> bytes:
@@ -296,7 +188,8 @@ class ModelServer:
             maximum_concurrent_rpcs=self.settings.max_concurrent_rpcs,
         )
         self.server = server
-        service = InferenceService(self.settings, self.runtime, self.metrics, self.executor)
+        plane = DataPlane(self.settings, self.runtime, self.metrics, self.executor)
+        service = GrpcInferenceService(plane, self.metrics, self.settings.name)
         server.add_generic_rpc_handlers([service.generic_handler()])
         await self.health.register(server)
         enable_reflection(server, [SERVICE, "grpc.health.v1.Health"])

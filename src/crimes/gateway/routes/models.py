@@ -5,22 +5,23 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
-from crimes.gateway.backends import replica_states
+from crimes.gateway.backends import ModelService, replica_states
 from crimes.gateway.routes.deps import PredictorDep
 
 router = APIRouter(tags=["models"])
 
 
 @router.get("/models", summary="Each model service: replicas, versions, origin, its challenger")
-async def list_models(predictor: PredictorDep) -> dict[str, Any]:
-    kinds = list(predictor.services)
-    found = await asyncio.gather(*(replica_states(predictor.services[k]) for k in kinds))
+async def list_models(predictor: PredictorDep, request: Request) -> dict[str, Any]:
+    services: dict[str, ModelService] = request.app.state.services
+    kinds = list(services)
+    found = await asyncio.gather(*(replica_states(services[k]) for k in kinds))
     return {
         kind: {
-            "model": predictor.services[kind].model_name,
-            "address": predictor.services[kind].address,
+            "model": services[kind].model_name,
+            "address": services[kind].address,
             "replicas": replicas,
             "ready_replicas": sum(1 for r in replicas if r["ready"]),
             # Its challenger deployment, shadowing live records (None: no challenger set).

@@ -25,6 +25,7 @@ from crimes.gateway.schemas import (
     VerboseAnswer,
 )
 from crimes.gateway.settings import GatewaySettings
+from crimes.protocol.outcomes import Outcome
 
 # The API key: checked by `parse` in /predict and /predict/batch, a dependency of /v2/predict.
 router = APIRouter(tags=["predict"])
@@ -51,24 +52,25 @@ def _headers(result: BatchResult) -> dict[str, str]:
 
 
 def _all_failed(result: BatchResult) -> None:
-    if all(model.status != "ok" for model in result.models.values()):
+    if not result.answered:
         raise HTTPException(
             status_code=503,
             detail={
                 "message": "no model service answered",
                 "failures": {
-                    k: {"status": m.status, "reason": m.reason} for k, m in result.models.items()
+                    k: {"status": str(m.outcome), "reason": m.reason}
+                    for k, m in result.models.items()
                 },
             },
         )
 
 
 def _code(model: ModelResult, row: int) -> str | None:
-    return model.labels[row] if model.status == "ok" and model.labels is not None else None
+    return model.labels[row] if model.outcome is Outcome.OK and model.labels is not None else None
 
 
 def _codes(model: ModelResult, rows: int) -> list[str | None]:
-    if model.status == "ok" and model.labels is not None:
+    if model.outcome is Outcome.OK and model.labels is not None:
         return list(model.labels)  # as many as rows: ModelService.infer checks
     return [None] * rows
 
@@ -144,7 +146,7 @@ def _answer(model: ModelResult, probabilities: bool) -> ModelAnswer:
         probs = {c: float(p) for c, p in zip(model.classes, model.probabilities[0], strict=True)}
     return ModelAnswer(
         fbi_code=_code(model, 0),
-        status=model.status,
+        status=str(model.outcome),
         reason=model.reason,
         model_version=model.model_version,
         transformation_version=model.transformation_version,
