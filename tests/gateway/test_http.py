@@ -180,7 +180,7 @@ def test_a_batch_over_the_documented_maximum_is_422_naming_features() -> None:
 
 
 def test_the_prediction_routes_answer_as_routed_ones(client: TestClient) -> None:
-    """The prediction routes skip the router (app.ObserveMiddleware): other methods still get
+    """The prediction routes skip the router (edge.Edge): other methods still get
     the router's 405, the trailing-slash alias is served, and errors keep their handlers."""
     assert client.get("/predict").status_code == 405
     assert client.put("/predict/batch", json={}).status_code == 405

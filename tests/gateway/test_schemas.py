@@ -1,6 +1,7 @@
-"""The batch route's fast path (`batch_columns`: types by pydantic, the contract's rules
-column-wise) accepts exactly the bodies `BatchRequest` accepts, and gives exactly
-`model_dump`'s values: a fast path, never a second contract."""
+"""The batch route's fast paths (`bodies.batch_records`: types by msgspec, else
+`schemas.batch_columns`: types by pydantic; the contract's rules column-wise) accept exactly
+the bodies `BatchRequest` accepts, and give exactly `model_dump`'s values: fast paths, never a
+second contract."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from crimes import contract
+from crimes.gateway.bodies import batch_records
 from crimes.gateway.schemas import EXAMPLE, BatchRequest, batch_columns
 
 CANDIDATES: list[Any] = [
@@ -23,17 +25,23 @@ CANDIDATES: list[Any] = [
 
 
 def both(body: bytes) -> tuple[Any, Any]:
+    """What BatchRequest gives, and what each fast path gives (they must agree)."""
     try:
         expected: Any = BatchRequest.model_validate_json(body).model_dump()["features"]
     except ValidationError:
         expected = None
-    got: Any = None
-    batch = batch_columns(body)
-    if batch is not None:
-        columns, count = batch
-        assert all(len(values) == count for values in columns.values())
-        got = [{name: columns[name][i] for name in contract.FEATURES} for i in range(count)]
-    return expected, got
+    answers = []
+    for fast in (batch_records, batch_columns):
+        got: Any = None
+        batch = fast(body)
+        if batch is not None:
+            columns, count = batch
+            assert all(len(values) == count for values in columns.values())
+            got = [{name: columns[name][i] for name in contract.FEATURES} for i in range(count)]
+        answers.append(got)
+    first, second = answers
+    assert same(first, second), (body, first, second)
+    return expected, first
 
 
 def same(expected: Any, got: Any) -> bool:
@@ -82,3 +90,25 @@ def test_random_bodies(rows: list[dict[str, Any]], dropped: list[str]) -> None:
     body = {"features": [{k: v for k, v in row.items() if k not in dropped} for row in rows]}
     expected, got = both(json.dumps(body).encode())
     assert same(expected, got), (body, expected, got)
+
+
+def test_a_typical_batch_takes_the_msgspec_path_alone(monkeypatch: Any) -> None:
+    """Records as clients send them (JSON ints, floats, bools, text) never need pydantic."""
+    from crimes.gateway import bodies
+
+    def unused(body: bytes) -> None:
+        raise AssertionError("the pydantic path was taken")
+
+    monkeypatch.setattr(bodies, "batch_columns", unused)
+    rows = [EXAMPLE, {**EXAMPLE, "latitude": None, "location_description": " street "}]
+    batch = batch_records(json.dumps({"features": rows}).encode())
+    assert batch is not None
+    columns, count = batch
+    assert count == 2
+    assert columns["location_description"] == ["STREET", "STREET"]
+    assert columns["latitude"] == [EXAMPLE["latitude"], None]
+    # A key given twice counts once, as in the models (its last value).
+    twice = b'{"features": [' + json.dumps(EXAMPLE).encode()[:-1] + b', "beat": 413}]}'
+    assert both(twice)[0] is not None
+    same_twice = both(twice)
+    assert same(*same_twice)

@@ -12,6 +12,11 @@ class GatewayMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+        self._add_requests()
+        self._add_model_calls()
+        self._add_shadow()
+
+    def _add_requests(self) -> None:
         self.requests = Counter(
             "crimes_gateway_requests_total",
             "HTTP requests by route and status code.",
@@ -25,6 +30,17 @@ class GatewayMetrics:
             buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
             registry=self.registry,
         )
+        self.shed = Counter(
+            "crimes_gateway_shed_total",
+            "Prediction requests refused with 503 (Retry-After) because the gateway had its "
+            "maximum in flight.",
+            registry=self.registry,
+        )
+        self.rows = Counter(
+            "crimes_gateway_rows_total", "Records predicted.", registry=self.registry
+        )
+
+    def _add_model_calls(self) -> None:
         self.model_calls = Counter(
             "crimes_gateway_model_calls_total",
             "Calls to the model services by model, served version and outcome.",
@@ -38,20 +54,11 @@ class GatewayMetrics:
             buckets=(0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
             registry=self.registry,
         )
-        self.shed = Counter(
-            "crimes_gateway_shed_total",
-            "Prediction requests refused with 503 (Retry-After) because the gateway had its "
-            "maximum in flight.",
-            registry=self.registry,
-        )
         self.cache = Counter(
             "crimes_gateway_cache_total",
             "Prediction cache lookups by outcome (hit, miss, off).",
             ["outcome"],
             registry=self.registry,
-        )
-        self.rows = Counter(
-            "crimes_gateway_rows_total", "Records predicted.", registry=self.registry
         )
         self.unknown_categories = Counter(
             "crimes_gateway_unknown_categories_total",
@@ -61,7 +68,8 @@ class GatewayMetrics:
             registry=self.registry,
         )
 
-        # Shadow scoring of the challengers (gateway/shadow.py).
+    def _add_shadow(self) -> None:
+        """Shadow scoring of the challengers (gateway/shadow.py)."""
         self.shadow_sent = Counter(
             "crimes_gateway_shadow_sent_total",
             "Answered records sampled and queued for a model's challenger.",

@@ -10,7 +10,6 @@ Fetched once per version.
 from __future__ import annotations
 
 import asyncio
-import gc
 
 from crimes import registry
 from crimes.ops.logs import get_logger
@@ -71,11 +70,6 @@ class TransformationStore:
         if not task.cancelled() and task.exception() is None:
             self._by_version[version] = task.result()
             log.info("gateway.transformation_loaded", version=version)
-            # Loading imported MLflow: hundreds of thousands of long-lived objects that every
-            # full garbage collection would walk again (~0.1 s each, and a 1,000-record batch
-            # allocates enough to trigger collections). Frozen, they are never scanned;
-            # requests' own garbage is collected as before.
-            gc.freeze()
 
     def _load(self, version: str, model_name: str, model_version: str) -> LookupTransformer:
         problems = []

@@ -48,6 +48,15 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self._add_model_state()
+        self._children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+        self._loaded_labels: tuple[str, ...] | None = None
+        self.ready.labels(model).set(0)
+        for outcome in ("loaded", "fallback", "failed"):
+            self.reloads.labels(model, outcome)
+
+    def _add_model_state(self) -> None:
+        """What is served, since when, and how its loads went."""
         self.loaded = Gauge(
             "crimes_model_loaded",
             "1 for the model version being served (labels say which and from where).",
@@ -79,11 +88,6 @@ class Metrics:
             ["model", "feature"],
             registry=self.registry,
         )
-        self._children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
-        self._loaded_labels: tuple[str, ...] | None = None
-        self.ready.labels(model).set(0)
-        for outcome in ("loaded", "fallback", "failed"):
-            self.reloads.labels(model, outcome)
 
     def observe(self, method: str, version: str, status: str, seconds: float) -> None:
         key = (method, version, status)

@@ -1,8 +1,9 @@
 """`POST /predict` (the reference's contract), `/predict/batch`, and the verbose `/v2/predict`.
 
-`/predict` and `/predict/batch` parse their bodies and serialize their answers themselves
-(routes/body.py): their `response_model`s and `openapi_extra` bodies keep the OpenAPI schema
-what it was.
+`/predict` and `/predict/batch` are called by the edge directly (`edge.hot`): they parse their
+bodies and serialize their answers themselves (`bodies`); their `response_model`s and
+`openapi_extra` bodies keep the OpenAPI schema complete. The API key of all three is the edge's
+to check, before their bodies are read.
 """
 
 from __future__ import annotations
@@ -11,11 +12,12 @@ import functools
 import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from fastapi import APIRouter, HTTPException, Query, Request, Response
+from pydantic import BaseModel
 
+from crimes.gateway.bodies import json_response, parse, parse_batch
+from crimes.gateway.edge import API_KEY_PARAMETER, hot
 from crimes.gateway.predict import BatchResult, ModelResult, Predictor
-from crimes.gateway.routes.body import json_response, parse, parse_batch, request_body
-from crimes.gateway.routes.deps import require_api_key
 from crimes.gateway.schemas import (
     BatchRequest,
     ErrorBody,
@@ -27,12 +29,36 @@ from crimes.gateway.schemas import (
 from crimes.gateway.settings import GatewaySettings
 from crimes.protocol.outcomes import Outcome
 
-# The API key: checked by `parse` in /predict and /predict/batch, a dependency of /v2/predict.
 router = APIRouter(tags=["predict"])
 
 FAILED: dict[int | str, dict[str, Any]] = {
     503: {"model": ErrorBody, "description": "both model services failed"}
 }
+
+
+def request_body(model: type[BaseModel]) -> dict[str, Any]:
+    """`openapi_extra` documenting a body the route parses itself (its schema is added to the
+    components by the app's OpenAPI builder), and the API key header the edge checks."""
+    return {
+        "parameters": [API_KEY_PARAMETER],
+        "requestBody": {
+            "content": {
+                "application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}
+            },
+            "required": True,
+        },
+        # What FastAPI documents for a route with parameters (these have none it can see).
+        "responses": {
+            "422": {
+                "description": "Validation Error",
+                "content": {
+                    "application/json": {
+                        "schema": {"$ref": "#/components/schemas/HTTPValidationError"}
+                    }
+                },
+            }
+        },
+    }
 
 
 def _headers(result: BatchResult) -> dict[str, str]:
@@ -83,6 +109,7 @@ def _codes(model: ModelResult, rows: int) -> list[str | None]:
     openapi_extra=request_body(PredictRequest),
 )
 @router.post("/predict/", response_model=PredictResponse, include_in_schema=False)
+@hot
 async def predict(request: Request) -> Response:
     body = await parse(request, PredictRequest)
     predictor: Predictor = request.app.state.predictor
@@ -104,6 +131,7 @@ async def predict(request: Request) -> Response:
     summary="FBI codes of many crime records, answered in the same order",
     openapi_extra=request_body(BatchRequest),
 )
+@hot
 async def predict_batch(request: Request) -> Response:
     columns, count = await parse_batch(request)
     settings: GatewaySettings = request.app.state.settings
@@ -160,7 +188,7 @@ def _answer(model: ModelResult, probabilities: bool) -> ModelAnswer:
     response_model=VerboseAnswer,
     responses=FAILED,
     summary="Verbose: per model the code, status, versions, latency (and probabilities)",
-    dependencies=[Depends(require_api_key)],
+    openapi_extra={"parameters": [API_KEY_PARAMETER]},
 )
 async def predict_verbose(
     body: PredictRequest,
