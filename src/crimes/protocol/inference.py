@@ -16,7 +16,6 @@ because clients such as tritonclient send raw data and read back raw data only.
 from __future__ import annotations
 
 import json
-import struct
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
@@ -26,13 +25,35 @@ import numpy.typing as npt
 
 from crimes import contract
 from crimes.proto_gen.inference import grpc_service_pb2 as pb
+from crimes.protocol import records
+from crimes.protocol.tensors import (
+    DATATYPES,
+    INPUT,
+    LABELS,
+    MATRIX_DATATYPES,
+    PROBABILITIES,
+    RECORD_DATATYPES,
+    InvalidInput,
+    check_raw_size,
+    join_bytes,
+    length_prefixed,
+    requested_outputs,
+    split_bytes,
+    typed_values,
+    unsupported_parameter,
+)
 from crimes.registry import Tag
 
-INPUT: Final = "features"
-LABELS: Final = "fbi_code"
-PROBABILITIES: Final = "probabilities"
-OUTPUTS: Final = (LABELS, PROBABILITIES)
-DEFAULT_OUTPUTS: Final = (LABELS,)
+__all__ = [
+    "INPUT",
+    "LABELS",
+    "PROBABILITIES",
+    "RECORD_DATATYPES",
+    "InvalidInput",
+    "join_bytes",
+    "split_bytes",
+]
+
 TRANSFORMATION_VERSION: Final = Tag.TRANSFORMATION_VERSION
 
 # Model parameters in ModelMetadata (string values unless noted).
@@ -46,31 +67,11 @@ MODEL_CLASS: Final = "model_class"
 LOADED_AT: Final = "loaded_at"
 MAX_BATCH_ROWS: Final = "max_batch_rows"  # int64
 
-# Raw records, one tensor per contract feature: each kind's wire datatypes (the first the one
-# to send). See `crimes.protocol.records`.
-RECORD_DATATYPES: Final[Mapping[str, tuple[str, ...]]] = {
-    "text": ("BYTES",),
-    "bool": ("BOOL",),
-    "int": ("INT64", "INT32"),
-    "float": ("FP64", "FP32"),
-}
 INPUT_FORMS: Final = "input_forms"  # JSON: which inputs make each of the two request forms
 
 # Features as they travel: FP64, or FP32 (kept as float32 through decoding).
 Features = npt.NDArray[np.float64] | npt.NDArray[np.float32]
 FloatMatrix = npt.NDArray[np.float64]
-
-_DTYPES: Final[dict[str, np.dtype[Any]]] = {"FP64": np.dtype("<f8"), "FP32": np.dtype("<f4")}
-_CONTENTS: Final[dict[str, str]] = {"FP64": "fp64_contents", "FP32": "fp32_contents"}
-# Protocol features some clients can ask for and this server does not offer.
-_UNSUPPORTED_PARAMETERS: Final = {
-    "shared_memory_region": "shared-memory tensors are not supported",
-    "classification": "the classification extension is not supported",
-}
-
-
-class InvalidInput(ValueError):
-    """A message that breaks the protocol as this project speaks it; the text names the part."""
 
 
 @dataclass(frozen=True)
@@ -123,11 +124,23 @@ def decode_infer_request(request: pb.ModelInferRequest, max_rows: int) -> InferI
         )
     unsupported_parameter(tensor.parameters, f"input '{INPUT}'")
     datatype = tensor.datatype
-    if datatype not in _DTYPES:
+    if datatype not in MATRIX_DATATYPES:
         raise InvalidInput(
             f"input '{INPUT}': datatype '{datatype}' is not supported, use FP64 (or FP32)"
         )
-    shape = list(tensor.shape)
+    rows, columns = _matrix_shape(list(tensor.shape), max_rows)
+    array = _matrix_data(request, tensor, rows * columns)
+    # The wire dtype is kept: a tree's FP32 features are computed on as float32 anyway.
+    features: Features = array.reshape(rows, columns)
+    return InferInput(
+        features=features,
+        transformation_version=_transformation_version(request),
+        outputs=requested_outputs(request.outputs),
+        raw=len(request.raw_input_contents) > 0,
+    )
+
+
+def _matrix_shape(shape: list[int], max_rows: int) -> tuple[int, int]:
     if len(shape) != 2:
         raise InvalidInput(
             f"input '{INPUT}': shape {_shape_text(shape)} has {len(shape)} dimensions, "
@@ -144,91 +157,53 @@ def decode_infer_request(request: pb.ModelInferRequest, max_rows: int) -> InferI
         )
     if columns == 0:
         raise InvalidInput(f"input '{INPUT}': shape {_shape_text(shape)} has no features")
-    dtype = _DTYPES[datatype]
-    count = rows * columns
-
-    raw = len(request.raw_input_contents) > 0
-    if raw:
-        if len(request.raw_input_contents) != len(request.inputs):
-            raise InvalidInput(
-                f"raw_input_contents has {len(request.raw_input_contents)} entries for "
-                f"{len(request.inputs)} input tensor"
-            )
-        if tensor.HasField("contents"):
-            raise InvalidInput(
-                f"input '{INPUT}' has both contents and raw_input_contents: use one of them"
-            )
-        data = request.raw_input_contents[0]
-        if len(data) != count * dtype.itemsize:
-            raise InvalidInput(
-                f"input '{INPUT}': raw data has {len(data)} bytes, shape {_shape_text(shape)} "
-                f"of {datatype} needs {count * dtype.itemsize}"
-            )
-        array = np.frombuffer(data, dtype=dtype)
-    else:
-        expected = _CONTENTS[datatype]
-        misplaced = [f.name for f, _ in tensor.contents.ListFields() if f.name != expected]
-        if misplaced:
-            raise InvalidInput(
-                f"input '{INPUT}' is {datatype} but has data in {', '.join(misplaced)}: "
-                f"{datatype} data goes in {expected}"
-            )
-        values = getattr(tensor.contents, expected)
-        if len(values) != count:
-            raise InvalidInput(
-                f"input '{INPUT}': {expected} has {len(values)} values, shape "
-                f"{_shape_text(shape)} needs {count}"
-            )
-        array = np.asarray(values, dtype=dtype)
-    # The wire dtype is kept: a tree's FP32 features are computed on as float32 anyway.
-    features: Features = array.reshape(rows, columns)
-
-    version: str | None = None
-    if TRANSFORMATION_VERSION in request.parameters:
-        parameter = request.parameters[TRANSFORMATION_VERSION]
-        kind = parameter.WhichOneof("parameter_choice")
-        if kind != "string_param":
-            raise InvalidInput(
-                f"request parameter '{TRANSFORMATION_VERSION}' must be a string_param, "
-                f"got {kind or 'no value'}"
-            )
-        version = parameter.string_param
-        if not version:
-            raise InvalidInput(f"request parameter '{TRANSFORMATION_VERSION}' is empty")
-
-    return InferInput(
-        features=features,
-        transformation_version=version,
-        outputs=requested_outputs(request.outputs),
-        raw=raw,
-    )
+    return rows, columns
 
 
-def unsupported_parameter(parameters: Mapping[str, pb.InferParameter], where: str) -> None:
-    """InvalidInput when a tensor asks for a protocol feature this server does not offer."""
-    for key, why in _UNSUPPORTED_PARAMETERS.items():
-        if key in parameters:
-            raise InvalidInput(f"{where}: {why}")
+def _matrix_data(
+    request: pb.ModelInferRequest, tensor: pb.ModelInferRequest.InferInputTensor, count: int
+) -> npt.NDArray[Any]:
+    """The matrix's `count` elements, raw or typed, in its wire dtype."""
+    datatype = DATATYPES[tensor.datatype]
+    if len(request.raw_input_contents) == 0:
+        return np.asarray(typed_values(INPUT, tensor, count), dtype=datatype.dtype)
+    if len(request.raw_input_contents) != len(request.inputs):
+        raise InvalidInput(
+            f"raw_input_contents has {len(request.raw_input_contents)} entries for "
+            f"{len(request.inputs)} input tensor"
+        )
+    if tensor.HasField("contents"):
+        raise InvalidInput(
+            f"input '{INPUT}' has both contents and raw_input_contents: use one of them"
+        )
+    data = request.raw_input_contents[0]
+    check_raw_size(INPUT, data, datatype, count)
+    return np.frombuffer(data, dtype=datatype.dtype)
 
 
-def requested_outputs(
-    requested: Iterable[pb.ModelInferRequest.InferRequestedOutputTensor],
-) -> tuple[str, ...]:
-    names: list[str] = []
-    for output in requested:
-        if output.name not in OUTPUTS:
-            raise InvalidInput(
-                f"unknown output '{output.name}': outputs are {', '.join(map(repr, OUTPUTS))}"
-            )
-        if output.name in names:
-            raise InvalidInput(f"output '{output.name}' is requested twice")
-        unsupported_parameter(output.parameters, f"output '{output.name}'")
-        names.append(output.name)
-    return tuple(names) or DEFAULT_OUTPUTS
+def _transformation_version(request: pb.ModelInferRequest) -> str | None:
+    if TRANSFORMATION_VERSION not in request.parameters:
+        return None
+    parameter = request.parameters[TRANSFORMATION_VERSION]
+    kind = parameter.WhichOneof("parameter_choice")
+    if kind != "string_param":
+        raise InvalidInput(
+            f"request parameter '{TRANSFORMATION_VERSION}' must be a string_param, "
+            f"got {kind or 'no value'}"
+        )
+    if not parameter.string_param:
+        raise InvalidInput(f"request parameter '{TRANSFORMATION_VERSION}' is empty")
+    return str(parameter.string_param)
 
 
-# The 4-byte little-endian length before each element of a raw BYTES tensor.
-_LENGTH: Final = struct.Struct("<I")
+def decode_request(
+    request: pb.ModelInferRequest, max_rows: int
+) -> InferInput | records.RecordsInput:
+    """A ModelInfer request in either input form: raw records (a tensor per feature), or the
+    features' matrix; InvalidInput names what is malformed."""
+    if records.is_record_request(request):
+        return records.decode(request, max_rows)
+    return decode_infer_request(request, max_rows)
 
 
 class Labels:
@@ -238,7 +213,7 @@ class Labels:
     def __init__(self, classes: Iterable[str]) -> None:
         self.classes = tuple(classes)
         self._elements = {c: c.encode() for c in self.classes}
-        self._raw = {c: _LENGTH.pack(len(e)) + e for c, e in self._elements.items()}
+        self._raw = {c: length_prefixed(e) for c, e in self._elements.items()}
 
     def elements(self, labels: Iterable[str]) -> list[bytes]:
         return [self._elements[label] for label in labels]
@@ -384,7 +359,7 @@ def decode_model_metadata(response: pb.ModelMetadataResponse) -> ModelInfo:
         loaded_at=text(LOADED_AT),
         max_batch_rows=int(parameters.get(MAX_BATCH_ROWS) or 0),
         input_datatype=tensor.datatype
-        if tensor is not None and tensor.datatype in _DTYPES
+        if tensor is not None and tensor.datatype in MATRIX_DATATYPES
         else "FP64",
     )
 
@@ -403,9 +378,9 @@ def infer_request(
     datatype: str = "FP64",
 ) -> pb.ModelInferRequest:
     """A ModelInfer request for transformed features ([N, F], FP64 or FP32)."""
-    if datatype not in _DTYPES:
-        raise ValueError(f"datatype must be one of {sorted(_DTYPES)}, got {datatype}")
-    matrix = np.ascontiguousarray(features, dtype=_DTYPES[datatype])
+    if datatype not in MATRIX_DATATYPES:
+        raise ValueError(f"datatype must be one of {MATRIX_DATATYPES}, got {datatype}")
+    matrix = np.ascontiguousarray(features, dtype=DATATYPES[datatype].dtype)
     if matrix.ndim != 2:
         raise ValueError(f"features must be a 2-D matrix, got shape {matrix.shape}")
     request = pb.ModelInferRequest(model_name=model_name, id=request_id)
@@ -414,7 +389,7 @@ def infer_request(
     if raw:
         request.raw_input_contents.append(matrix.tobytes())
     else:
-        getattr(tensor.contents, _CONTENTS[datatype]).extend(matrix.ravel().tolist())
+        getattr(tensor.contents, DATATYPES[datatype].contents).extend(matrix.ravel().tolist())
     if probabilities:
         request.outputs.add(name=LABELS)
         request.outputs.add(name=PROBABILITIES)
@@ -456,25 +431,3 @@ def decode_infer_response(response: pb.ModelInferResponse) -> InferOutput:
         probabilities=probabilities,
         classes=classes,
     )
-
-
-def join_bytes(items: Iterable[bytes]) -> bytes:
-    """A raw BYTES tensor from its elements: `split_bytes` read backwards."""
-    return b"".join(_LENGTH.pack(len(item)) + item for item in items)
-
-
-def split_bytes(data: bytes) -> list[bytes]:
-    """A raw BYTES tensor's elements (each prefixed by its 4-byte little-endian length);
-    InvalidInput when the data ends inside a length or an element."""
-    items: list[bytes] = []
-    append, length = items.append, _LENGTH.unpack_from
-    offset, end = 0, len(data)
-    while offset < end:
-        if offset + 4 > end:
-            raise InvalidInput(f"raw BYTES data ends inside an element's length at byte {offset}")
-        start = offset + 4
-        offset = start + length(data, offset)[0]
-        if offset > end:
-            raise InvalidInput(f"raw BYTES data ends inside element {len(items)}")
-        append(data[start:offset])
-    return items

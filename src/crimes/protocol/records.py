@@ -15,37 +15,24 @@ import math
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any
 
 from crimes import contract
 from crimes.proto_gen.inference import grpc_service_pb2 as pb
-from crimes.protocol.inference import (
+from crimes.protocol.tensors import (
+    DATATYPES,
     INPUT,
+    LABELS,
+    PROBABILITIES,
     RECORD_DATATYPES,
     InvalidInput,
+    check_raw_size,
     join_bytes,
     requested_outputs,
     split_bytes,
+    typed_values,
     unsupported_parameter,
 )
-
-DATATYPES: Final = RECORD_DATATYPES
-# The struct format character of each raw datatype (little-endian, standard sizes).
-_STRUCT: Final[Mapping[str, str]] = {
-    "BOOL": "?",
-    "INT64": "q",
-    "INT32": "i",
-    "FP64": "d",
-    "FP32": "f",
-}
-_TYPED: Final[Mapping[str, str]] = {
-    "BYTES": "bytes_contents",
-    "BOOL": "bool_contents",
-    "INT64": "int64_contents",
-    "INT32": "int_contents",
-    "FP64": "fp64_contents",
-    "FP32": "fp32_contents",
-}
 
 
 @dataclass(frozen=True)
@@ -79,7 +66,7 @@ def decode(request: pb.ModelInferRequest, max_rows: int) -> RecordsInput:
             raise InvalidInput(f"input '{name}' is sent twice")
         if tensor.parameters:
             unsupported_parameter(tensor.parameters, f"input '{name}'")
-        datatype, allowed = tensor.datatype, DATATYPES[contract.SPEC_BY_NAME[name].kind]
+        datatype, allowed = tensor.datatype, RECORD_DATATYPES[contract.SPEC_BY_NAME[name].kind]
         if datatype not in allowed:
             raise InvalidInput(
                 f"input '{name}': datatype '{datatype}', expected {' or '.join(allowed)}"
@@ -119,25 +106,13 @@ def _values(name: str, datatype: str, tensor: Any, data: bytes | None, rows: int
             row = next(i for i, item in enumerate(items) if not _is_utf8(item))
             raise InvalidInput(f"input '{name}' row {row}: not UTF-8 text") from error
         return [text[item] for item in items]
-    if data is not None:
-        code = _STRUCT[datatype]
-        size = rows * struct.calcsize(code)
-        if len(data) != size:
-            raise InvalidInput(
-                f"input '{name}': raw data has {len(data)} bytes, {rows} {datatype} values need "
-                f"{size}"
-            )
-        # struct gives plain Python values at once (what validation reads), for one value
-        # or thousands, cheaper than a numpy array and its tolist().
-        return struct.unpack(f"<{rows}{code}", data)
-    expected = _TYPED[datatype]
-    misplaced = [f.name for f, _ in tensor.contents.ListFields() if f.name != expected]
-    if misplaced:
-        raise InvalidInput(f"input '{name}' is {datatype} but has data in {', '.join(misplaced)}")
-    values = getattr(tensor.contents, expected)
-    if len(values) != rows:
-        raise InvalidInput(f"input '{name}': {expected} has {len(values)} values for {rows} rows")
-    return values  # validation copies it into a list
+    if data is None:
+        return typed_values(name, tensor, rows)  # validation copies it into a list
+    described = DATATYPES[datatype]
+    check_raw_size(name, data, described, rows)
+    # struct gives plain Python values at once (what validation reads), for one value or
+    # thousands, cheaper than a numpy array and its tolist().
+    return struct.unpack(f"<{rows}{described.code}", data)
 
 
 def _is_utf8(item: bytes) -> bool:
@@ -188,8 +163,8 @@ def columns_request(
     request = pb.ModelInferRequest(model_name=model_name, id=request_id)
     for spec in contract.FEATURE_SPECS:
         values = columns[spec.name]
-        datatype = DATATYPES[spec.kind][0]
-        tensor = request.inputs.add(name=spec.name, datatype=datatype, shape=[rows])
+        datatype = DATATYPES[RECORD_DATATYPES[spec.kind][0]]
+        tensor = request.inputs.add(name=spec.name, datatype=datatype.name, shape=[rows])
         if spec.kind == "text":
             # Few distinct texts per column (categories): each is encoded once.
             utf8 = {v: b"" if v is None else str(v).encode() for v in set(values)}
@@ -202,10 +177,10 @@ def columns_request(
         if spec.kind == "float":
             values = [math.nan if v is None else v for v in values]
         if raw:
-            request.raw_input_contents.append(struct.pack(f"<{rows}{_STRUCT[datatype]}", *values))
+            request.raw_input_contents.append(struct.pack(f"<{rows}{datatype.code}", *values))
         else:
-            getattr(tensor.contents, _TYPED[datatype]).extend(values)
+            getattr(tensor.contents, datatype.contents).extend(values)
     if probabilities:
-        request.outputs.add(name="fbi_code")
-        request.outputs.add(name="probabilities")
+        request.outputs.add(name=LABELS)
+        request.outputs.add(name=PROBABILITIES)
     return request

@@ -102,19 +102,8 @@ class DataPlane:
 
     async def model_infer(self, request: pb.ModelInferRequest, call: Call) -> Message:
         model = self._model(request.model_name, request.model_version, call)
-        decoded: inference.Requested
-        features: inference.Features
-        if records.is_record_request(request):
-            # Raw records: validated by the contract, transformed by this version's own
-            # transformation (the transformation_version parameter does not apply).
-            raw = records.decode(request, self.settings.max_batch_rows)
-            features, unknown = model.transform_records(raw.columns, raw.rows)
-            self.metrics.unknown(unknown)
-            decoded = raw
-        else:
-            matrix = inference.decode_infer_request(request, self.settings.max_batch_rows)
-            model.check_features(matrix.features, matrix.transformation_version)
-            features, decoded = matrix.features, matrix
+        decoded = inference.decode_request(request, self.settings.max_batch_rows)
+        features = self._features(model, decoded)
         if request.id and not requests.current.get():
             # A client's own id (the protocol's request id), when no gateway sent one.
             client_id = requests.accepted(request.id)
@@ -137,3 +126,16 @@ class DataPlane:
             encoding=model.labels,
         )
         return inference.encode_infer_response(request, decoded, answer)
+
+    def _features(
+        self, model: LoadedModel, decoded: inference.InferInput | records.RecordsInput
+    ) -> inference.Features:
+        """What the model predicts on: raw records validated by the contract and transformed
+        by this version's own transformation (the transformation_version parameter does not
+        apply to them), or a matrix checked against the model."""
+        if isinstance(decoded, records.RecordsInput):
+            features, unknown = model.transform_records(decoded.columns, decoded.rows)
+            self.metrics.unknown(unknown)
+            return features
+        model.check_features(decoded.features, decoded.transformation_version)
+        return decoded.features
