@@ -53,12 +53,10 @@ def etl_chicago_crimes() -> None:
         return tasks.preprocess(get_current_context()["params"], extracted)
 
     @task
-    def split_and_transform(
-        extracted: dict[str, Any], preprocessed: dict[str, Any]
-    ) -> dict[str, Any]:
+    def final_set(extracted: dict[str, Any], preprocessed: dict[str, Any]) -> dict[str, Any]:
         from crimes.orchestration import tasks
 
-        return tasks.split_and_transform(get_current_context()["params"], extracted, preprocessed)
+        return tasks.final_set(get_current_context()["params"], extracted, preprocessed)
 
     @task(outlets=[FINAL_DATA])
     def publish(
@@ -81,7 +79,7 @@ def etl_chicago_crimes() -> None:
     # XComArgs at parse time, the stages' summaries at run time.
     extracted: Any = extract()
     preprocessed: Any = preprocess(extracted)
-    final: Any = split_and_transform(extracted, preprocessed)
+    final: Any = final_set(extracted, preprocessed)
     publish(extracted, preprocessed, final)
 
 

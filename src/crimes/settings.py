@@ -19,6 +19,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_STATE_DIR = Path(".crimes")
 EXPERIMENT_NAME = "Chicago Crimes 2024"
+# The local stack's MLflow: every part's default, accepted by no shipped deployment (each
+# names its own server).
+DEFAULT_TRACKING_URI: Final = "http://127.0.0.1:5001"
 
 
 class TrackingSettings(BaseSettings):
@@ -27,7 +30,7 @@ class TrackingSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CRIMES_", extra="ignore", validate_by_name=True)
 
     tracking_uri: str = Field(
-        default="http://127.0.0.1:5001",
+        default=DEFAULT_TRACKING_URI,
         validation_alias=AliasChoices("CRIMES_MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_URI"),
     )
     experiment: str = Field(

@@ -13,7 +13,7 @@ import pytest
 
 from crimes import contract
 from crimes.drift import reference as drift_reference
-from crimes.drift.reference import ReferenceError, psi
+from crimes.drift.reference import InvalidReference, psi
 from crimes.drift.verdict import judge
 from crimes.drift.window import Window
 from tests.support.records import REFERENCE_EXAMPLE
@@ -77,13 +77,13 @@ def test_the_document_round_trips_and_a_changed_one_is_refused() -> None:
     assert again.version == reference.version
     assert again.features == reference.features
     tampered = data.replace(b'"rows":2000', b'"rows":2001')
-    with pytest.raises(ReferenceError, match="expected ref-"):
+    with pytest.raises(InvalidReference, match="expected ref-"):
         drift_reference.loads(tampered, expected_version=reference.version)
     other_contract = json.loads(data)
     other_contract["contract_version"] = "contract-000000000000"
-    with pytest.raises(ReferenceError, match="made for contract"):
+    with pytest.raises(InvalidReference, match="made for contract"):
         drift_reference.loads(json.dumps(other_contract).encode())
-    with pytest.raises(ReferenceError, match="not a reference"):
+    with pytest.raises(InvalidReference, match="not a reference"):
         drift_reference.loads(b"[1, 2]")
 
 

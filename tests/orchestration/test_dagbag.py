@@ -46,7 +46,7 @@ def test_etl_publishes_the_final_data_asset_from_its_last_task(dagbag: Any) -> N
     assert {t.task_id for t in dag.tasks} == {
         "extract",
         "preprocess",
-        "split_and_transform",
+        "final_set",
         "publish",
     }
     assert dag.params["year"] == 2024

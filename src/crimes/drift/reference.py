@@ -37,7 +37,7 @@ OTHER: Final = "__other__"
 MISSING: Final = "__missing__"
 
 
-class ReferenceError(ValueError):
+class InvalidReference(ValueError):
     """A reference document that cannot be read, or that is not the one expected."""
 
 
@@ -88,7 +88,7 @@ class FeatureReference:
     def from_dict(cls, name: str, value: Mapping[str, Any]) -> FeatureReference:
         kind = value["kind"]
         if kind not in ("category", "numeric"):
-            raise ReferenceError(f"feature {name}: unknown kind {kind!r}")
+            raise InvalidReference(f"feature {name}: unknown kind {kind!r}")
         feature = cls(
             name=name,
             kind=kind,
@@ -99,7 +99,7 @@ class FeatureReference:
         )
         wanted = len(feature.categories) + 2 if kind == "category" else len(feature.edges) + 2
         if feature.buckets != wanted or abs(sum(feature.expected) - 1) > 1e-6:
-            raise ReferenceError(f"feature {name}: its shares do not match its buckets")
+            raise InvalidReference(f"feature {name}: its shares do not match its buckets")
         return feature
 
 
@@ -188,24 +188,24 @@ def loads(data: bytes, expected_version: str | None = None) -> Reference:
     try:
         document = json.loads(data)
         if document.get("format") != FORMAT:
-            raise ReferenceError(f"format {document.get('format')!r}, expected {FORMAT}")
+            raise InvalidReference(f"format {document.get('format')!r}, expected {FORMAT}")
         foreign = contract.made_under_another(document.get("contract_version"))
         if foreign:
-            raise ReferenceError(foreign)
+            raise InvalidReference(foreign)
         features = document["features"]
         if sorted(features) != sorted(contract.FEATURES):
-            raise ReferenceError("its features are not the contract's")
+            raise InvalidReference("its features are not the contract's")
         reference = Reference(
             features={n: FeatureReference.from_dict(n, features[n]) for n in contract.FEATURES},
             rows=int(document["rows"]),
             dataset=str(document["dataset"]),
         )
-    except ReferenceError:
+    except InvalidReference:
         raise
     except (ValueError, KeyError, TypeError, AttributeError) as error:
-        raise ReferenceError(f"not a reference document: {error!r}") from error
+        raise InvalidReference(f"not a reference document: {error!r}") from error
     if expected_version is not None and reference.version != expected_version:
-        raise ReferenceError(f"its content is {reference.version}, expected {expected_version}")
+        raise InvalidReference(f"its content is {reference.version}, expected {expected_version}")
     return reference
 
 

@@ -53,7 +53,7 @@ class ExtractError(RuntimeError):
 
 
 @dataclass(frozen=True)
-class Extracted:
+class RawRecords:
     """Raw records as text (`str` or `None` in object columns), with where they came from."""
 
     frame: pd.DataFrame
@@ -92,7 +92,7 @@ def download_portal(
     *,
     sleep: Callable[[float], None] = time.sleep,
     transport: httpx.BaseTransport | None = None,
-) -> Extracted:
+) -> RawRecords:
     """Download every record of `settings.year` from a Socrata server, page by page.
 
     Pages of `settings.page_size` rows ordered by `:id` are requested until a short one. Each
@@ -177,7 +177,7 @@ def download_portal(
         pages=pages,
         seconds=round(time.perf_counter() - started, 2),
     )
-    return Extracted(frame=frame, source=source, pages=pages, rows=len(frame), fmt="api")
+    return RawRecords(frame=frame, source=source, pages=pages, rows=len(frame), fmt="api")
 
 
 def _expected_rows(
@@ -384,7 +384,7 @@ def _combine(pages: list[pd.DataFrame], columns: Sequence[str]) -> pd.DataFrame:
     return frame.where(frame.notna(), None)
 
 
-def read_file(path: str) -> Extracted:
+def read_file(path: str) -> RawRecords:
     """Read raw records from a local export: .csv / .csv.gz (the portal's CSV export), .json or
     .json.gz (a list of API-format records) or .parquet. A `file://` URL is accepted."""
     local = _local_path(path)
@@ -428,7 +428,7 @@ def read_file(path: str) -> Extracted:
         rows=len(frame),
         seconds=round(time.perf_counter() - started, 2),
     )
-    return Extracted(frame=frame, source=str(local), pages=1, rows=len(frame), fmt=fmt)
+    return RawRecords(frame=frame, source=str(local), pages=1, rows=len(frame), fmt=fmt)
 
 
 def _local_path(path: str) -> Path:
@@ -440,7 +440,7 @@ def _local_path(path: str) -> Path:
     return Path(path)
 
 
-def synthetic_sample(source: str, year: int) -> Extracted:
+def synthetic_sample(source: str, year: int) -> RawRecords:
     """The project's generated sample: NOT real crimes, and labelled so everywhere."""
     from crimes.etl import synthetic
 
@@ -454,10 +454,10 @@ def synthetic_sample(source: str, year: int) -> Extracted:
     log.warning("extract.synthetic", rows=rows, note="SYNTHETIC sample, not real crimes")
     frame = synthetic.sample(rows, year=year).astype("object")
     frame = frame.where(frame.notna(), None)
-    return Extracted(frame=frame, source=source, pages=1, rows=rows, fmt="synthetic")
+    return RawRecords(frame=frame, source=source, pages=1, rows=rows, fmt="synthetic")
 
 
-def extract(settings: EtlSettings) -> Extracted:
+def extract(settings: EtlSettings) -> RawRecords:
     """The raw records `settings.source` names: a Socrata server or a local file, once the
     source policy admits it (SourceRefused otherwise)."""
     source = settings.source.strip()

@@ -141,7 +141,7 @@ def preprocess_stage(settings: EtlSettings, lake: Lake, extracted: Extracted) ->
     return summary
 
 
-def final_stage(
+def final_set_stage(
     settings: EtlSettings, lake: Lake, extracted: Extracted, preprocessed: Preprocessed
 ) -> FinalSet:
     """Split, fit the transformation on the train split, write final/ and data_info/."""
@@ -444,7 +444,7 @@ def run_etl(
     started = time.perf_counter()
     extracted = extract_stage(settings, lake)
     preprocessed = preprocess_stage(settings, lake, extracted)
-    final = final_stage(settings, lake, extracted, preprocessed)
+    final = final_set_stage(settings, lake, extracted, preprocessed)
     manifest = publish_stage(settings, lake, extracted, preprocessed, final, tracking_settings)
     log.info("etl.done", seconds=round(time.perf_counter() - started, 3))
     return manifest
@@ -457,7 +457,7 @@ __all__ = [
     "PreprocessReport",
     "Preprocessed",
     "extract_stage",
-    "final_stage",
+    "final_set_stage",
     "preprocess_stage",
     "publish_stage",
     "run_etl",

@@ -10,7 +10,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from crimes.ops import tls
-from crimes.settings import deployment_file, deployment_port
+from crimes.settings import DEFAULT_TRACKING_URI, deployment_file, deployment_port
 
 
 def with_deployment_port(address: str, deployment: str) -> str:
@@ -47,7 +47,7 @@ class GatewaySettings(BaseSettings):
     cache_ttl_seconds: int = Field(default=3600, ge=1)
     # MLflow, to fetch a transformation the model services name by its run; the data lake's
     # model bundles are the fallback.
-    tracking_uri: str = Field(default="http://127.0.0.1:5001")
+    tracking_uri: str = Field(default=DEFAULT_TRACKING_URI)
     # Every MLflow call of the gateway gives up after this (and this many retries).
     mlflow_timeout_seconds: float = Field(default=5.0, gt=0)
     mlflow_max_retries: int = Field(default=1, ge=0, le=10)

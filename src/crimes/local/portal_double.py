@@ -282,9 +282,9 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         cast(_Server, self.server).double._handle(self)
 
-    def log_message(self, format: str, *args: Any) -> None:
+    def log_message(self, message_format: str, *args: Any) -> None:
         # The standard handler prints every request to stderr; keep it to debug-level events.
-        log.debug("portal_double.http", line=format % args)
+        log.debug("portal_double.http", line=message_format % args)
 
 
 def admitting(host: str = "127.0.0.1") -> dict[str, str]:

@@ -40,10 +40,8 @@ def preprocess(params: Mapping[str, Any], extracted: Summary) -> Summary:
     return stage.as_dict()
 
 
-def split_and_transform(
-    params: Mapping[str, Any], extracted: Summary, preprocessed: Summary
-) -> Summary:
-    stage = etl.final_stage(
+def final_set(params: Mapping[str, Any], extracted: Summary, preprocessed: Summary) -> Summary:
+    stage = etl.final_set_stage(
         etl_settings(params),
         Lake(),
         etl.Extracted.from_dict(extracted),

@@ -15,7 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from crimes import registry
 from crimes.ops import tls
-from crimes.settings import DEFAULT_STATE_DIR, deployment_file
+from crimes.settings import DEFAULT_STATE_DIR, DEFAULT_TRACKING_URI, deployment_file
 
 
 class ModelServerSettings(BaseSettings):
@@ -35,7 +35,7 @@ class ModelServerSettings(BaseSettings):
     metrics_port: int = Field(ge=0, le=65535)
 
     tracking_uri: str = Field(
-        default="http://127.0.0.1:5001",
+        default=DEFAULT_TRACKING_URI,
         validation_alias=AliasChoices(
             "CRIMES_MODEL_TRACKING_URI", "CRIMES_MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_URI"
         ),
