@@ -16,6 +16,14 @@ requests/s at concurrency 32, >= 50,000 rows/s in 1,000-record batches. The load
 shares the two cores with the servers (and the gateway with both model services).
 
     .venv/bin/python bench/gateway.py [--rows N] [--trials N] [--seconds S]
+
+A/B against an earlier commit in the same run (its code from a git worktree, its own model
+services and gateway beside this commit's, each point on both in turn, `--rounds` times):
+
+    .venv/bin/python bench/gateway.py --before <commit> --rounds 3 --skip-baseline
+
+It also reports each system's model services: peak resident memory after the runs, and the time
+from process start to SERVING on the local copy each left (MLflow unreachable: the fallback).
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ import argparse
 import json
 import os
 import shlex
+import statistics
 import sys
 import tempfile
 import time
@@ -33,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import before
 import gateway_wrk
 import httpx
 from _stack import data_file, throwaway_stack
@@ -76,37 +86,45 @@ def serving(address: str, name: str) -> Callable[[], bool]:
 
 
 @contextmanager
-def services(folder: Path) -> Iterator[dict[str, LocalProcess]]:
-    """Both model services, the gateway and the baseline, ready; all stopped on the way out."""
+def system(folder: Path, name: str, env: dict[str, str]) -> Iterator[dict[str, LocalProcess]]:
+    """One system: both model services and the gateway, running the code `env` names (this
+    commit's by default), ready; all stopped on the way out."""
     with ExitStack() as started:
         running: dict[str, LocalProcess] = {}
 
-        def started_as(name: str, process: LocalProcess) -> LocalProcess:
-            running[name] = process
+        def started_as(kind: str, process: LocalProcess) -> LocalProcess:
+            running[kind] = process
             started.callback(process.stop)
             return process
 
         for kind in ("dtc", "lda"):
-            started_as(kind, launch.serve(LocalProcess, kind, {}, folder))
-        port = stack.free_port()
-        baseline_argv = [sys.executable, str(BENCH / "gateway_baseline.py"), "--port", str(port)]
-        started_as(
-            "baseline", launch.start(LocalProcess, "baseline", baseline_argv, port, folder, {})
-        )
+            local = {"CRIMES_MODEL_LOCAL_DIR": str(folder / f"{name}-{kind}")}
+            started_as(kind, launch.serve(LocalProcess, kind, {**env, **local}, folder))
         for kind in ("dtc", "lda"):
             wait_until(running[kind], serving(running[kind].address, registry.MODELS[kind]))
         gateway_env = {
+            **env,
             "CRIMES_GATEWAY_DTC_ADDRESS": f"dns:///{running['dtc'].address}",
             "CRIMES_GATEWAY_LDA_ADDRESS": f"dns:///{running['lda'].address}",
             "CRIMES_GATEWAY_TRACKING_URI": os.environ["MLFLOW_TRACKING_URI"],
         }
         gateway = started_as("gateway", launch.serve(LocalProcess, "gateway", gateway_env, folder))
-        # The first answers wait for the transformation to be fetched: warm both systems.
-        body = {"features": EXAMPLE}
-        wait_until(gateway, lambda: answers(gateway.url, "/predict", body))
-        baseline = running["baseline"]
-        wait_until(baseline, lambda: answers(baseline.url, "/predict", body))
+        # The first answers wait for the transformation to be fetched: warm it.
+        wait_until(gateway, lambda: answers(gateway.url, "/predict", {"features": EXAMPLE}))
         yield running
+
+
+@contextmanager
+def baseline_system(folder: Path) -> Iterator[LocalProcess]:
+    """The in-process baseline shaped like the reference implementation."""
+    port = stack.free_port()
+    argv = [sys.executable, str(BENCH / "gateway_baseline.py"), "--port", str(port)]
+    process = launch.start(LocalProcess, "baseline", argv, port, folder, {})
+    try:
+        wait_until(process, lambda: answers(process.url, "/predict", {"features": EXAMPLE}))
+        yield process
+    finally:
+        process.stop()
 
 
 def publish_and_train(data: str, rows: int, trials: int) -> None:
@@ -228,25 +246,69 @@ def table(points: list[Point]) -> str:
 
 
 def verdicts(points: list[Point]) -> list[str]:
-    def find(what: str) -> WrkResult:
-        return next(p.result for p in points if p.system == "gateway" and p.what == what)
+    def results(system: str, prefix: str) -> list[Point]:
+        return [p for p in points if p.system == system and p.what.startswith(prefix)]
 
-    single_c1 = find("/predict c=1")
-    single_c32 = find("/predict c=32")
-    batch = next(p for p in points if p.system == "gateway" and p.what.startswith("/predict/b"))
-    batch_rows = batch.result.rate * batch.rows_per_request
+    single_c1 = statistics.median(p.result.p50_ms for p in results("gateway", "/predict c=1 "))
+    single_c32 = statistics.median(p.result.rate for p in results("gateway", "/predict c=32 "))
+    batches = results("gateway", "/predict/b")
+    batch_rows = statistics.median(p.result.rate * p.rows_per_request for p in batches)
 
     def verdict(held: bool) -> str:
         return "MET" if held else "MISSED"
 
     return [
-        f"gateway p50 at concurrency 1: {single_c1.p50_ms:.2f} ms "
-        f"(target <= {TARGET_P50_MS:g} ms): {verdict(single_c1.p50_ms <= TARGET_P50_MS)}",
-        f"gateway requests/s at concurrency 32: {single_c32.rate:,.0f} "
-        f"(target >= {TARGET_RATE_C32:,.0f}): {verdict(single_c32.rate >= TARGET_RATE_C32)}",
+        f"gateway p50 at concurrency 1: {single_c1:.2f} ms "
+        f"(target <= {TARGET_P50_MS:g} ms): {verdict(single_c1 <= TARGET_P50_MS)}",
+        f"gateway requests/s at concurrency 32: {single_c32:,.0f} "
+        f"(target >= {TARGET_RATE_C32:,.0f}): {verdict(single_c32 >= TARGET_RATE_C32)}",
         f"gateway batch rows/s: {batch_rows:,.0f} (target >= {TARGET_BATCH_ROWS:,.0f}): "
-        f"{verdict(batch_rows >= TARGET_BATCH_ROWS and batch.result.ok)}",
+        f"{verdict(batch_rows >= TARGET_BATCH_ROWS and all(p.result.ok for p in batches))}",
     ]
+
+
+def comparison(points: list[Point]) -> list[str]:
+    """This commit against the earlier one, point by point: min / median / max of the rounds."""
+
+    def values(system: str, prefix: str, what: Callable[[Point], float]) -> list[float]:
+        return [what(p) for p in points if p.system == system and p.what.startswith(prefix)]
+
+    lines = []
+    for label, prefix, what in (
+        ("/predict c=1 p50 ms", "/predict c=1 ", lambda p: p.result.p50_ms),
+        ("/predict c=32 requests/s", "/predict c=32 ", lambda p: p.result.rate),
+        ("/predict/batch rows/s", "/predict/b", lambda p: p.result.rate * p.rows_per_request),
+    ):
+        now, then = values("gateway", prefix, what), values("before", prefix, what)
+        ratio = statistics.median(now) / statistics.median(then)
+        lines.append(
+            f"{label}: this commit {before.spread(now)}, before {before.spread(then)} "
+            f"(min / median / max of {len(now)} rounds; medians {ratio:.2f}x)"
+        )
+    return lines
+
+
+def model_services(
+    systems: dict[str, dict[str, LocalProcess]],
+    environments: dict[str, dict[str, str]],
+    folder: Path,
+    rounds: int,
+) -> list[str]:
+    """Each system's model services: peak memory after the runs, and start to SERVING on the
+    local copy each left (min / median / max of `rounds` starts)."""
+    lines = []
+    for name, running in systems.items():
+        for kind in ("dtc", "lda"):
+            rss = before.peak_rss_mb(running[kind])
+            local = folder / f"{name}-{kind}"
+            starts = [
+                before.start_seconds(kind, environments[name], local, folder) for _ in range(rounds)
+            ]
+            lines.append(
+                f"{name} {kind} service: peak RSS {rss:.0f} MB after the runs; start to "
+                f"SERVING on its local copy {before.spread(starts)} s"
+            )
+    return lines
 
 
 def main() -> None:
@@ -260,6 +322,10 @@ def main() -> None:
     parser.add_argument("--batch-connections", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=1000)
     parser.add_argument("--skip-baseline", action="store_true")
+    parser.add_argument(
+        "--before", help="an earlier commit to run beside this one (A/B), e.g. HEAD~5"
+    )
+    parser.add_argument("--rounds", type=int, default=1, help="every point this many times")
     args = parser.parse_args()
     gateway_wrk.require_wrk()  # before minutes of setup
     began = time.perf_counter()
@@ -269,30 +335,45 @@ def main() -> None:
         publish_and_train(args.data, args.rows, args.trials)
         singles, batches, batch_rows = write_bodies(folder, args.batch_size, 5)
         script = gateway_wrk.write_script(folder)
-        with services(folder) as running:
-            gateway, baseline = running["gateway"], running["baseline"]
-            print(agreement(gateway.url, baseline.url, batches))
+        with ExitStack() as running:
+            environments: dict[str, dict[str, str]] = {"gateway": {}}
+            if args.before:
+                environments["before"] = running.enter_context(before.worktree(args.before, folder))
+            systems = {
+                name: running.enter_context(system(folder, name, env))
+                for name, env in environments.items()
+            }
+            urls = {name: parts["gateway"].url for name, parts in systems.items()}
+            watched = {
+                name: [parts[k] for k in ("gateway", "dtc", "lda")]
+                for name, parts in systems.items()
+            }
+            if not args.skip_baseline:
+                baseline = running.enter_context(baseline_system(folder))
+                urls["baseline"], watched["baseline"] = baseline.url, [baseline]
+                print(agreement(urls["gateway"], baseline.url, batches))
             print(f"servers ready at {time.perf_counter() - began:.0f} s; example wrk run:")
             example = gateway_wrk.command(
-                gateway.url + "/predict", script, singles, 32, args.seconds, args.threads
+                urls["gateway"] + "/predict", script, singles, 32, args.seconds, args.threads
             )
             print("  " + shlex.join(example))
-            systems = [("gateway", gateway.url, [gateway, running["dtc"], running["lda"]])]
-            if not args.skip_baseline:
-                systems.append(("baseline", baseline.url, [baseline]))
             jobs = [
-                (system, f"/predict c={c}", url + "/predict", singles, c, 1, watched)
+                (f"/predict c={c}", "/predict", singles, c, 1)
                 for c in (int(c) for c in args.connections.split(","))
-                for system, url, watched in systems
             ] + [
-                (system, f"/predict/batch {batch_rows:,} rows c={args.batch_connections}",
-                 url + "/predict/batch", batches, args.batch_connections, batch_rows, watched)
-                for system, url, watched in systems
+                (f"/predict/batch {batch_rows:,} rows c={args.batch_connections}",
+                 "/predict/batch", batches, args.batch_connections, batch_rows)
             ]  # fmt: skip
-            for system, what, url, bodies, connections, rows, watched in jobs:
-                points.append(
-                    measure(system, what, url, bodies, connections, rows, watched, script, args)
-                )
+            # Round by round, each point on every system in turn: a slower minute of the
+            # machine weighs on both sides alike.
+            for _ in range(args.rounds):
+                for what, path, bodies, connections, rows in jobs:
+                    for name, url in urls.items():
+                        points.append(
+                            measure(name, what, url + path, bodies, connections, rows,
+                                    watched[name], script, args)
+                        )  # fmt: skip
+            services_lines = model_services(systems, environments, folder, max(args.rounds, 3))
     print()
     python = os.path.relpath(sys.executable) if sys.executable.startswith(os.getcwd()) else "python"
     print(f"command: {shlex.join([python, *sys.argv])}  "
@@ -302,6 +383,9 @@ def main() -> None:
     print(table(points))
     print()
     print("\n".join(verdicts(points)))
+    if args.before:
+        print("\n".join(comparison(points)))
+    print("\n".join(services_lines))
     print(f"\nwhole bench: {time.perf_counter() - began:.0f} s; load average at the end "
           f"{os.getloadavg()[0]:.2f} (over 2 means other work shared the cores)")  # fmt: skip
 

@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from crimes import contract
-from crimes.drift.reference import Reference, filled, psi
+from crimes.drift.reference import FeatureReference, Reference, filled, psi
 
 
 @dataclass(frozen=True)
@@ -101,19 +102,22 @@ class Window:
         unknown = np.zeros((count - start, len(self._features)), dtype=np.bool_)
         for j, feature in enumerate(self._features):
             column = columns.get(feature.name)
-            values = (
-                [filled(feature.name, v) for v in column[start:]]
-                if column is not None
-                else [filled(feature.name, None)] * (count - start)
-            )
+            values = list(column[start:]) if column is not None else [None] * (count - start)
+            if feature.name == "location_description" or column is None:
+                values = [filled(feature.name, v) for v in values]
+            if feature.kind == "numeric":
+                buckets[:, j] = _numeric_buckets(feature, values)
+                continue
             # Columns hold few distinct categories: each is bucketed once.
             try:
-                seen = {v: (feature.bucket(v), feature.unknown(v)) for v in set(values)}
-                buckets[:, j] = [seen[v][0] for v in values]
-                if j in self._categories:
-                    unknown[:, j] = [seen[v][1] for v in values]
+                distinct = set(values)
             except TypeError:  # unhashable values cannot be in a validated record
                 raise ValueError(f"feature {feature.name}: values are not plain") from None
+            bucket_of = {v: feature.bucket(v) for v in distinct}
+            unknown_of = {v: feature.unknown(v) for v in distinct}
+            size = len(values)
+            buckets[:, j] = np.fromiter(map(bucket_of.__getitem__, values), np.int16, size)
+            unknown[:, j] = np.fromiter(map(unknown_of.__getitem__, values), np.bool_, size)
         with self._lock:
             rows = len(buckets)
             first = min(rows, self.capacity - self._next)
@@ -150,3 +154,14 @@ class Window:
             capacity=self.capacity,
             features=tuple(judged),
         )
+
+
+def _numeric_buckets(feature: FeatureReference, values: list[Any]) -> npt.NDArray[np.int16]:
+    """`feature.bucket` of every value at once: bisect_right over the edges, missing last."""
+    try:
+        numbers = np.array(values, dtype=np.float64)  # None is NaN
+    except (TypeError, ValueError):
+        raise ValueError(f"feature {feature.name}: values are not numbers") from None
+    found = np.searchsorted(np.asarray(feature.edges, dtype=np.float64), numbers, side="right")
+    found[np.isnan(numbers)] = feature.buckets - 1
+    return found.astype(np.int16)
