@@ -56,6 +56,7 @@ from crimes.proto_gen.inference import grpc_service_pb2 as pb
 from crimes.proto_gen.inference import grpc_service_pb2_grpc as pb_grpc
 from crimes.protocol import inference, records
 from crimes.registry import bundles
+from crimes.training import onnx_export
 from crimes.transformation import fitting
 
 Matrix = npt.NDArray[np.float64]
@@ -92,8 +93,10 @@ def build_bundle(
     name = registry.MODELS[kind]
     transformation = fitting.export(fitted)
     version = transformation.version
+    # What the services run: the ONNX form, checked label for label as the training does.
+    form = onnx_export.export_checked(model, onnx_export.check_rows(test, transformation))
     bundles.save_bundle_dir(
-        folder, bundles.bundle_of(name, "1", "bench", model, transformation, trained_on=source)
+        folder, bundles.bundle_of(name, "1", "bench", form.data, transformation, trained_on=source)
     )
     test_records = json.loads(features.iloc[cut:].to_json(orient="records"))
     return version, test, test_records, source
