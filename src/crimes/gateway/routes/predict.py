@@ -27,7 +27,7 @@ from crimes.gateway.schemas import (
     VerboseAnswer,
 )
 from crimes.gateway.settings import GatewaySettings
-from crimes.protocol.outcomes import Outcome
+from crimes.protocol.outcomes import Outcome, http_status
 
 router = APIRouter(tags=["predict"])
 
@@ -80,7 +80,8 @@ def _headers(result: BatchResult) -> dict[str, str]:
 def _all_failed(result: BatchResult) -> None:
     if not result.answered:
         raise HTTPException(
-            status_code=503,
+            # Nothing answered: the outcome of the prediction as a whole, as HTTP says it.
+            status_code=http_status(Outcome.UNAVAILABLE),
             detail={
                 "message": "no model service answered",
                 "failures": {
