@@ -247,7 +247,7 @@ def table(points: list[Point]) -> str:
 
 def verdicts(points: list[Point]) -> list[str]:
     def results(system: str, prefix: str) -> list[Point]:
-        return [p for p in points if p.system == system and p.what.startswith(prefix)]
+        return [p for p in points if p.system == system and (p.what + " ").startswith(prefix)]
 
     single_c1 = statistics.median(p.result.p50_ms for p in results("gateway", "/predict c=1 "))
     single_c32 = statistics.median(p.result.rate for p in results("gateway", "/predict c=32 "))
@@ -271,7 +271,7 @@ def comparison(points: list[Point]) -> list[str]:
     """This commit against the earlier one, point by point: min / median / max of the rounds."""
 
     def values(system: str, prefix: str, what: Callable[[Point], float]) -> list[float]:
-        return [what(p) for p in points if p.system == system and p.what.startswith(prefix)]
+        return [what(p) for p in points if p.system == system and (p.what + " ").startswith(prefix)]
 
     lines = []
     for label, prefix, what in (
