@@ -103,7 +103,7 @@ class Window:
         for j, feature in enumerate(self._features):
             column = columns.get(feature.name)
             values = list(column[start:]) if column is not None else [None] * (count - start)
-            if feature.name == "location_description" or column is None:
+            if feature.name == "location_description":  # the only feature `filled` changes
                 values = [filled(feature.name, v) for v in values]
             if feature.kind == "numeric":
                 buckets[:, j] = _numeric_buckets(feature, values)

@@ -23,12 +23,12 @@ class ModelCallError(Exception):
         self.message = message
 
     @property
-    def status(self) -> str:
+    def status(self) -> Outcome:
         """What the gateway's answers say for this model: a timeout, nothing available to
         answer, or an error of the other side (whatever it was)."""
         if self.outcome in (Outcome.TIMEOUT, Outcome.UNAVAILABLE):
-            return str(self.outcome)
-        return str(Outcome.ERROR)
+            return self.outcome
+        return Outcome.ERROR
 
 
 @dataclass

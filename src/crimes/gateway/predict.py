@@ -290,7 +290,7 @@ class Predictor:
                 service.refresh_soon()
             self._count(kind, service.state.model_version, error.status)
             return ModelResult(
-                outcome=Outcome(error.status),
+                outcome=error.status,
                 reason=error.message,
                 model_version=service.state.model_version,
                 latency_ms=(time.perf_counter() - started) * 1000,
