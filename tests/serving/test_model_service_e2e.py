@@ -543,3 +543,49 @@ def test_sigterm_lets_calls_in_flight_finish(
     events = [entry["event"] for entry in service.logs()]
     assert events.index("server.stopping") < events.index("server.stopped")
     assert "request.failed" not in events
+
+
+_LOAD_FROM_MLFLOW = """
+import json, sys
+from crimes.serving.settings import ModelServerSettings
+from crimes.serving.sources import MlflowRegistry
+from crimes.serving.errors import ModelLoadError
+settings = ModelServerSettings(name=sys.argv[1], port=0, metrics_port=0,
+                               max_model_bytes=int(sys.argv[2]))
+source = MlflowRegistry(settings)
+ref = source.resolve()
+try:
+    loaded = source.load(ref)
+    answer = {"version": loaded.bundle.version, "refused": None}
+except ModelLoadError as error:
+    answer = {"version": None, "refused": str(error)}
+answer["clients"] = sorted(m for m in ("mlflow", "sklearn", "pandas", "boto3") if m in sys.modules)
+print(json.dumps(answer))
+"""
+
+
+@pytest.mark.parametrize("max_model_bytes", [512 * 1024 * 1024, 4096])
+def test_a_version_loads_from_mlflow_without_its_client_and_within_the_size_bound(
+    stack_env: dict[str, str],
+    registered: dict[str, tuple[str, str]],
+    names: dict[str, str],
+    max_model_bytes: int,
+) -> None:
+    """The alias and the version's files come over MLflow's REST API and artifact proxy: no
+    MLflow client (nor scikit-learn, pandas, boto3) in the process; a version whose files are
+    larger than the service's bound is refused, not downloaded whole."""
+    done = subprocess.run(
+        [sys.executable, "-c", _LOAD_FROM_MLFLOW, names["dtc"], str(max_model_bytes)],
+        env=stack_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    answer = json.loads(done.stdout.strip().splitlines()[-1])
+    assert answer["clients"] == []
+    if max_model_bytes == 4096:
+        assert answer["version"] is None
+        assert "more than 4096 bytes" in answer["refused"]
+    else:
+        assert answer == {"version": registered["dtc"][0], "refused": None, "clients": []}

@@ -32,7 +32,7 @@ from crimes.serving.metrics import Metrics
 from crimes.serving.model import LoadedModel
 from crimes.serving.runtime import ModelRuntime
 from crimes.serving.settings import ModelServerSettings
-from crimes.serving.sources import Fallback, MlflowRegistry, Registry, configure_mlflow_client
+from crimes.serving.sources import Fallback, MlflowRegistry, Registry
 from crimes.serving.sources import fallbacks as default_fallbacks
 
 log = get_logger("crimes.serving")
@@ -253,7 +253,6 @@ async def serve(settings: ModelServerSettings) -> None:
 
 
 def run(settings: ModelServerSettings, *, grpc_experiments_applied: bool = False) -> None:
-    configure_mlflow_client(settings)
     # A challenger deployment's traces are its own: crimes-model-<name>-challenger.
     suffix = "" if settings.alias == CHAMPION else f"-{settings.alias}"
     tracing.configure(f"crimes-model-{settings.name}{suffix}")

@@ -48,6 +48,9 @@ class ModelServerSettings(BaseSettings):
     # seconds at start (then the fallbacks serve) instead of MLflow's default minutes of backoff.
     mlflow_timeout_seconds: float = Field(default=5.0, gt=0)
     mlflow_max_retries: int = Field(default=1, ge=0, le=10)
+    # A version's files (its ONNX form and transformation) above this size are refused, not
+    # downloaded: a registry entry cannot fill a replica's disk or memory.
+    max_model_bytes: int = Field(default=512 * 1024 * 1024, ge=1024)
 
     # The last good model is kept here, under the registered model's name.
     local_dir: Path = DEFAULT_STATE_DIR / "serving"

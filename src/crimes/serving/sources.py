@@ -8,18 +8,15 @@ settings; the first that loads and passes the checks wins.
 
 from __future__ import annotations
 
-import os
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
-
-import httpx
+from typing import Protocol
 
 from crimes import registry
 from crimes.ops.logs import get_logger
-from crimes.registry import Tag, artifacts, bundles, onnx_form
+from crimes.registry import Tag, artifacts, bundles, mlflow_rest, onnx_form
 from crimes.registry.bundles import ModelBundle
 from crimes.serving.errors import ModelLoadError
 from crimes.serving.model import LoadedModel, Source, prepare
@@ -57,66 +54,32 @@ class Registry(Protocol):
         """The checked model of that version; ModelLoadError when it cannot serve."""
 
 
-def configure_mlflow_client(settings: ModelServerSettings) -> None:
-    artifacts.bound_mlflow_calls(settings.mlflow_timeout_seconds, settings.mlflow_max_retries)
-
-
-def _alias_call(settings: ModelServerSettings, name: str, alias: str) -> httpx.Response:
-    """GET registered-models/alias, with the settings' timeout and retries on connection
-    failures, and the credentials MLflow's own client would send (MLFLOW_TRACKING_TOKEN, or
-    MLFLOW_TRACKING_USERNAME and _PASSWORD)."""
-    headers, auth = {}, None
-    if token := os.environ.get("MLFLOW_TRACKING_TOKEN"):
-        headers["Authorization"] = f"Bearer {token}"
-    elif user := os.environ.get("MLFLOW_TRACKING_USERNAME"):
-        auth = httpx.BasicAuth(user, os.environ.get("MLFLOW_TRACKING_PASSWORD", ""))
-    transport = httpx.HTTPTransport(retries=settings.mlflow_max_retries)
-    with httpx.Client(
-        transport=transport, timeout=settings.mlflow_timeout_seconds, trust_env=False
-    ) as client:
-        return client.get(
-            f"{settings.tracking_uri.rstrip('/')}/api/2.0/mlflow/registered-models/alias",
-            params={"name": name, "alias": alias},
-            headers=headers,
-            auth=auth,
-        )
-
-
-def _json(answer: httpx.Response) -> dict[str, Any]:
-    try:
-        body = answer.json()
-    except ValueError:
-        return {}
-    return body if isinstance(body, dict) else {}
-
-
 class MlflowRegistry:
-    """The MLflow model registry: the alias read through MLflow's REST API (one small HTTP
-    call per poll, with no MLflow client to import before the first answer: a service starts
-    serving its fallback without paying for it), the version's files through MLflow's client."""
+    """The MLflow model registry, read over its REST API (crimes.registry.mlflow_rest): one
+    small call per poll, and the version's files through the server's artifact proxy, with no
+    MLflow client imported at all (a service serves in a fraction of the memory)."""
 
     def __init__(self, settings: ModelServerSettings) -> None:
         self.settings = settings
         self.uri = settings.tracking_uri
+        self.rest = mlflow_rest.MlflowRest(
+            settings.tracking_uri, settings.mlflow_timeout_seconds, settings.mlflow_max_retries
+        )
+        self.bounds = mlflow_rest.Bounds(max_bytes=settings.max_model_bytes)
 
     def resolve(self) -> VersionRef:
         name, alias = self.settings.name, self.settings.alias
         try:
-            answer = _alias_call(self.settings, name, alias)
-        except httpx.HTTPError as error:
-            raise RegistryError(f"MLflow at {self.uri}: {error!r}", reachable=False) from error
-        body = _json(answer)
-        if answer.status_code != 200:
-            code = str(body.get("error_code", answer.status_code))
-            message = str(body.get("message", answer.reason_phrase))
+            found = self.rest.alias(name, alias)
+        except mlflow_rest.MlflowUnreachable as error:
+            raise RegistryError(str(error), reachable=False) from error
+        except mlflow_rest.MlflowRefused as error:
             # The server answered: the model or alias does not exist (yet).
-            if code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            if error.code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
                 raise RegistryError(
-                    f"{registry.model_uri(name, alias)} does not exist: {message}",
-                    reachable=True,
-                )
-            raise RegistryError(f"MLflow at {self.uri}: {code}: {message}", reachable=False)
-        found = body.get("model_version") or {}
+                    f"{registry.model_uri(name, alias)} does not exist: {error}", reachable=True
+                ) from error
+            raise RegistryError(f"MLflow at {self.uri}: {error}", reachable=False) from error
         return VersionRef(
             name=name,
             version=str(found.get("version", "")),
@@ -132,7 +95,7 @@ class MlflowRegistry:
         except ModelLoadError:
             raise
         except Exception as error:
-            raise ModelLoadError(f"{uri}: {error!r}") from error
+            raise ModelLoadError(f"{uri}: {error}") from error
 
     def _load(self, ref: VersionRef, uri: str) -> LoadedModel:
         tagged = ref.tags.get(Tag.TRANSFORMATION_VERSION)
@@ -148,7 +111,9 @@ class MlflowRegistry:
             )
         with tempfile.TemporaryDirectory(prefix="crimes-serving-") as scratch:
             transformation = self._transformation(ref, uri, tagged, Path(scratch))
-            form_dir = artifacts.download_model_files(self.uri, form_uri, Path(scratch) / "onnx")
+            form_dir = self.rest.download_tree(
+                self.rest.logged_model_artifact_uri(form_uri), Path(scratch) / "onnx", self.bounds
+            )
             try:
                 # Nothing of the files is read, not even the MLmodel, before they check out.
                 artifacts.verify_model_files(
@@ -181,16 +146,14 @@ class MlflowRegistry:
         self, ref: VersionRef, uri: str, tagged: str, scratch: Path
     ) -> TransformationDocument:
         """The version's transformation: data, checked against the version's tag."""
-        import mlflow.artifacts
-
-        path = mlflow.artifacts.download_artifacts(
-            run_id=ref.run_id,
-            artifact_path=registry.TRANSFORMATION_ARTIFACT,
-            dst_path=str(scratch / "transformation"),
-            tracking_uri=self.uri,
+        path = self.rest.download_file(
+            self.rest.run_artifact_uri(ref.run_id),
+            registry.TRANSFORMATION_ARTIFACT,
+            scratch / registry.TRANSFORMATION_FILE,
+            self.bounds,
         )
         try:
-            return document.loads(Path(path).read_bytes(), expected_version=tagged)
+            return document.loads(path.read_bytes(), expected_version=tagged)
         except document.DocumentError as error:
             raise ModelLoadError(f"{uri}: its transformation: {error}") from error
 
