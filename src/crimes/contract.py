@@ -386,7 +386,7 @@ def _normalised(values: list[Any]) -> tuple[list[Any], Collection[Any]]:
     except TypeError:
         column = [normalise_text(v) for v in values]
         return column, column
-    return [distinct[v] for v in values], set(distinct.values())
+    return list(map(distinct.__getitem__, values)), set(distinct.values())
 
 
 def _breaks(spec: FeatureSpec, value: Any, other: Any | None = None) -> bool:

@@ -102,22 +102,22 @@ class Window:
         unknown = np.zeros((count - start, len(self._features)), dtype=np.bool_)
         for j, feature in enumerate(self._features):
             column = columns.get(feature.name)
-            values = list(column[start:]) if column is not None else [None] * (count - start)
+            values = column[start:] if column is not None else [None] * (count - start)
             if feature.name == "location_description":  # the only feature `filled` changes
                 values = [filled(feature.name, v) for v in values]
             if feature.kind == "numeric":
                 buckets[:, j] = _numeric_buckets(feature, values)
                 continue
-            # Columns hold few distinct categories: each is bucketed once.
+            # Columns hold few distinct categories: each is bucketed once, then every row
+            # takes its category's bucket by one index (one pass over the column in C).
             try:
-                distinct = set(values)
+                distinct = list(dict.fromkeys(values))
             except TypeError:  # unhashable values cannot be in a validated record
                 raise ValueError(f"feature {feature.name}: values are not plain") from None
-            bucket_of = {v: feature.bucket(v) for v in distinct}
-            unknown_of = {v: feature.unknown(v) for v in distinct}
-            size = len(values)
-            buckets[:, j] = np.fromiter(map(bucket_of.__getitem__, values), np.int16, size)
-            unknown[:, j] = np.fromiter(map(unknown_of.__getitem__, values), np.bool_, size)
+            index = {v: i for i, v in enumerate(distinct)}
+            codes = np.fromiter(map(index.__getitem__, values), np.intp, len(values))
+            buckets[:, j] = np.array([feature.bucket(v) for v in distinct], np.int16)[codes]
+            unknown[:, j] = np.array([feature.unknown(v) for v in distinct], np.bool_)[codes]
         with self._lock:
             rows = len(buckets)
             first = min(rows, self.capacity - self._next)
