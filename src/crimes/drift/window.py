@@ -156,7 +156,7 @@ class Window:
         )
 
 
-def _numeric_buckets(feature: FeatureReference, values: list[Any]) -> npt.NDArray[np.int16]:
+def _numeric_buckets(feature: FeatureReference, values: Sequence[Any]) -> npt.NDArray[np.int16]:
     """`feature.bucket` of every value at once: bisect_right over the edges, missing last."""
     try:
         numbers = np.array(values, dtype=np.float64)  # None is NaN
