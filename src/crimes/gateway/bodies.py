@@ -1,13 +1,16 @@
 """The prediction routes' bodies as typed values, and their answers as bytes: the gateway's
 codec, apart from the edge that calls it and the core it feeds.
 
-A valid batch is decoded and validated in one pass straight into columns: msgspec decodes the
-JSON into records of the contract's types (no dict, no pydantic model per record), the records
-are turned into columns, and the contract's rules run column-wise (`contract.validate_columns`,
-the same check the model services apply to raw records). A body msgspec does not take (pydantic
-is laxer on types: `4.0` or `"4"` for an integer) gets pydantic's own type check; anything still
-refused goes through the path FastAPI takes for a declared body (content type, `json.loads`,
-validation with `from_attributes`), so every 422 names the same fields with the same messages.
+A batch is read in an order that keeps a bad one cheap, whatever it holds: its envelope (the
+keys, and the records as raw JSON: a scan, no record decoded), the number of records against
+the deployment's maximum, then each record validated once, straight into the contract's types
+by msgspec (no dict, no pydantic model per record), or by pydantic's laxer types when msgspec
+refuses them (`4.0` or `"4"` for an integer, as the models take them); then columns, and the
+contract's rules column-wise (`contract.validate_columns`, the same check the model services
+apply to raw records). A bad record is named by the models' own validation (`features.3.hora`,
+the messages FastAPI would give), and naming stops at the first MAX_PROBLEMS problems. A body
+that is not a batch at all, and the single-record routes, go through the path FastAPI takes for
+a declared body (content type, `json.loads`, validation with `from_attributes`).
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 
 from crimes import contract
-from crimes.gateway.schemas import BatchRequest, batch_columns
+from crimes.contract import CrimeFeatures
+from crimes.gateway.schemas import RECORD_TYPES, BatchRequest
 
 Model = TypeVar("Model", bound=BaseModel)
 Columns = Mapping[str, Sequence[Any]]
@@ -46,11 +50,14 @@ def _record_type() -> type[msgspec.Struct]:
 
 
 _Record: Final[Any] = _record_type()
-_Batch: Final[Any] = msgspec.defstruct(
-    "Batch", [("features", list[_Record])], forbid_unknown_fields=True
-)
-_BATCH: Final[msgspec.json.Decoder[Any]] = msgspec.json.Decoder(_Batch)
+_RECORD: Final[msgspec.json.Decoder[Any]] = msgspec.json.Decoder(_Record)
+# A batch's envelope: its keys, then its records as raw JSON (a scan, no record decoded).
+_TOP: Final = msgspec.json.Decoder(dict[str, msgspec.Raw])
+_RAW_LIST: Final = msgspec.json.Decoder(list[msgspec.Raw])
 _FEATURES: Final = operator.attrgetter(*contract.FEATURES)
+# A 422 names at most this many problems (and says that it stopped): a bad batch costs a few
+# record validations and a few hundred bytes of answer, whatever it holds.
+MAX_PROBLEMS: Final = 20
 
 
 def _batch_length() -> tuple[int, int]:
@@ -65,25 +72,151 @@ def _batch_length() -> tuple[int, int]:
 _FEWEST, _MOST = _batch_length()
 
 
-def batch_records(body: bytes) -> tuple[dict[str, list[Any]], int] | None:
-    """A valid `BatchRequest` body's records as validated, normalised columns and their count
-    (the values `model_dump` gives, column by column); None for a body whose problems are for
-    the models to name."""
+class NotABatch(Exception):
+    """A body that is not `{"features": [...]}` (pydantic names what it is instead)."""
+
+
+def batch_raws(body: bytes) -> list[msgspec.Raw]:
+    """The records of a `{"features": [...]}` body as raw JSON, counted before any is read;
+    RequestValidationError for other keys or no `features`; NotABatch for anything else."""
     try:
-        rows = _BATCH.decode(body).features
-    except msgspec.ValidationError:
-        return batch_columns(body)  # pydantic's laxer types, then the same column check
+        top = _TOP.decode(body)
+        raws = _RAW_LIST.decode(top["features"]) if "features" in top else None
     except msgspec.DecodeError:
-        return None
-    if not _FEWEST <= len(rows) <= _MOST:
-        return None  # BatchRequest names it
-    # Each record's features in the contract's order, then the columns (in C, not per value).
-    values = zip(*map(_FEATURES, rows), strict=True)
-    columns = dict(zip(contract.FEATURES, map(list, values), strict=True))
+        raise NotABatch from None
+    except RecursionError:
+        raise _too_deep() from None
+    if raws is None or len(top) > 1:
+        # Only the envelope's problems, by BatchRequest itself (records stand in for theirs).
+        reduced: dict[str, Any] = {key: None for key in top if key != "features"}
+        if raws is not None:
+            reduced["features"] = [contract.EXAMPLE_RECORD]
+        raise _problems(reduced, BatchRequest)
+    return raws
+
+
+def _too_deep() -> RequestValidationError:
+    """A body nested deeper than the JSON parsers follow (FastAPI's own answer is a 400)."""
+    return RequestValidationError(
+        [
+            {
+                "type": "json_invalid",
+                "loc": ("body",),
+                "msg": "JSON decode error",
+                "input": {},
+                "ctx": {"error": "nested too deeply"},
+            }
+        ]
+    )
+
+
+def check_count(count: int, maximum: int) -> None:
+    """The number of records against the deployment's maximum, before any is validated."""
+    if count < _FEWEST:
+        raise _problems({"features": []}, BatchRequest)
+    if count > min(maximum, _MOST):
+        raise RequestValidationError(
+            [
+                {
+                    "type": "too_long",
+                    "loc": ("body", "features"),
+                    "msg": f"at most {min(maximum, _MOST)} records per batch, got {count}",
+                }
+            ]
+        )
+
+
+def records_columns(raws: list[msgspec.Raw]) -> tuple[dict[str, list[Any]], int]:
+    """Raw records as validated, normalised columns and their count (the values `model_dump`
+    gives, column by column), each record validated once: by msgspec into the contract's
+    types, or, when its types are lax, by pydantic's; then the contract's rules column-wise.
+    RequestValidationError names the first problems (at most MAX_PROBLEMS)."""
+    values: list[tuple[Any, ...]] = []
+    for row, raw in enumerate(raws):
+        try:
+            values.append(_FEATURES(_RECORD.decode(raw)))
+        except msgspec.DecodeError:
+            lax = _lax_record(raw)
+            if lax is None:
+                # The records before it may break a rule: named first, in order.
+                raise _record_problems(raws, min(row, _first_breaking(values, row))) from None
+            values.append(tuple(lax.get(name) for name in contract.FEATURES))
     try:
-        return contract.validate_columns(columns, len(rows)), len(rows)
-    except contract.ContractViolation:
+        return contract.validate_columns(_columns(values), len(raws)), len(raws)
+    except contract.ContractViolation as violation:
+        raise _record_problems(raws, violation.row) from None
+
+
+def _columns(values: list[tuple[Any, ...]]) -> dict[str, list[Any]]:
+    """Records' values in the contract's order as columns, in C (not per value)."""
+    if not values:
+        return {name: [] for name in contract.FEATURES}
+    return dict(zip(contract.FEATURES, map(list, zip(*values, strict=True)), strict=True))
+
+
+def _first_breaking(values: list[tuple[Any, ...]], count: int) -> int:
+    """The first record of these that breaks a rule of the contract (`count`: none does)."""
+    try:
+        contract.validate_columns(_columns(values), count)
+    except contract.ContractViolation as violation:
+        return violation.row
+    return count
+
+
+def batch_records(body: bytes) -> tuple[dict[str, list[Any]], int] | None:
+    """A valid `BatchRequest` body's records as validated, normalised columns and their count;
+    None for a body whose problems are named by a 422."""
+    try:
+        raws = batch_raws(body)
+        check_count(len(raws), _MOST)
+        return records_columns(raws)
+    except (NotABatch, RequestValidationError):
         return None
+
+
+def _lax_record(raw: msgspec.Raw) -> dict[str, Any] | None:
+    try:
+        record: dict[str, Any] = RECORD_TYPES.validate_json(bytes(raw))
+    except ValidationError:
+        return None
+    return record
+
+
+def _record_problems(raws: list[msgspec.Raw], first: int) -> RequestValidationError:
+    """What is wrong with the records from `first` on, by the models' own validation, as
+    FastAPI would name it (`features.<record>.<field>`): the first MAX_PROBLEMS problems,
+    then one line saying where checking stopped."""
+    problems: list[dict[str, Any]] = []
+    for row in range(first, len(raws)):
+        try:
+            CrimeFeatures.model_validate_json(bytes(raws[row]))
+        except ValidationError as error:
+            for item in error.errors(include_input=False, include_url=False):
+                problems.append({**item, "loc": ("body", "features", row, *item["loc"])})
+        if len(problems) >= MAX_PROBLEMS:
+            return RequestValidationError(_stopped(problems, row, len(raws)))
+    if not problems:  # valid one by one: only a parser disagreement gets here
+        problems.append(
+            {"type": "value_error", "loc": ("body", "features", first), "msg": "invalid record"}
+        )
+    return RequestValidationError(problems)
+
+
+def _stopped(problems: list[dict[str, Any]], row: int, count: int) -> list[dict[str, Any]]:
+    kept = problems[:MAX_PROBLEMS]
+    unchecked = f"; records {row + 1} to {count - 1} were not checked" if row + 1 < count else ""
+    cut = len(problems) - len(kept)
+    more = f"{cut} more problems of record {row} not listed" if cut else ""
+    return [
+        *kept,
+        {
+            "type": "too_many_errors",
+            "loc": ("body", "features"),
+            "msg": f"validation stopped after {MAX_PROBLEMS} problems"
+            + (f" ({more})" if more else "")
+            + unchecked,
+        },
+    ]
 
 
 def _is_json(content_type: str | None) -> bool:
@@ -112,17 +245,22 @@ async def parse(request: Request, model: type[Model]) -> Model:
     raise _problems(_python_value(body, is_json), model)
 
 
-async def parse_batch(request: Request) -> tuple[Columns, int]:
-    """A `BatchRequest`'s records as validated columns and their count; any body that fails
-    goes through `parse`, so the 422s are the models' own."""
+async def parse_batch(request: Request, maximum: int) -> tuple[Columns, int]:
+    """A `BatchRequest`'s records as validated columns and their count. In this order, so a
+    bad batch costs little whatever it holds: the body's size (the edge), the envelope, the
+    number of records against `maximum`, then each record validated once, stopping at the
+    first problems."""
     body = await request.body()
     if body and _is_json(request.headers.get("content-type")):
-        batch = batch_records(body)
-        if batch is not None:
-            return batch
-    parsed = await parse(request, BatchRequest)  # raises, but for a parser disagreement
-    rows = parsed.model_dump()["features"]
-    return contract.feature_columns(rows), len(rows)
+        try:
+            raws = batch_raws(body)
+        except NotABatch:
+            pass  # not a batch at all: named below as FastAPI would
+        else:
+            check_count(len(raws), maximum)
+            return records_columns(raws)
+    await parse(request, BatchRequest)  # raises: the body is no batch
+    raise AssertionError("unreachable: a body that is no batch does not parse as one")
 
 
 def _python_value(body: bytes, is_json: bool) -> Any:
@@ -132,6 +270,8 @@ def _python_value(body: bytes, is_json: bool) -> Any:
         return body
     try:
         return json.loads(body)
+    except RecursionError:
+        raise _too_deep() from None
     except json.JSONDecodeError as error:
         raise RequestValidationError(
             [

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -25,6 +25,7 @@ from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from crimes.gateway.bodies import MAX_PROBLEMS
 from crimes.gateway.settings import GatewaySettings
 from crimes.ops import requests, tracing
 from crimes.ops.logs import get_logger
@@ -36,6 +37,8 @@ REQUEST_ID_HEADER: Final = requests.HEADER.encode()
 # in-flight bound counts.
 PROTECTED_PATHS: Final = frozenset({"/predict", "/predict/", "/predict/batch", "/v2/predict"})
 WRONG_KEY: Final = "missing or wrong X-API-Key header"
+# A problem's message is cut here (pydantic's name a few choices at most; a bound all the same).
+MAX_MESSAGE: Final = 200
 # The X-API-Key header in the OpenAPI document of each guarded route.
 API_KEY_PARAMETER: Final[dict[str, object]] = {
     "in": "header",
@@ -243,16 +246,28 @@ async def _serve_hot(route: APIRoute, scope: Scope, receive: Receive, send: Send
 
 
 async def validation_error(request: Request, error: Exception) -> Response:
-    """A 422 that names each field and its problem."""
+    """A 422 that names each field and its problem: the first MAX_PROBLEMS of them, so the
+    answer stays a few KB whatever the body held."""
     assert isinstance(error, RequestValidationError)
-    problems = []
-    for item in error.errors():
-        location = [str(part) for part in item.get("loc", ()) if part != "body"]
-        problems.append(
+    found = error.errors()
+    problems = [_problem(item) for item in found[: MAX_PROBLEMS + 1]]
+    if len(found) > MAX_PROBLEMS + 1 or (
+        len(found) == MAX_PROBLEMS + 1 and problems[-1]["type"] != "too_many_errors"
+    ):
+        problems[MAX_PROBLEMS:] = [
             {
-                "field": ".".join(location) or "body",
-                "message": item.get("msg", "invalid"),
-                "type": item.get("type", "invalid"),
+                "field": "body",
+                "message": f"{len(found) - MAX_PROBLEMS} more problems not listed",
+                "type": "too_many_errors",
             }
-        )
+        ]
     return JSONResponse(status_code=422, content={"detail": problems})
+
+
+def _problem(item: Mapping[str, Any]) -> dict[str, Any]:
+    location = [str(part) for part in item.get("loc", ()) if part != "body"]
+    return {
+        "field": ".".join(location) or "body",
+        "message": str(item.get("msg", "invalid"))[:MAX_MESSAGE],
+        "type": item.get("type", "invalid"),
+    }

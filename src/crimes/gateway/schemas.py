@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Final, NotRequired
 
-from pydantic import BaseModel, ConfigDict, Field, Strict, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, Strict, TypeAdapter
 from typing_extensions import TypedDict
 
 from crimes import contract
@@ -56,16 +56,17 @@ class ErrorBody(BaseModel):
     detail: Any
 
 
-def _types_adapter() -> TypeAdapter[Any]:
-    """`BatchRequest`'s shape and types only, validated straight into plain dicts: the batch
-    hot path. The contract's rules (text normalisation, lengths, ranges) then run column-wise
-    in `contract.validate_columns`, the same check the model services apply to raw records.
+def _record_types() -> TypeAdapter[Any]:
+    """`CrimeFeatures`' shape and types only, validated straight into a plain dict: the lax
+    side of the batch path, for a record msgspec's stricter types refuse (`4.0` or `"4"` for
+    an integer, as the models take them). The contract's rules (text normalisation, lengths,
+    ranges) then run column-wise in `contract.validate_columns`, the same check the model
+    services apply to raw records.
 
     The same types as `CrimeFeatures` (strict booleans, required and optional fields, no extra
-    keys) as TypedDicts, so pydantic builds no model object per record. Together with the
-    column check it only ever answers "valid" for a body the models accept, with their values
-    (tests compare them); anything refused is parsed again with the models, which name the
-    problems.
+    keys) as a TypedDict, so pydantic builds no model object per record; with the column check
+    it only ever answers "valid" for a record the models accept, with their values (tests
+    compare them).
     """
     typed_dict: Any = TypedDict  # built from the contract at run time, not a static type
     fields: dict[str, Any] = {}
@@ -77,25 +78,7 @@ def _types_adapter() -> TypeAdapter[Any]:
         fields[name] = annotation if info.is_required() else NotRequired[annotation]
     record = typed_dict("CrimeFeaturesRow", fields)
     record.__pydantic_config__ = ConfigDict(extra="forbid")
-    batch_metadata = BatchRequest.model_fields["features"].metadata
-    records: Any = list[record]  # type: ignore[valid-type]
-    batch = typed_dict("BatchRows", {"features": Annotated[(records, *batch_metadata)]})
-    batch.__pydantic_config__ = ConfigDict(extra="forbid")
-    return TypeAdapter(batch)
+    return TypeAdapter(record)
 
 
-BATCH_TYPES = _types_adapter()
-
-
-def batch_columns(body: bytes) -> tuple[dict[str, list[Any]], int] | None:
-    """A valid `BatchRequest` body's records as validated, normalised columns and their count
-    (the values `model_dump` gives, column by column); None for any body the fast path does
-    not accept (its problems are for the models to name)."""
-    try:
-        rows: list[dict[str, Any]] = BATCH_TYPES.validate_json(body)["features"]
-    except ValidationError:
-        return None
-    try:
-        return contract.validate_columns(contract.feature_columns(rows), len(rows)), len(rows)
-    except contract.ContractViolation:
-        return None
+RECORD_TYPES = _record_types()

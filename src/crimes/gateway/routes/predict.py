@@ -134,23 +134,11 @@ async def predict(request: Request) -> Response:
 )
 @hot
 async def predict_batch(request: Request) -> Response:
-    columns, count = await parse_batch(request)
     settings: GatewaySettings = request.app.state.settings
     predictor: Predictor = request.app.state.predictor
+    # Counted against the maximum before any record is validated.
     maximum = predictor.max_batch_records(settings.max_batch_records)
-    if count > maximum:
-        return json_response(
-            {
-                "detail": [
-                    {
-                        "field": "features",
-                        "message": f"at most {maximum} records per batch, got {count}",
-                        "type": "too_long",
-                    }
-                ]
-            },
-            status_code=422,
-        )
+    columns, count = await parse_batch(request, maximum)
     result = await predictor.predict(columns, count)
     _all_failed(result)
     dtc = _codes(result.models["dtc"], count)
@@ -189,15 +177,16 @@ def _answer(model: ModelResult, probabilities: bool) -> ModelAnswer:
     response_model=VerboseAnswer,
     responses=FAILED,
     summary="Verbose: per model the code, status, versions, latency (and probabilities)",
-    openapi_extra={"parameters": [API_KEY_PARAMETER]},
+    openapi_extra=request_body(PredictRequest),
 )
 async def predict_verbose(
-    body: PredictRequest,
     request: Request,
     response: Response,
     probabilities: Annotated[bool, Query(description="Add class probabilities.")] = False,
 ) -> Any:
-    # Not a hot path: FastAPI parses the body (its 422s merge body and query problems).
+    # Not a hot path (FastAPI reads the query), but the body is parsed like the others: one
+    # parser, one set of 422s, bounded whatever the body holds.
+    body = await parse(request, PredictRequest)
     predictor: Predictor = request.app.state.predictor
     result = await predictor.predict_one(body.features.model_dump(), probabilities)
     _all_failed(result)
