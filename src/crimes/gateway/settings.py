@@ -59,6 +59,10 @@ class GatewaySettings(BaseSettings):
     # Prediction requests being answered at once; past it, 503 with Retry-After (a client's
     # load beyond what the models can take waits at the client, not in the gateway's memory).
     max_in_flight: int = Field(default=256, ge=1)
+    # A request's whole body must arrive within this (408 past it): a client that sends it a
+    # byte at a time holds nothing of the gateway's for longer, and never an in-flight slot
+    # (taken only once the body is in).
+    body_timeout_seconds: float = Field(default=10.0, gt=0)
 
     # Shadow scoring: each model's challenger deployment (the model server following the alias
     # `challenger`); unset: no shadow for that model. Without a port, the challenger

@@ -1,0 +1,89 @@
+"""Attack surface: the gateway's connections. A client that sends its body a byte at a time
+holds no in-flight slot and gets a 408 once the body timeout passes; everyone else is answered
+as usual meanwhile."""
+
+from __future__ import annotations
+
+import json
+import socket
+import statistics
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from crimes.gateway.schemas import EXAMPLE
+from crimes.local import launch
+from crimes.local.launch import LocalProcess
+from tests.support.system import gateway_env
+
+pytestmark = pytest.mark.e2e
+
+SLOW_CLIENTS = 300
+BODY_TIMEOUT = 3.0
+
+
+@pytest.fixture(scope="module")
+def gateway(
+    attacked: dict[str, LocalProcess], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LocalProcess]:
+    """A gateway of its own on the attacked model services, with a short body timeout and
+    fewer slots in flight than there are slow clients."""
+    services = {kind: attacked[kind] for kind in ("dtc", "lda")}
+    env = gateway_env(
+        services,
+        CRIMES_GATEWAY_BODY_TIMEOUT_SECONDS=str(BODY_TIMEOUT),
+        CRIMES_GATEWAY_MAX_IN_FLIGHT="256",
+    )
+    folder: Path = tmp_path_factory.mktemp("slow-clients")
+    process = launch.serve(LocalProcess, "gateway", env, folder)
+    try:
+        process.wait_healthy()
+        yield process
+    finally:
+        process.stop()
+
+
+def _latencies(client: httpx.Client, count: int) -> list[float]:
+    body = {"features": EXAMPLE}
+    times = []
+    for _ in range(count):
+        started = time.perf_counter()
+        assert client.post("/predict", json=body).status_code == 200
+        times.append(time.perf_counter() - started)
+    return times
+
+
+def test_three_hundred_clients_sending_a_byte_at_a_time_hold_no_slot_and_get_408(
+    gateway: LocalProcess,
+) -> None:
+    """Attack: 300 connections each announce a body and send one byte of it, then wait."""
+    body = json.dumps({"features": EXAMPLE}).encode()
+    head = (
+        f"POST /predict HTTP/1.1\r\nHost: {gateway.host}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    with httpx.Client(base_url=gateway.url, timeout=10, trust_env=False) as client:
+        quiet = statistics.median(_latencies(client, 60))
+        slow = []
+        try:
+            for _ in range(SLOW_CLIENTS):
+                connection = socket.create_connection((gateway.host, gateway.port), timeout=10)
+                connection.sendall(head + body[:1])
+                slow.append(connection)
+            opened = time.monotonic()
+            during = _latencies(client, 60)
+            assert time.monotonic() - opened < BODY_TIMEOUT, "measured after the timeout: retune"
+            assert statistics.median(during) <= 3 * quiet + 0.005, (quiet, during)
+            answers = []
+            for connection in slow:
+                connection.settimeout(BODY_TIMEOUT + 10)
+                answers.append(connection.recv(4096).split(b"\r\n", 1)[0])
+        finally:
+            for connection in slow:
+                connection.close()
+    assert set(answers) == {b"HTTP/1.1 408 Request Timeout"}, set(answers)
+    with httpx.Client(base_url=gateway.url, timeout=10, trust_env=False) as client:
+        assert client.post("/predict", json={"features": EXAMPLE}).status_code == 200
