@@ -1,6 +1,8 @@
 """Drift monitoring: reads the drift the gateway measures on the records it serves (per served
 model version, against its training split) and, when a feature drifted past the threshold,
 starts the ETL (whose Asset then starts the training), the reason carried in that run's conf.
+The gateway read is the deployment's (CRIMES_MONITOR_GATEWAY_URL), never one a run's conf names:
+a conf that could point the task at any URL would make Airflow fetch it (request forgery).
 
 Thin over `crimes.orchestration.tasks.check_drift` (the verdict is `crimes.drift.verdict`).
 """
@@ -26,9 +28,6 @@ from crimes.orchestration.assets import ETL_DAG_ID, MONITOR_DAG_ID, TAGS
     tags=[*TAGS, "monitoring"],
     default_args={"retries": 1, "retry_delay": timedelta(minutes=1), "owner": "ml-platform"},
     params={
-        "gateway_url": Param(
-            None, type=["null", "string"], description="default: CRIMES_MONITOR_GATEWAY_URL"
-        ),
         "drift_threshold": Param(
             None,
             type=["null", "number"],

@@ -97,8 +97,9 @@ def etl_runs(env: dict[str, str]) -> list[dict[str, Any]]:
 
 
 def monitor(env: dict[str, str], url: str) -> None:
+    # The deployment's gateway (its setting): a run's conf cannot name one.
     result = airflow_runner.dags_test(
-        env, assets.MONITOR_DAG_ID, conf={"gateway_url": url}, timeout=300
+        {**env, "CRIMES_MONITOR_GATEWAY_URL": url}, assets.MONITOR_DAG_ID, timeout=300
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 

@@ -39,13 +39,30 @@ def test_replicas_through_the_dns_server_an_address_names() -> None:
         assert replicas(address) == ["dtc.test:50051"]  # no answer: the name itself
 
 
-def test_cache_keys_change_with_either_model_version() -> None:
+def test_cache_keys_change_with_anything_that_defines_the_answer() -> None:
     row = {"iucr": "0930", "beat": 412}
-    base = cache_key(row, {"dtc": "1", "lda": "1"})
-    assert base == cache_key(dict(reversed(list(row.items()))), {"lda": "1", "dtc": "1"})
-    assert base != cache_key(row, {"dtc": "2", "lda": "1"})
-    assert base != cache_key(row, {"dtc": "1", "lda": "2"})
-    assert base != cache_key({**row, "beat": 413}, {"dtc": "1", "lda": "1"})
+    served = {"dtc": ("dtc_model_prod", "1", "t1"), "lda": ("lda_model_prod", "1", "t1")}
+    base = cache_key(row, served)
+    assert base == cache_key(dict(reversed(list(row.items()))), dict(reversed(served.items())))
+    for kind in ("dtc", "lda"):
+        name, version, transformation = served[kind]
+        for changed in (
+            (f"{name}_other", version, transformation),
+            (name, "2", transformation),
+            (name, version, "t2"),
+        ):
+            assert base != cache_key(row, {**served, kind: changed})
+    assert base != cache_key({**row, "beat": 413}, served)
+
+
+def test_a_header_value_from_a_model_service_error_is_printable_and_short() -> None:
+    from crimes.gateway.routes.predict import MAX_HEADER_VALUE, header_value
+
+    assert header_value("dtc=unavailable: down\r\nSet-Cookie: x=1") == (
+        "dtc=unavailable: down Set-Cookie: x=1"
+    )
+    assert header_value("é" * 10 + "ok") == "ok"
+    assert len(header_value("x" * 10_000)) == MAX_HEADER_VALUE
 
 
 def test_redis_down_is_no_cache_and_costs_nothing_after_the_first_try() -> None:

@@ -113,3 +113,11 @@ def test_monitor_drift_is_scheduled_and_starts_the_etl_only_when_drifted(dagbag:
     assert "reason" in tasks["retrain"].conf
     # The ETL takes the reason as a param of its own.
     assert {"reason", "triggered_by"} <= set(dagbag.dags[assets.ETL_DAG_ID].params)
+
+
+def test_the_monitor_dag_takes_no_url_from_a_runs_conf(dagbag: Any) -> None:
+    """Its params are what a run's conf may set: the threshold, never the gateway's URL
+    (tests/security/test_orchestration_params.py: the task reads only the configured one)."""
+    params = dagbag.dags[assets.MONITOR_DAG_ID].params
+    assert "gateway_url" not in params
+    assert "drift_threshold" in params

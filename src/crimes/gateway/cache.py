@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from crimes.ops.logs import get_logger
@@ -19,8 +20,16 @@ log = get_logger(__name__)
 RETRY_AFTER_SECONDS = 5.0
 
 
-def cache_key(features: dict[str, Any], versions: dict[str, str | None]) -> str:
-    canonical = json.dumps({"f": features, "v": versions}, sort_keys=True, separators=(",", ":"))
+# Bumped whenever what an entry holds changes: entries of another layout are never read.
+LAYOUT = 2
+
+
+def cache_key(features: dict[str, Any], served: Mapping[str, tuple[str, ...]]) -> str:
+    """Everything that defines an answer: the canonical features and, per model, what it is
+    served as (registered name, version, transformation version)."""
+    canonical = json.dumps(
+        {"f": features, "m": served, "layout": LAYOUT}, sort_keys=True, separators=(",", ":")
+    )
     return "crimes:predict:" + hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -55,7 +64,16 @@ class PredictionCache:
         except Exception as error:
             self._failed(error)
             return None
-        return None if value is None else dict(json.loads(value))
+        if value is None:
+            return None
+        try:
+            entry = json.loads(value)
+        except ValueError:
+            entry = None
+        if not isinstance(entry, dict):
+            log.warning("gateway.cache_entry_invalid", key=key)
+            return None
+        return entry
 
     async def put(self, key: str, value: dict[str, Any]) -> None:
         if not self._usable():

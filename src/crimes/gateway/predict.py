@@ -98,6 +98,27 @@ class BatchResult:
         )
 
 
+def _cached_result(entry: dict[str, Any] | None, key: str) -> BatchResult | None:
+    """A cache entry as a result; an entry that is not one is a miss (and logged), never an
+    error of the request."""
+    if entry is None:
+        return None
+    try:
+        result = BatchResult.from_dict(entry)
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        log.warning("gateway.cache_entry_invalid", key=key, error=repr(error))
+        return None
+    single = all(
+        m.labels is not None and len(m.labels) == 1
+        for m in result.models.values()
+        if m.outcome is Outcome.OK
+    )
+    if not result.answered or not single or len(result.unknown) != 1:
+        log.warning("gateway.cache_entry_invalid", key=key, error="not a full answer")
+        return None
+    return result
+
+
 class TransformedRecords:
     """The records of one prediction (validated: one record as a dict, a batch as columns),
     transformed at most once per transformation version (both models normally share one),
@@ -207,10 +228,10 @@ class Predictor:
         if not self.cache.enabled or probabilities:
             self.metrics.labelled(self.metrics.cache, "off").inc()
         elif key is not None:
-            hit = await self.cache.get(key)
-            self.metrics.labelled(self.metrics.cache, "hit" if hit else "miss").inc()
-            if hit is not None:
-                return BatchResult.from_dict(hit)
+            cached = _cached_result(await self.cache.get(key), key)
+            self.metrics.labelled(self.metrics.cache, "hit" if cached else "miss").inc()
+            if cached is not None:
+                return cached
         records = TransformedRecords.one(row, self.transformations)
         result = await self._predict(records, probabilities)
         if key is not None and not result.failures:
@@ -224,9 +245,12 @@ class Predictor:
         return min([configured, *(m for m in advertised if m)])
 
     def _cache_key(self, row: dict[str, Any]) -> str | None:
-        """Keyed by both served versions too; none until both are known."""
-        versions = {kind: s.state.model_version for kind, s in self.services.items()}
-        return cache_key(row, versions) if all(versions.values()) else None
+        """Keyed by what each model is served as too; none until every version is known."""
+        served = {
+            kind: (s.model_name, s.state.model_version or "", s.state.transformation_version or "")
+            for kind, s in self.services.items()
+        }
+        return cache_key(row, served) if all(v[1] and v[2] for v in served.values()) else None
 
     async def predict(
         self, columns: Mapping[str, Sequence[Any]], count: int, probabilities: bool = False

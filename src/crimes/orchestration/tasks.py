@@ -89,7 +89,10 @@ def train(kind: str, context: Mapping[str, Any]) -> Summary:
 def check_drift(params: Mapping[str, Any]) -> Summary:
     """The drift verdict on what the gateway serves now: `retrain`, the `reason` (what the ETL
     run it starts carries) and the drifted features."""
-    overrides = {key: params[key] for key in ("gateway_url", "drift_threshold") if params.get(key)}
+    # Only the threshold may come from a run's conf: the gateway is the deployment's own.
+    overrides = (
+        {"drift_threshold": params["drift_threshold"]} if params.get("drift_threshold") else {}
+    )
     settings = monitoring.MonitorSettings(**overrides)
     verdict, report = monitoring.check_drift(settings)
     log.info(

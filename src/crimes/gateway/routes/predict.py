@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response
@@ -69,12 +70,23 @@ def _headers(result: BatchResult) -> dict[str, str]:
         if model.transformation_version:
             headers["X-Transformation-Version"] = model.transformation_version
     if result.failures:
-        headers["X-Partial-Failure"] = "; ".join(
-            f"{kind}={reason}" for kind, reason in result.failures.items()
-        )[:512]
+        headers["X-Partial-Failure"] = header_value(
+            "; ".join(f"{kind}={reason}" for kind, reason in result.failures.items())
+        )
     if result.cached:
         headers["X-Cache"] = "hit"
     return headers
+
+
+# A header value holds printable ASCII only (a newline would end the header: an invalid
+# answer, or a header of the client's choosing), and stays short.
+_UNPRINTABLE = re.compile(r"[^\x20-\x7e]+")
+MAX_HEADER_VALUE = 256
+
+
+def header_value(text: str) -> str:
+    """Text from elsewhere (a model service's error) made safe to send as a header value."""
+    return _UNPRINTABLE.sub(" ", text)[:MAX_HEADER_VALUE].strip()
 
 
 def _all_failed(result: BatchResult) -> None:
