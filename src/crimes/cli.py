@@ -34,11 +34,12 @@ def serve_gateway(
     """The REST gateway (port in services/gateway/service.env): validates, transforms once,
     asks both model services."""
     from crimes.gateway.server import run
-    from crimes.gateway.settings import load_settings
+    from crimes.gateway.settings import NoApiKey, load_settings, refuse_without_key
 
     try:
         settings = load_settings(port=port, host=host)
-    except ValidationError as error:
+        refuse_without_key(settings)
+    except (ValidationError, NoApiKey) as error:
         _fail("serve gateway", error, code=BAD_INPUT)
     run(settings)
 

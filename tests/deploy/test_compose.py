@@ -106,7 +106,12 @@ def test_each_deployment_reads_its_own_settings_file_and_states_no_port_of_its_o
         assert "--metrics-port" not in command, deployment
         assert service["healthcheck"]["test"][1:3] == ["crimes", "probe"], deployment
     (gateway_port,) = services["gateway"]["ports"]
-    assert int(gateway_port["target"]) == deployment_port("gateway")
+    target = (
+        gateway_port["target"]
+        if isinstance(gateway_port, dict)
+        else gateway_port.split(":")[-1].split("/")[0]
+    )
+    assert int(target) == deployment_port("gateway")
 
 
 def port_of(entry: Any) -> tuple[str | None, int]:
@@ -228,16 +233,33 @@ def test_no_default_credential_and_no_change_me_value() -> None:
     assert "local-only}" not in compose  # a ${VAR:-...local-only} default would run anywhere
 
 
-def test_only_the_gateway_is_published_beyond_this_host(config: dict[str, Any]) -> None:
+def test_the_local_only_profile_publishes_on_loopback_only(config: dict[str, Any]) -> None:
+    """.env.example: every port on 127.0.0.1, the gateway's too, the only one without a key."""
     for name, service in config["services"].items():
         for port in service.get("ports", []):
             host, _ = port_of(port)
-            if name == "gateway":
-                assert host in (None, "0.0.0.0"), port
-            else:
-                assert host == "127.0.0.1", (name, port)
+            assert host == "127.0.0.1", (name, port)
     environment = config["services"]["gateway"]["environment"]
-    assert "CRIMES_GATEWAY_API_KEY" in environment  # required, empty only in the local profile
+    assert environment["CRIMES_GATEWAY_API_KEY"] == ""
+    assert environment["CRIMES_GATEWAY_ALLOW_NO_API_KEY"] == "true"
+
+
+def test_any_other_deployment_needs_a_key_for_the_gateway_to_start(tmp_path: Path) -> None:
+    """Without the local-only flag the gateway refuses to start keyless (tests/security)."""
+    env = {
+        line.split("=", 1)[0]: line.split("=", 1)[1]
+        for line in (PROJECT_ROOT / ".env.example").read_text().splitlines()
+        if line and not line.startswith("#")
+    }
+    env.pop("CRIMES_GATEWAY_ALLOW_NO_API_KEY")
+    env.update(CRIMES_GATEWAY_API_KEY="a-real-key", CRIMES_GATEWAY_HOST_BIND="0.0.0.0")
+    env_file = tmp_path / "deployment.env"
+    env_file.write_text("".join(f"{key}={value}\n" for key, value in env.items()))
+    checked = compose_config("--env-file", str(env_file))
+    assert checked.returncode == 0, checked.stderr
+    gateway = yaml.safe_load(checked.stdout)["services"]["gateway"]
+    assert gateway["environment"]["CRIMES_GATEWAY_ALLOW_NO_API_KEY"] == "false"
+    assert [port_of(p)[0] for p in gateway["ports"]] == ["0.0.0.0"]
 
 
 def test_every_container_gets_least_privilege_and_a_memory_limit(

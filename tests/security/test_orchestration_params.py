@@ -46,4 +46,3 @@ def test_monitor_drift_reads_only_the_configured_gateway(
     with pytest.raises(monitoring.GatewayUnreachable, match=configured):
         tasks.check_drift({"gateway_url": url, "drift_threshold": None})
     assert hits == []
-

@@ -51,9 +51,11 @@ class GatewaySettings(BaseSettings):
     # Every MLflow call of the gateway gives up after this (and this many retries).
     mlflow_timeout_seconds: float = Field(default=5.0, gt=0)
     mlflow_max_retries: int = Field(default=1, ge=0, le=10)
-    # Optional protection of the predict endpoints: clients send it as `X-API-Key`; empty is
-    # no key (compose's local-only profile says so explicitly).
+    # The predict endpoints' key: clients send it as `X-API-Key`. The gateway refuses to start
+    # without one unless `allow_no_api_key` says this deployment is local-only (the local
+    # tooling and compose's local-only profile say so; no shipped deployment does).
     api_key: SecretStr | None = None
+    allow_no_api_key: bool = False
     # Larger request bodies are refused with 413 before they are read.
     max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
     # Prediction requests being answered at once; past it, 503 with Retry-After (a client's
@@ -138,6 +140,19 @@ class GatewaySettings(BaseSettings):
     def challenger_addresses(self) -> dict[str, str]:
         given = {"dtc": self.dtc_challenger_address, "lda": self.lda_challenger_address}
         return {kind: address for kind, address in given.items() if address}
+
+
+class NoApiKey(ValueError):
+    """A gateway without a key in a deployment that did not say it is local-only."""
+
+
+def refuse_without_key(settings: GatewaySettings) -> None:
+    """Fail closed: no key serves the world only where the deployment said it is local."""
+    if settings.api_key is None and not settings.allow_no_api_key:
+        raise NoApiKey(
+            "CRIMES_GATEWAY_API_KEY is not set: the gateway does not serve without a key "
+            "(CRIMES_GATEWAY_ALLOW_NO_API_KEY=true only for a local-only deployment)"
+        )
 
 
 def load_settings(**overrides: Any) -> GatewaySettings:

@@ -291,6 +291,8 @@ def run(announce: Callable[[str], None] = print) -> dict[str, Any]:
                 f"dns:///127.0.0.1:{settings.lda_challenger_port}"
             ),
             "CRIMES_GATEWAY_TRACKING_URI": tracking_settings().tracking_uri,
+            # The demo runs on one machine, on loopback: a key is the caller's to add.
+            "CRIMES_GATEWAY_ALLOW_NO_API_KEY": "true",
             "CRIMES_GATEWAY_REDIS_URL": os.environ.get(
                 "CRIMES_GATEWAY_REDIS_URL", "redis://127.0.0.1:6379/0"
             ),
