@@ -18,6 +18,8 @@ import numpy as np
 import numpy.typing as npt
 import yaml
 
+from crimes.registry import onnx_structure
+
 INPUT: Final = "features"
 LABEL_OUTPUT: Final = "label"
 PROBABILITIES_OUTPUT: Final = "probabilities"
@@ -47,6 +49,9 @@ class OnnxClassifier:
     def __init__(self, data: bytes, source: str, threads: int = 1) -> None:
         import onnxruntime
 
+        # Our own checks first: the runtime is never given a graph that fails them.
+        checked_structure(data, source)
+
         options = onnxruntime.SessionOptions()
         # One request's rows on one core: replicas scale out, and a second intra-op thread
         # made a single row about ten times slower here (cross-core wake-ups).
@@ -74,6 +79,29 @@ class OnnxClassifier:
             return Prediction(labels=labels, probabilities=None)
         labels, scores = self.session.run([LABEL_OUTPUT, PROBABILITIES_OUTPUT], inputs)
         return Prediction(labels=labels, probabilities=np.asarray(scores, dtype=np.float64))
+
+
+def checked_structure(data: bytes, source: str) -> None:
+    """The form's structure, as `onnx_structure` requires it, read with the onnx package
+    (protobuf only: nothing runs)."""
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    try:
+        model = onnx.load_model_from_string(data)
+    except (DecodeError, ValueError, RuntimeError) as error:
+        raise FormRefused(f"{source}: not a loadable ONNX model ({error})") from error
+    inputs = [i for i in model.graph.input if i.name == INPUT]
+    dims = inputs[0].type.tensor_type.shape.dim if inputs else []
+    width = dims[1].dim_value if len(dims) == 2 else 0
+    if len(model.graph.input) != 1 or width < 1:
+        raise FormRefused(f"{source}: its input is not one '{INPUT}' of [N, features]")
+    declared = {p.key: p.value for p in model.metadata_props}
+    classes = _declared_classes(declared.get(CLASSES), source)
+    try:
+        onnx_structure.check(model, width, len(classes))
+    except onnx_structure.StructureRefused as error:
+        raise FormRefused(f"{source}: refused: {error}") from error
 
 
 def _checked_input(session: Any, source: str) -> tuple[str, int]:
