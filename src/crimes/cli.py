@@ -262,7 +262,7 @@ def train(
     from crimes.training.pipeline import KINDS, run_training
     from crimes.training.settings import TrainingSettings
 
-    overrides = {
+    overrides: dict[str, Any] = {
         k: v for k, v in {"trials": trials, "cv_folds": cv_folds, "year": year}.items() if v
     }
     settings = TrainingSettings(**overrides)

@@ -463,6 +463,11 @@ def extract(settings: EtlSettings) -> RawRecords:
     source = settings.source.strip()
     scheme = urlsplit(source).scheme.lower()
     if source.split(":", 1)[0] == SYNTHETIC_SCHEME:
+        if not settings.source_allow_synthetic:
+            raise source_policy.SourceRefused(
+                f"{source!r}: synthetic sources are off (CRIMES_SOURCE_ALLOW_SYNTHETIC=true "
+                "only where a deployment allows them: the demo, tests)"
+            )
         return synthetic_sample(source, settings.year)
     if scheme in ("http", "https"):
         result = download_portal(settings)

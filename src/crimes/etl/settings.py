@@ -26,6 +26,9 @@ class EtlSettings(BaseSettings):
     source_allow_loopback_http: bool = False
     # The one folder source files are read from; unset, no file is read.
     source_folder: Path | None = None
+    # The project's labelled synthetic sample (`synthetic:ROWS`) as a source: off but where a
+    # deployment allows it (the demo without a portal, tests).
+    source_allow_synthetic: bool = False
     year: int = Field(default=2024, ge=2001, le=2100)
     app_token: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("CRIMES_APP_TOKEN", "SOCRATA_APP_TOKEN")

@@ -149,7 +149,12 @@ def train(
         result, metrics = evaluate_and_log(name, fitted, splits, started)
         version, exported = register(fitted, final, name)
         tag_version(client, name, version, lineage, fitted, result)
-        decision = decide_promotion(client, name, version, fitted, final, result, lake, settings)
+        if lineage.synthetic and not settings.allow_synthetic_champion:
+            decision = synthetic_stays_challenger(client, name, version, result)
+        else:
+            decision = decide_promotion(
+                client, name, version, fitted, final, result, lake, settings
+            )
         bundle = (
             publish_bundle(
                 lake, name, version, run.info.run_id, fitted, exported, final, result, lineage
@@ -328,6 +333,29 @@ def tag_version(
     }
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, value)
+
+
+def synthetic_stays_challenger(
+    client: Any, name: str, version: str, result: Evaluation
+) -> Decision:
+    """A version trained on synthetic data: `challenger`, never compared, whatever its score."""
+    import mlflow
+
+    decision = Decision(
+        version=version,
+        promoted=False,
+        reason="trained on the synthetic sample: never champion but where "
+        "CRIMES_TRAIN_ALLOW_SYNTHETIC_CHAMPION allows it (the demo)",
+        candidate_f1=result.f1_weighted,
+        champion_version=None,
+        champion_f1=None,
+    )
+    promotion.set_alias(client, name, registry.CHALLENGER, version)
+    tags = decision.as_tags()
+    mlflow.set_tags(tags)
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, value)
+    return decision
 
 
 def decide_promotion(

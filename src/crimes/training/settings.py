@@ -22,6 +22,9 @@ class TrainingSettings(BaseSettings):
     # The very first version must reach this test weighted F1 to take `champion` (and so must
     # a candidate whose champion cannot be re-scored, beside the champion's recorded F1).
     promotion_floor_f1: float = Field(default=0.95, ge=0, le=1)
+    # A version trained on the synthetic sample never takes `champion` but where this allows
+    # it (the demo without a portal).
+    allow_synthetic_champion: bool = False
     # The champion and the candidate are compared on at least this many rows neither trained on.
     promotion_min_rows: int = Field(default=200, ge=1)
     promotion_attempts: int = Field(default=5, ge=1)
