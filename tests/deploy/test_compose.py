@@ -369,3 +369,13 @@ def test_only_the_object_stores_clients_are_on_its_network(config: dict[str, Any
         "lda-challenger",
     }
     assert "gateway" not in on_it
+
+
+def test_the_portal_token_reaches_only_the_etl(config: dict[str, Any]) -> None:
+    """Each service gets only the secrets it uses: the app token is Airflow's (the ETL's)."""
+    holders = {
+        name
+        for name, service in config["services"].items()
+        if "CRIMES_APP_TOKEN" in (service.get("environment") or {})
+    }
+    assert holders and all(name.startswith("airflow") for name in holders), holders
