@@ -378,4 +378,5 @@ def test_the_portal_token_reaches_only_the_etl(config: dict[str, Any]) -> None:
         for name, service in config["services"].items()
         if "CRIMES_APP_TOKEN" in (service.get("environment") or {})
     }
-    assert holders and all(name.startswith("airflow") for name in holders), holders
+    assert holders
+    assert all(name.startswith("airflow") for name in holders), holders

@@ -32,7 +32,7 @@ def test_the_readme_maps_every_part_of_the_package_and_nothing_else() -> None:
 
 
 def test_every_test_folder_is_a_part_of_the_package_or_says_why_not() -> None:
-    shared = {"support", "deploy", "layout"}
+    shared = {"support", "deploy", "layout", "security"}
     folders = {
         child.name
         for child in (PROJECT_ROOT / "tests").iterdir()
