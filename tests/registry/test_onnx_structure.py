@@ -114,6 +114,39 @@ def test_a_crafted_linear_model_is_refused(
         OnnxClassifier(_crafted(forms["lda"], "LinearClassifier", change), "crafted")
 
 
+@pytest.fixture(scope="module")
+def lda_fp64() -> bytes:
+    """LDA's float64 form (MatMul, Add, ArgMax, Softmax over constants), as the training
+    exports it when float32 would change a label."""
+    rng = np.random.default_rng(3)
+    rows = rng.normal(size=(400, WIDTH))
+    labels = np.array(["01A", "06", "14"])[rng.integers(0, 3, 400)]
+    return onnx_export.export(LinearDiscriminantAnalysis().fit(rows, labels), WIDTH, "FP64")
+
+
+def _constant(data: bytes, name: str, change: Callable[[np.ndarray], np.ndarray]) -> bytes:
+    from onnx import numpy_helper
+
+    model = onnx.load_model_from_string(data)
+    (tensor,) = [t for t in model.graph.initializer if t.name == name]
+    tensor.CopyFrom(numpy_helper.from_array(change(numpy_helper.to_array(tensor)), name))
+    return model.SerializeToString()
+
+
+def test_the_float64_linear_form_passes_and_a_crafted_one_does_not(lda_fp64: bytes) -> None:
+    assert OnnxClassifier(lda_fp64, "exported").n_features == WIDTH
+
+    def poisoned(value: np.ndarray) -> np.ndarray:
+        value = value.copy()
+        value.flat[0] = np.nan
+        return value
+
+    with pytest.raises(FormRefused, match="not finite"):
+        OnnxClassifier(_constant(lda_fp64, "coef", poisoned), "crafted")
+    with pytest.raises(FormRefused, match="MatMul takes constants"):
+        OnnxClassifier(_constant(lda_fp64, "coef", lambda v: v[:-1]), "crafted")
+
+
 def test_an_operator_the_training_never_writes_is_refused(forms: dict[str, bytes]) -> None:
     model = onnx.load_model_from_string(forms["lda"])
     model.graph.node.append(helper.make_node("Loop", [], [], name="smuggled"))

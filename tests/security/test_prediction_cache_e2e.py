@@ -5,16 +5,14 @@ never a 500."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 import redis
 
 from crimes.gateway.schemas import EXAMPLE
-from crimes.local import launch
 from crimes.local.launch import LocalProcess
-from tests.support.system import gateway_env
+from tests.security.conftest import own_gateway
 
 pytestmark = pytest.mark.e2e
 
@@ -27,16 +25,11 @@ def cached_gateway(
     attacked: dict[str, LocalProcess], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LocalProcess]:
     redis.Redis.from_url(REDIS_URL).flushdb()
-    env = gateway_env(
-        {kind: attacked[kind] for kind in ("dtc", "lda")}, CRIMES_GATEWAY_REDIS_URL=REDIS_URL
-    )
-    folder: Path = tmp_path_factory.mktemp("cached-gateway")
-    process = launch.serve(LocalProcess, "gateway", env, folder)
+    folder = tmp_path_factory.mktemp("cached-gateway")
     try:
-        process.wait_healthy()
-        yield process
+        with own_gateway(attacked, folder, CRIMES_GATEWAY_REDIS_URL=REDIS_URL) as gateway:
+            yield gateway
     finally:
-        process.stop()
         redis.Redis.from_url(REDIS_URL).flushdb()
 
 

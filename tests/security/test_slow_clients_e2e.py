@@ -9,15 +9,13 @@ import socket
 import statistics
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
 from crimes.gateway.schemas import EXAMPLE
-from crimes.local import launch
 from crimes.local.launch import LocalProcess
-from tests.support.system import gateway_env
+from tests.security.conftest import own_gateway
 
 pytestmark = pytest.mark.e2e
 
@@ -31,19 +29,13 @@ def gateway(
 ) -> Iterator[LocalProcess]:
     """A gateway of its own on the attacked model services, with a short body timeout and
     fewer slots in flight than there are slow clients."""
-    services = {kind: attacked[kind] for kind in ("dtc", "lda")}
-    env = gateway_env(
-        services,
-        CRIMES_GATEWAY_BODY_TIMEOUT_SECONDS=str(BODY_TIMEOUT),
-        CRIMES_GATEWAY_MAX_IN_FLIGHT="256",
-    )
-    folder: Path = tmp_path_factory.mktemp("slow-clients")
-    process = launch.serve(LocalProcess, "gateway", env, folder)
-    try:
-        process.wait_healthy()
-        yield process
-    finally:
-        process.stop()
+    folder = tmp_path_factory.mktemp("slow-clients")
+    settings = {
+        "CRIMES_GATEWAY_BODY_TIMEOUT_SECONDS": str(BODY_TIMEOUT),
+        "CRIMES_GATEWAY_MAX_IN_FLIGHT": "256",
+    }
+    with own_gateway(attacked, folder, **settings) as gateway:
+        yield gateway
 
 
 def _latencies(client: httpx.Client, count: int) -> list[float]:

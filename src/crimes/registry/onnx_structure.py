@@ -6,8 +6,8 @@ whatever checks that runtime makes itself. So, before onnxruntime sees a form: o
 operators the training exports; every tree a tree (node ids 0..n-1, children in range, each node
 reached once from the root: no cycle, nothing unreachable), feature indices below the input's
 width, finite thresholds and weights, leaf classes among the declared labels; a linear model's
-coefficients finite and shaped classes x features. What fails is refused (FormRefused), and the
-service keeps what it serves.
+coefficients (or its float64 form's constants) finite and shaped features x classes. What
+fails is refused (FormRefused), and the service keeps what it serves.
 """
 
 from __future__ import annotations
@@ -27,6 +27,13 @@ ALLOWED_OPERATORS: Final = frozenset(
         (ML, "Normalizer"),
         ("", "Cast"),
         ("", "Identity"),
+        # LDA on float64: scores = features x coef + intercept, then argmax and softmax.
+        ("", "MatMul"),
+        ("", "Add"),
+        ("", "ArgMax"),
+        ("", "Softmax"),
+        ("", "Reshape"),
+        (ML, "ArrayFeatureExtractor"),
     }
 )
 BRANCH_MODES: Final = frozenset(
@@ -42,8 +49,7 @@ class StructureRefused(ValueError):
 def check(model: Any, n_features: int, n_classes: int) -> None:
     """`model` (an onnx ModelProto) as the training makes them, for an input of `n_features`
     columns and `n_classes` labels; StructureRefused says the first thing that is not."""
-    if model.graph.initializer:
-        raise StructureRefused("the graph holds initializers: not a form the training makes")
+    constants = _constants(model)
     for node in model.graph.node:
         if (node.domain, node.op_type) not in ALLOWED_OPERATORS:
             operator = f"{node.domain or 'ai.onnx'}.{node.op_type}"
@@ -53,6 +59,32 @@ def check(model: Any, n_features: int, n_classes: int) -> None:
             check_tree_ensemble(_values(attributes), n_features, n_classes)
         elif node.op_type == "LinearClassifier":
             check_linear(_values(attributes), n_features, n_classes)
+        elif node.op_type in ("MatMul", "Add"):
+            _check_scores(node, constants, n_features, n_classes)
+
+
+def _constants(model: Any) -> dict[str, np.ndarray]:
+    """The graph's initializers; every number among them finite."""
+    from onnx import numpy_helper
+
+    found = {}
+    for tensor in model.graph.initializer:
+        value = numpy_helper.to_array(tensor)
+        if value.dtype.kind == "f" and not np.isfinite(value).all():
+            raise StructureRefused(f"constant '{tensor.name}' holds a value that is not finite")
+        found[tensor.name] = value
+    return found
+
+
+def _check_scores(
+    node: Any, constants: dict[str, np.ndarray], n_features: int, n_classes: int
+) -> None:
+    """The linear scores of a float64 form: `features` x [features, classes] + [1, classes]."""
+    weights = [constants[name] for name in node.input if name in constants]
+    expected = (n_features, n_classes) if node.op_type == "MatMul" else (1, n_classes)
+    if len(weights) != 1 or weights[0].shape != expected:
+        shapes = [w.shape for w in weights]
+        raise StructureRefused(f"{node.op_type} takes constants {shapes}, not one {expected}")
 
 
 def _values(attributes: dict[str, Any]) -> dict[str, Any]:
