@@ -44,8 +44,9 @@ def cached_gateway(
         '"labels": []}}, "unknown": [[]]}',
         '{"models": {"dtc": {"status": "ok", "labels": ["01"]}, "lda": {"status": "ok", '
         '"labels": ["01"]}}, "unknown": 5}',
+        '{"models": {"dtc": {"status": "ok", "labels": ["01"]}}, "unknown": [[]]}',
     ],
-    ids=["not-json", "a-list", "no-models", "bad-status", "no-labels", "bad-unknown"],
+    ids=["not-json", "a-list", "no-models", "bad-status", "no-labels", "bad-unknown", "one-model"],
 )
 def test_a_malformed_cache_entry_is_a_miss_not_a_500(
     cached_gateway: LocalProcess, entry: str

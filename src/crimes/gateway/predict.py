@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -98,9 +98,11 @@ class BatchResult:
         )
 
 
-def _cached_result(entry: dict[str, Any] | None, key: str) -> BatchResult | None:
-    """A cache entry as a result; an entry that is not one is a miss (and logged), never an
-    error of the request."""
+def _cached_result(
+    entry: dict[str, Any] | None, key: str, kinds: Collection[str]
+) -> BatchResult | None:
+    """A cache entry as a result (one answer per model of `kinds`); an entry that is not one
+    is a miss (and logged), never an error of the request."""
     if entry is None:
         return None
     try:
@@ -113,7 +115,8 @@ def _cached_result(entry: dict[str, Any] | None, key: str) -> BatchResult | None
         for m in result.models.values()
         if m.outcome is Outcome.OK
     )
-    if not result.answered or not single or len(result.unknown) != 1:
+    full = set(result.models) == set(kinds) and len(result.unknown) == 1
+    if not result.answered or not single or not full:
         log.warning("gateway.cache_entry_invalid", key=key, error="not a full answer")
         return None
     return result
@@ -228,7 +231,7 @@ class Predictor:
         if not self.cache.enabled or probabilities:
             self.metrics.labelled(self.metrics.cache, "off").inc()
         elif key is not None:
-            cached = _cached_result(await self.cache.get(key), key)
+            cached = _cached_result(await self.cache.get(key), key, self.services.keys())
             self.metrics.labelled(self.metrics.cache, "hit" if cached else "miss").inc()
             if cached is not None:
                 return cached
