@@ -163,13 +163,20 @@ def _first_breaking(values: list[tuple[Any, ...]], count: int) -> int:
     return count
 
 
+def read_batch(body: bytes, maximum: int) -> tuple[dict[str, list[Any]], int]:
+    """A batch body's records as validated, normalised columns and their count, in the order
+    that keeps a bad one cheap: the envelope, the count against `maximum`, then each record.
+    RequestValidationError names the problems; NotABatch for a body that is no batch."""
+    raws = batch_raws(body)
+    check_count(len(raws), maximum)
+    return records_columns(raws)
+
+
 def batch_records(body: bytes) -> tuple[dict[str, list[Any]], int] | None:
     """A valid `BatchRequest` body's records as validated, normalised columns and their count;
     None for a body whose problems are named by a 422."""
     try:
-        raws = batch_raws(body)
-        check_count(len(raws), _MOST)
-        return records_columns(raws)
+        return read_batch(body, _MOST)
     except (NotABatch, RequestValidationError):
         return None
 
@@ -253,12 +260,9 @@ async def parse_batch(request: Request, maximum: int) -> tuple[Columns, int]:
     body = await request.body()
     if body and _is_json(request.headers.get("content-type")):
         try:
-            raws = batch_raws(body)
+            return read_batch(body, maximum)
         except NotABatch:
             pass  # not a batch at all: named below as FastAPI would
-        else:
-            check_count(len(raws), maximum)
-            return records_columns(raws)
     await parse(request, BatchRequest)  # raises: the body is no batch
     raise AssertionError("unreachable: a body that is no batch does not parse as one")
 
