@@ -43,7 +43,8 @@ def challengers_follow_the_champions() -> None:
 
 
 def shadowed(gateway: LocalProcess) -> float:
-    text = httpx.get(gateway.url + "/metrics", timeout=10, trust_env=False).text
+    url = f"http://127.0.0.1:{gateway.metrics_port}/metrics"  # the gateway's own port
+    text = httpx.get(url, timeout=10, trust_env=False).text
     return sum(
         float(line.rsplit(" ", 1)[1])
         for line in text.splitlines()

@@ -1,6 +1,9 @@
 """Drift monitoring: reads the drift the gateway measures on the records it serves (per served
 model version, against its training split) and, when a feature drifted past the threshold,
-starts the ETL (whose Asset then starts the training), the reason carried in that run's conf.
+starts the ETL (whose Asset then starts the training), the reason carried in that run's conf,
+when the trigger's rules allow it (crimes.drift.trigger: drift in K windows in a row from M
+clients, a cooldown, no ETL or training run queued or running); every check, triggered or
+not, is written to the retrain audit log in the lake.
 The gateway read is the deployment's (CRIMES_MONITOR_GATEWAY_URL), never one a run's conf names:
 a conf that could point the task at any URL would make Airflow fetch it (request forgery).
 
@@ -15,7 +18,7 @@ from typing import Any
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import Param, dag, get_current_context, task
 
-from crimes.orchestration.assets import ETL_DAG_ID, MONITOR_DAG_ID, TAGS
+from crimes.orchestration.assets import ETL_DAG_ID, MONITOR_DAG_ID, TAGS, TRAINING_DAG_ID
 
 
 @dag(
@@ -41,7 +44,13 @@ def monitor_drift() -> None:
     def check_drift() -> dict[str, Any]:
         from crimes.orchestration import tasks
 
-        return tasks.check_drift(get_current_context()["params"])
+        context = get_current_context()
+        # Deduplicated: a retrain is not started while one is queued or running.
+        active = sum(
+            context["ti"].get_dr_count(dag_id=dag_id, states=["queued", "running"])
+            for dag_id in (ETL_DAG_ID, TRAINING_DAG_ID)
+        )
+        return tasks.check_drift(context["params"], active, context["run_id"])
 
     # (A branch, not a short-circuit: Airflow 3.3's ShortCircuitOperator fails when it skips.)
     @task.branch

@@ -125,6 +125,11 @@ def test_the_gateway_reaches_each_model_through_its_headless_service(
     assert of_kind(objects, "Service")["gateway"]["spec"]["ports"][0]["port"] == deployment_port(
         "gateway"
     )
+    # Prometheus scrapes the gateway's own metrics port, the API's never.
+    metrics = deployment_port("gateway", "METRICS_PORT")
+    assert {p["containerPort"] for p in gateway["ports"]} == {deployment_port("gateway"), metrics}
+    pod = of_kind(objects, "Deployment")["gateway"]["spec"]["template"]["metadata"]
+    assert pod["annotations"]["prometheus.io/port"] == str(metrics)
 
 
 def test_network_policies_deny_by_default_and_allow_the_paths_of_the_system(

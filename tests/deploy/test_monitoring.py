@@ -51,7 +51,7 @@ def test_a_broken_rule_is_caught(tmp_path: Path) -> None:
 def test_the_scrape_jobs_reach_the_ports_the_deployments_listen_on() -> None:
     config = yaml.safe_load((MONITORING / "prometheus.yml").read_text())
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
-    gateway_port = deployment_port("gateway")
+    gateway_port = deployment_port("gateway", "METRICS_PORT")
     assert jobs[prometheus.GATEWAY_JOB]["static_configs"] == [
         {"targets": [f"gateway:{gateway_port}"]}
     ]

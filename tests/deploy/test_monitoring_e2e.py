@@ -47,7 +47,7 @@ def system(
     challengers = ("dtc-challenger", "lda-challenger")  # no challenger version: live, not ready
     with serving_system(folder, deployments, gateway=drift, waiting=challengers) as started:
         targets = {
-            prometheus.GATEWAY_JOB: [started["gateway"].address],
+            prometheus.GATEWAY_JOB: [f"127.0.0.1:{started['gateway'].metrics_port}"],
             **{
                 prometheus.model_job(deployment): [f"127.0.0.1:{started[deployment].metrics_port}"]
                 for deployment in deployments

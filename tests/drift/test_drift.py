@@ -171,3 +171,15 @@ def test_the_verdict_names_the_drifted_features_worst_first() -> None:
     empty = judge({"dtc": {"version": "3", "window": {"records": 10, "features": []}}}, 0.2)
     assert not empty.retrain
     assert "enough records" in empty.reason
+
+
+def test_a_window_counts_its_distinct_clients_and_every_record_it_took() -> None:
+    reference = drift_reference.of_features(training_frame(), "ds-test")
+    rows = records(training_frame(300, seed=3))
+    window = Window(reference, 100, 1)
+    window.add_columns(contract.feature_columns(rows[:60]), 60, source=1)
+    window.add_row(rows[60], source=2)
+    assert (window.report().sources, window.report().total) == (2, 61)
+    # The window turns over: only the newest client's records are left in it.
+    window.add_columns(contract.feature_columns(rows[61:]), len(rows) - 61, source=3)
+    assert (window.report().sources, window.report().total) == (1, 300)

@@ -28,7 +28,7 @@ from crimes.local.launch import LocalProcess
 from crimes.orchestration import assets
 from tests.gateway.test_gateway_e2e import records
 from tests.support.stack import YEAR
-from tests.support.system import serving_system
+from tests.support.system import gateway_metrics, serving_system
 
 pytestmark = pytest.mark.e2e
 
@@ -73,9 +73,9 @@ def psi_by_feature(report: dict[str, Any], kind: str) -> dict[str, float]:
     return {f["feature"]: f["psi"] for f in report[kind]["window"]["features"]}
 
 
-def metric_psi(http: httpx.Client) -> dict[tuple[str, str], float]:
+def metric_psi(gateway: LocalProcess) -> dict[tuple[str, str], float]:
     found = {}
-    for family in text_string_to_metric_families(http.get("/metrics").text):
+    for family in text_string_to_metric_families(gateway_metrics(gateway)):
         if family.name == "crimes_model_feature_psi":
             for sample in family.samples:
                 found[(sample.labels["model"], sample.labels["feature"])] = sample.value
@@ -96,12 +96,40 @@ def etl_runs(env: dict[str, str]) -> list[dict[str, Any]]:
     return runs
 
 
-def monitor(env: dict[str, str], url: str) -> None:
+# The trigger's rules off (one window, one client, no cooldown): this test is the drift loop
+# itself; tests/security/test_retrain_spam_e2e.py holds the rules.
+EVERY_DRIFT_RETRAINS = {
+    "CRIMES_MONITOR_DRIFT_CONSECUTIVE_WINDOWS": "1",
+    "CRIMES_MONITOR_DRIFT_MIN_CLIENTS": "1",
+    "CRIMES_MONITOR_RETRAIN_COOLDOWN_HOURS": "0",
+}
+
+
+def monitor(env: dict[str, str], url: str, **settings: str) -> None:
     # The deployment's gateway (its setting): a run's conf cannot name one.
     result = airflow_runner.dags_test(
-        {**env, "CRIMES_MONITOR_GATEWAY_URL": url}, assets.MONITOR_DAG_ID, timeout=300
+        {**env, "CRIMES_MONITOR_GATEWAY_URL": url, **(settings or EVERY_DRIFT_RETRAINS)},
+        assets.MONITOR_DAG_ID,
+        timeout=300,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+
+def end_waiting_runs(env: dict[str, str]) -> None:
+    """Runs `dags test` queued (no scheduler here runs them) marked failed: a retrain waits
+    for none of them."""
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"])
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                sqlalchemy.text(
+                    "update dag_run set state = 'failed' where state in ('queued', 'running')"
+                )
+            )
+    finally:
+        engine.dispose()
 
 
 def test_served_test_rows_stay_calm_and_one_district_drifts(
@@ -126,7 +154,7 @@ def test_served_test_rows_stay_calm_and_one_district_drifts(
             assert max(found.values()) < 0.1, found
         print("calm: worst", max(found, key=found.__getitem__), f"{max(found.values()):.4f}")
         judged = len(contract.FEATURES) - len(contract.CALENDAR_FEATURES)
-        assert len(metric_psi(http)) == 2 * judged
+        assert len(metric_psi(gateway)) == 2 * judged
         said = crimes_drift(gateway.url)
         assert said.returncode == 0, said.stderr
         assert "district" in said.stdout
@@ -144,13 +172,15 @@ def test_served_test_rows_stay_calm_and_one_district_drifts(
         for kind in ("dtc", "lda"):
             assert psi_by_feature(drifted, kind)["district"] > 0.2
         print(f"district {district} only: PSI {psi_by_feature(drifted, 'dtc')['district']:.3f}")
-        assert metric_psi(http)[("dtc", "district")] > 0.2
+        assert metric_psi(gateway)[("dtc", "district")] > 0.2
         worst = http.get("/models").json()["dtc"]["drift"]["worst"]
         assert "district" in {w["feature"] for w in worst}
         said = crimes_drift(gateway.url)
         assert said.returncode == 3, said.stderr
         assert "DRIFTED" in said.stdout
 
+    end_waiting_runs(airflow_env)
+    before = etl_runs(airflow_env)
     monitor(airflow_env, gateway.url)
     (started,) = [run for run in etl_runs(airflow_env) if run not in before]
     conf = run_conf(airflow_env, started["run_id"])

@@ -21,6 +21,7 @@ from crimes.local import launch
 from crimes.local.launch import LocalProcess
 from crimes.settings import TrackingSettings
 from tests.support.stack import YEAR
+from tests.support.system import every_replica_ready, gateway_metrics, listed_models
 
 pytestmark = pytest.mark.e2e
 
@@ -161,17 +162,17 @@ def test_batch_above_the_documented_maximum_is_422(http: httpx.Client) -> None:
     assert response.json()["detail"][0]["field"] == "features"
 
 
-def unknown_counts(http: httpx.Client) -> dict[str, float]:
-    text = http.get("/metrics").text
+def unknown_counts(gateway: LocalProcess) -> dict[str, float]:
+    text = gateway_metrics(gateway)
     found = re.findall(
         r'^crimes_gateway_unknown_categories_total\{feature="(\w+)"\} (\S+)', text, re.M
     )
     return {feature: float(value) for feature, value in found}
 
 
-def test_verbose_form(http: httpx.Client) -> None:
+def test_verbose_form(http: httpx.Client, gateway: LocalProcess) -> None:
     unseen = {**EXAMPLE, "iucr": "9999", "description": "SOMETHING NEW"}
-    before = unknown_counts(http)
+    before = unknown_counts(gateway)
     response = http.post("/v2/predict", params={"probabilities": "true"}, json={"features": unseen})
     assert response.status_code == 200, response.text
     body = response.json()
@@ -179,7 +180,7 @@ def test_verbose_form(http: httpx.Client) -> None:
     assert {"iucr", "description"} <= set(body["unknown_categories"])
     assert "primary_type" not in body["unknown_categories"]
     # ... and counted per feature in Prometheus.
-    after = unknown_counts(http)
+    after = unknown_counts(gateway)
     for feature in body["unknown_categories"]:
         assert after[feature] == before.get(feature, 0) + 1, feature
     assert after.get("primary_type", 0) == before.get("primary_type", 0)
@@ -225,7 +226,7 @@ def test_models_shows_each_service(http: httpx.Client, models: dict[str, LocalPr
     import mlflow
 
     client = mlflow.MlflowClient(TrackingSettings().tracking_uri)
-    body = http.get("/models").json()
+    body = listed_models(http, every_replica_ready)
     for kind, name in registry.MODELS.items():
         champion = client.get_model_version_by_alias(name, registry.CHAMPION)
         (replica,) = body[kind]["replicas"]
@@ -237,12 +238,14 @@ def test_models_shows_each_service(http: httpx.Client, models: dict[str, LocalPr
         assert replica["transformation_version"] == champion.tags["transformation_version"]
 
 
-def test_health_metrics_docs_and_welcome(http: httpx.Client) -> None:
+def test_health_metrics_docs_and_welcome(http: httpx.Client, gateway: LocalProcess) -> None:
     assert http.get("/health/live").json() == {"status": "live"}
     ready = http.get("/health/ready")
     assert ready.status_code == 200
-    assert ready.json()["models"]["dtc"]["ready"]
-    metrics = http.get("/metrics").text
+    assert ready.json() == {"status": "ready"}
+    # Prometheus' own port, as in every deployment: the API's has no /metrics.
+    assert http.get("/metrics").status_code == 404
+    metrics = gateway_metrics(gateway)
     assert "crimes_gateway_requests_total" in metrics
     assert 'crimes_gateway_model_calls_total{model="dtc"' in metrics
     assert http.get("/docs").status_code == 200

@@ -3,6 +3,7 @@ field-naming 422s, welcome and liveness."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import socket
@@ -10,16 +11,22 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from types import SimpleNamespace
 from typing import Any
 
+import httpx
 import pytest
+from fastapi.responses import JSONResponse
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
 from crimes.gateway.app import create_app
+from crimes.gateway.edge import Edge
 from crimes.gateway.schemas import EXAMPLE
 from crimes.gateway.settings import GatewaySettings
 from crimes.local.stack import free_port
+
+KEYED = {"X-API-Key": "s3cret"}
 
 
 @pytest.fixture
@@ -95,11 +102,11 @@ def test_validation_names_each_field(client: TestClient) -> None:
 
 def test_not_ready_without_models(client: TestClient) -> None:
     assert client.get("/health/ready").status_code == 503
-    assert "Bienvenido" in client.get("/").json()["message"]
+    assert "Bienvenido" in client.get("/", headers=KEYED).json()["message"]
 
 
 def test_the_openapi_schema_documents_the_bodies_the_routes_parse(client: TestClient) -> None:
-    schema = client.get("/openapi.json").json()
+    schema = client.get("/openapi.json", headers=KEYED).json()
     for path, model in (("/predict", "PredictRequest"), ("/predict/batch", "BatchRequest")):
         body = schema["paths"][path]["post"]["requestBody"]
         assert body["required"] is True
@@ -134,8 +141,8 @@ def test_metrics_count_requests_per_route_template_and_status(client: TestClient
         "/predict/batch", json={"features": [EXAMPLE] * 50}, headers={"X-API-Key": "s3cret"}
     )
     client.post("/predict", json={}, headers={"X-API-Key": "s3cret"})
-    client.get("/no/such/path")
-    text = client.get("/metrics").text
+    client.get("/no/such/path", headers=KEYED)
+    text = client.get("/metrics", headers=KEYED).text
     assert 'crimes_gateway_requests_total{route="unmatched",status="413"} 1.0' in text
     assert 'crimes_gateway_requests_total{route="/predict",status="422"} 1.0' in text
     assert 'crimes_gateway_requests_total{route="unmatched",status="404"} 1.0' in text
@@ -155,10 +162,10 @@ def test_the_key_is_checked_before_the_body_is_read(client: TestClient) -> None:
             path, content=b"{", headers={"Content-Type": "application/json", "X-API-Key": "s3cret"}
         )
         assert keyed.status_code == 422
-    schema = client.get("/openapi.json").json()
+    schema = client.get("/openapi.json", headers=KEYED).json()
     for path in ("/predict", "/predict/batch", "/v2/predict"):
         operation = schema["paths"][path]["post"]
-        assert "x-api-key" in [p["name"] for p in operation["parameters"]]
+        assert operation["security"] == [{"ApiKey": []}]
         assert "422" in operation["responses"]
 
 
@@ -182,8 +189,8 @@ def test_a_batch_over_the_documented_maximum_is_422_naming_features() -> None:
 def test_the_prediction_routes_answer_as_routed_ones(client: TestClient) -> None:
     """The prediction routes skip the router (edge.Edge): other methods still get
     the router's 405, the trailing-slash alias is served, and errors keep their handlers."""
-    assert client.get("/predict").status_code == 405
-    assert client.put("/predict/batch", json={}).status_code == 405
+    assert client.get("/predict", headers=KEYED).status_code == 405
+    assert client.put("/predict/batch", json={}, headers=KEYED).status_code == 405
     for path in ("/predict", "/predict/"):
         response = client.post(path, json={"features": EXAMPLE}, headers={"X-API-Key": "s3cret"})
         assert response.status_code == 503, path  # the HTTPException handler's answer
@@ -191,7 +198,7 @@ def test_the_prediction_routes_answer_as_routed_ones(client: TestClient) -> None
     response = client.post("/predict/batch", json={"features": []}, headers={"X-API-Key": "s3cret"})
     assert response.status_code == 422  # the validation handler's answer, naming the field
     assert response.json()["detail"][0]["field"] == "features"
-    metrics = client.get("/metrics").text
+    metrics = client.get("/metrics", headers=KEYED).text
     assert 'route="/predict/",status="503"' in metrics
     assert 'route="/predict/batch",status="422"' in metrics
 
@@ -219,7 +226,7 @@ def test_prediction_requests_past_the_in_flight_bound_get_503_with_retry_after()
             assert len(shed) == 4
             assert all(a.status_code == 503 for a in answers)
             assert all(a.json()["detail"].startswith("overloaded") for a in shed)
-            assert "crimes_gateway_shed_total 4.0" in client.get("/metrics").text
+            assert "crimes_gateway_shed_total 4.0" in client.get("/metrics", headers=KEYED).text
             # Once they are answered, requests are admitted again.
             assert "Retry-After" not in client.post("/predict", json={"features": EXAMPLE}).headers
 
@@ -251,3 +258,49 @@ def test_a_batch_larger_than_a_model_service_takes_is_422_before_any_call() -> N
         assert problem["field"] == "features"
         assert "at most 2 records per batch, got 3" in problem["message"]
         assert client.post("/predict/batch", json={"features": [EXAMPLE] * 2}).status_code == 503
+
+
+def test_the_reports_count_in_the_in_flight_bound_and_the_probes_do_not() -> None:
+    """With the bound taken by predictions that have not answered yet, /models and /drift are
+    refused like predictions (a flood of reports takes the same event loop); the probes are
+    never refused for load (an orchestrator would restart a busy gateway). The edge alone,
+    over routes that answer when told to."""
+
+    async def scenario() -> dict[str, int]:
+        release = asyncio.Event()
+
+        async def routes(scope: Any, receive: Any, send: Any) -> None:
+            if scope["path"] == "/predict":
+                await release.wait()
+            await JSONResponse({"path": scope["path"]})(scope, receive, send)
+
+        edge = Edge(routes)
+        gateway = SimpleNamespace(
+            state=SimpleNamespace(settings=GatewaySettings(max_in_flight=2)), routes=[]
+        )
+
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            await edge({**scope, "app": gateway}, receive, send)
+
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+            held = [asyncio.create_task(client.post("/predict", json={})) for _ in range(2)]
+            while edge.in_flight < 2:
+                await asyncio.sleep(0.001)
+            found = {path: (await client.get(path)).status_code for path in PATHS}
+            release.set()
+            found["/predict"] = min(answer.status_code for answer in await asyncio.gather(*held))
+            found["/models after"] = (await client.get("/models")).status_code
+        return found
+
+    assert asyncio.run(scenario()) == {
+        "/models": 503,
+        "/drift": 503,
+        "/health/live": 200,
+        "/health/ready": 200,
+        "/predict": 200,
+        "/models after": 200,
+    }
+
+
+PATHS = ("/models", "/drift", "/health/live", "/health/ready")

@@ -24,6 +24,7 @@ from crimes.local.launch import LocalProcess
 from crimes.local.stack import free_port
 from crimes.settings import TrackingSettings
 from tests.support.dns import dns_server
+from tests.support.system import listed_models
 
 pytestmark = pytest.mark.e2e
 
@@ -40,6 +41,10 @@ def infer_count(service: LocalProcess) -> float:
     text = httpx.get(url, timeout=5, trust_env=False).text
     pattern = r'^crimes_model_requests_total\{[^}]*method="ModelInfer"[^}]*\} (\S+)'
     return sum(float(v) for v in re.findall(pattern, text, re.MULTILINE))
+
+
+def _addresses(listed: dict[str, Any]) -> list[str]:
+    return sorted(r["address"] for r in listed["dtc"]["replicas"])
 
 
 def within(seconds: float, check: Callable[[], bool], what: str) -> float:
@@ -82,6 +87,8 @@ def test_replicas_join_and_leave_a_running_gateway(trained: dict[str, Any], tmp_
                     "CRIMES_GATEWAY_DTC_ADDRESS": target,
                     "CRIMES_GATEWAY_LDA_ADDRESS": f"dns:///{lda.address}",
                     "CRIMES_GATEWAY_TRACKING_URI": TrackingSettings().tracking_uri,
+                    # /models' view of the replicas, refreshed within the test's bound.
+                    "CRIMES_GATEWAY_MODELS_REFRESH_SECONDS": "1",
                 },
                 tmp_path,
             )
@@ -113,8 +120,8 @@ def test_replicas_join_and_leave_a_running_gateway(trained: dict[str, Any], tmp_
             zone.answer(NAME, list(HOSTS))
             joined = within(BOUND_SECONDS, lambda: infer_count(dtc[HOSTS[2]]) > 0,
                             "the third replica serving")  # fmt: skip
-            listed = http.get("/models").json()["dtc"]["replicas"]
-            assert sorted(r["address"] for r in listed) == [f"{h}:{port}" for h in HOSTS]
+            every_host = [f"{h}:{port}" for h in HOSTS]
+            listed_models(http, lambda m: _addresses(m) == every_host, timeout=BOUND_SECONDS)
 
             # The first address leaves the answer and its service stops (SIGTERM) under load.
             zone.answer(NAME, list(HOSTS[1:]))
@@ -123,8 +130,8 @@ def test_replicas_join_and_leave_a_running_gateway(trained: dict[str, Any], tmp_
             before = {h: infer_count(dtc[h]) for h in HOSTS[1:]}
             time.sleep(MAX_AGE_SECONDS)
             assert all(infer_count(dtc[h]) > before[h] for h in HOSTS[1:])
-            listed = http.get("/models").json()["dtc"]["replicas"]
-            assert sorted(r["address"] for r in listed) == [f"{h}:{port}" for h in HOSTS[1:]]
+            remaining = [f"{h}:{port}" for h in HOSTS[1:]]
+            listed_models(http, lambda m: _addresses(m) == remaining, timeout=BOUND_SECONDS)
         finally:
             stop.set()
             for thread in threads:

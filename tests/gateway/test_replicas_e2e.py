@@ -20,6 +20,7 @@ from crimes.gateway.schemas import EXAMPLE
 from crimes.local import launch
 from crimes.local.launch import LocalProcess
 from crimes.settings import TrackingSettings
+from tests.support.system import every_replica_ready, listed_models
 
 pytestmark = pytest.mark.e2e
 
@@ -86,7 +87,8 @@ def test_two_replicas_share_the_load_and_survive_losing_one(
         assert probe("gateway", env={"CRIMES_GATEWAY_PORT": str(gateway.port)}) == 0
         assert probe("model-service", env={"CRIMES_MODEL_PORT": "not a port"}) == 1
 
-        models = httpx.get(f"{gateway.url}/models", trust_env=False).json()
+        with httpx.Client(base_url=gateway.url, trust_env=False) as http:
+            models = listed_models(http, every_replica_ready)
         assert models["dtc"]["ready_replicas"] == 2
 
         before = [infer_count(r) for r in replicas]

@@ -30,7 +30,7 @@ from crimes.settings import TrackingSettings
 from crimes.training import evaluate
 from tests.gateway.test_gateway_e2e import records
 from tests.support.stack import YEAR
-from tests.support.system import serving_system
+from tests.support.system import gateway_metrics, serving_system
 
 pytestmark = pytest.mark.e2e
 
@@ -96,7 +96,7 @@ def system(
 
 
 def shadow_counts(gateway: LocalProcess) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    text = httpx.get(f"{gateway.url}/metrics", timeout=10, trust_env=False).text
+    text = gateway_metrics(gateway)
     found = {}
     for family in text_string_to_metric_families(text):
         if family.name.startswith("crimes_gateway_shadow"):

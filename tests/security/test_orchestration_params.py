@@ -44,5 +44,5 @@ def test_monitor_drift_reads_only_the_configured_gateway(
     configured = f"http://127.0.0.1:{free_port()}"  # nothing listens: the task fails there
     monkeypatch.setenv("CRIMES_MONITOR_GATEWAY_URL", configured)
     with pytest.raises(monitoring.GatewayUnreachable, match=configured):
-        tasks.check_drift({"gateway_url": url, "drift_threshold": None})
+        tasks.check_drift({"gateway_url": url, "drift_threshold": None}, 0, "manual__attack")
     assert hits == []

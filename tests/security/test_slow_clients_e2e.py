@@ -1,6 +1,7 @@
 """Attack surface: the gateway's connections. A client that sends its body a byte at a time
-holds no in-flight slot and gets a 408 once the body timeout passes; everyone else is answered
-as usual meanwhile."""
+holds no in-flight slot and gets a 408 once the body timeout passes; one that sends its headers
+a byte at a time has its connection closed once the header timeout passes; everyone else is
+answered as usual meanwhile."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ pytestmark = pytest.mark.e2e
 
 SLOW_CLIENTS = 300
 BODY_TIMEOUT = 3.0
+HEADER_TIMEOUT = 3.0
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +34,7 @@ def gateway(
     folder = tmp_path_factory.mktemp("slow-clients")
     settings = {
         "CRIMES_GATEWAY_BODY_TIMEOUT_SECONDS": str(BODY_TIMEOUT),
+        "CRIMES_GATEWAY_HEADER_TIMEOUT_SECONDS": str(HEADER_TIMEOUT),
         "CRIMES_GATEWAY_MAX_IN_FLIGHT": "256",
     }
     with own_gateway(attacked, folder, **settings) as gateway:
@@ -79,3 +82,46 @@ def test_three_hundred_clients_sending_a_byte_at_a_time_hold_no_slot_and_get_408
     assert set(answers) == {b"HTTP/1.1 408 Request Timeout"}, set(answers)
     with httpx.Client(base_url=gateway.url, timeout=10, trust_env=False) as client:
         assert client.post("/predict", json={"features": EXAMPLE}).status_code == 200
+
+
+def _closed(connection: socket.socket) -> bool:
+    """The gateway closed it: a byte more is refused, or the read says end of stream."""
+    try:
+        connection.send(b"a")
+        connection.setblocking(False)
+        return connection.recv(1) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+    finally:
+        connection.setblocking(True)
+
+
+def test_clients_sending_their_headers_a_byte_at_a_time_are_cut_off(
+    gateway: LocalProcess,
+) -> None:
+    """Attack: 300 connections each send the start of a request's headers, then one byte
+    every half second, for ever (slowloris): each holds a descriptor of the gateway's."""
+    head = f"POST /predict HTTP/1.1\r\nHost: {gateway.host}\r\nX-Padding: ".encode()
+    slow = []
+    try:
+        for _ in range(SLOW_CLIENTS):
+            connection = socket.create_connection((gateway.host, gateway.port), timeout=10)
+            connection.sendall(head)
+            slow.append(connection)
+        opened = time.monotonic()
+        open_at: dict[int, float] = {}
+        with httpx.Client(base_url=gateway.url, timeout=10, trust_env=False) as client:
+            while len(open_at) < len(slow) and time.monotonic() - opened < HEADER_TIMEOUT + 5:
+                for index, connection in enumerate(slow):
+                    if index not in open_at and _closed(connection):
+                        open_at[index] = time.monotonic() - opened
+                answer = client.post("/predict", json={"features": EXAMPLE})
+                assert answer.status_code == 200  # everyone else is served meanwhile
+                time.sleep(0.5)
+    finally:
+        for connection in slow:
+            connection.close()
+    assert len(open_at) == SLOW_CLIENTS, f"{SLOW_CLIENTS - len(open_at)} still open"
+    assert min(open_at.values()) >= HEADER_TIMEOUT - 1, sorted(open_at.values())[:5]

@@ -3,9 +3,13 @@ the gateway pointed at them, every process real, on free ports, stopped at the e
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
+
+import httpx
 
 from crimes.local import launch
 from crimes.local.launch import LocalProcess
@@ -45,3 +49,35 @@ def serving_system(
     finally:
         for process in started.values():
             process.stop()
+
+
+def listed_models(
+    http: httpx.Client,
+    until: Callable[[dict[str, Any]], bool] = lambda _: True,
+    timeout: float = 30,
+) -> dict[str, Any]:
+    """The gateway's /models once `until` holds: it answers from its view of the replicas,
+    refreshed in the background (every CRIMES_GATEWAY_REFRESH_SECONDS while one is not ready)."""
+    deadline = time.monotonic() + timeout
+    while not until(listed := http.get("/models").json()):
+        assert time.monotonic() < deadline, listed
+        time.sleep(0.5)
+    return dict(listed)
+
+
+def every_replica_ready(listed: dict[str, Any]) -> bool:
+    return all(0 < info["ready_replicas"] == len(info["replicas"]) for info in listed.values())
+
+
+def gateway_metrics(gateway: LocalProcess) -> str:
+    """The gateway's Prometheus text, from its own metrics port (as Prometheus scrapes it)."""
+    url = f"http://127.0.0.1:{gateway.metrics_port}/metrics"
+    return httpx.get(url, timeout=10, trust_env=False).text
+
+
+def wait_ready(http: httpx.Client, timeout: float = 60) -> None:
+    """Until the gateway says ready (a model service ready, its transformation fetched)."""
+    deadline = time.monotonic() + timeout
+    while (answer := http.get("/health/ready")).status_code != 200:
+        assert time.monotonic() < deadline, answer.text
+        time.sleep(0.2)

@@ -45,6 +45,10 @@ class WindowReport:
     capacity: int
     # Empty until the window holds the minimum records a PSI is judged on.
     features: tuple[FeatureDrift, ...]
+    # Records ever added (a window is a new one once this grew by `capacity`), and how many
+    # distinct clients sent the records it holds: drift one client makes is no evidence.
+    total: int = 0
+    sources: int = 0
 
     @property
     def judged(self) -> bool:
@@ -59,6 +63,8 @@ class WindowReport:
             "reference": self.reference,
             "records": self.records,
             "capacity": self.capacity,
+            "total": self.total,
+            "sources": self.sources,
             "features": [f.as_dict() for f in self.features],
         }
 
@@ -75,26 +81,31 @@ class Window:
         self._categories = [i for i, f in enumerate(self._features) if f.kind == "category"]
         self._buckets = np.zeros((capacity, len(self._features)), dtype=np.int16)
         self._unknown = np.zeros((capacity, len(self._features)), dtype=np.bool_)
+        self._sources = np.zeros(capacity, dtype=np.int32)
         self._next = 0
         self._filled = 0
+        self._total = 0
         self._lock = threading.Lock()
 
     @property
     def records(self) -> int:
         return self._filled
 
-    def add_row(self, row: Mapping[str, Any]) -> None:
-        """One validated record (a dict of the contract's features)."""
+    def add_row(self, row: Mapping[str, Any], source: int = 0) -> None:
+        """One validated record (a dict of the contract's features), from client `source`."""
         values = [filled(f.name, row.get(f.name)) for f in self._features]
         buckets = [f.bucket(v) for f, v in zip(self._features, values, strict=True)]
         unknown = [f.unknown(v) for f, v in zip(self._features, values, strict=True)]
         with self._lock:
             self._buckets[self._next] = buckets
             self._unknown[self._next] = unknown
+            self._sources[self._next] = source
             self._advance(1)
 
-    def add_columns(self, columns: Mapping[str, Sequence[Any]], count: int) -> None:
-        """Validated records given column by column."""
+    def add_columns(
+        self, columns: Mapping[str, Sequence[Any]], count: int, source: int = 0
+    ) -> None:
+        """Validated records given column by column, from client `source`."""
         if count <= 0:
             return
         start = max(0, count - self.capacity)  # only the newest fit
@@ -125,17 +136,23 @@ class Window:
             self._unknown[self._next : self._next + first] = unknown[:first]
             self._buckets[: rows - first] = buckets[first:]
             self._unknown[: rows - first] = unknown[first:]
+            self._sources[self._next : self._next + first] = source
+            self._sources[: rows - first] = source
             self._advance(rows)
+            self._total += start  # the older ones of a batch larger than the window
 
     def _advance(self, rows: int) -> None:
         self._next = (self._next + rows) % self.capacity
         self._filled = min(self.capacity, self._filled + rows)
+        self._total += rows
 
     def report(self) -> WindowReport:
         with self._lock:
             held = self._filled
             buckets = self._buckets[:held].copy()
             unknown = self._unknown[:held].copy()
+            sources = len(np.unique(self._sources[:held]))
+            total = self._total
         judged: list[FeatureDrift] = []
         if held and held >= self.min_records:
             for j, feature in enumerate(self._features):
@@ -153,6 +170,8 @@ class Window:
             records=held,
             capacity=self.capacity,
             features=tuple(judged),
+            total=total,
+            sources=sources,
         )
 
 

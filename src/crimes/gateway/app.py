@@ -7,19 +7,22 @@ import contextlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
+from wsgiref.simple_server import WSGIServer
 
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
+from prometheus_client import start_http_server
 
 from crimes import registry
 from crimes.gateway.backends import ModelService
 from crimes.gateway.cache import PredictionCache
 from crimes.gateway.drift import DriftCollector, DriftMonitor
-from crimes.gateway.edge import Edge, validation_error
+from crimes.gateway.edge import API_KEY_SCHEME, OPEN_PATHS, Edge, validation_error
 from crimes.gateway.metrics import GatewayMetrics
 from crimes.gateway.predict import Predictor
+from crimes.gateway.replicas import ReplicaBoard
 from crimes.gateway.routes import health, models, predict
 from crimes.gateway.schemas import BatchRequest, PredictRequest
 from crimes.gateway.settings import GatewaySettings
@@ -42,10 +45,15 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         ),
         version="1.0.0",
         lifespan=_lifespan(settings),
+        docs_url="/docs" if settings.docs else None,
+        redoc_url="/redoc" if settings.docs else None,
+        openapi_url="/openapi.json" if settings.docs else None,
     )
     app.include_router(predict.router)
     app.include_router(models.router)
     app.include_router(health.router)
+    if settings.metrics_port is None:
+        app.include_router(health.metrics_router)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(Exception, _unexpected_error)
     app.add_middleware(Edge)
@@ -77,27 +85,49 @@ def _lifespan(settings: GatewaySettings) -> Callable[[FastAPI], AbstractAsyncCon
         cache = PredictionCache(settings.redis_url, settings.cache_ttl_seconds)
         predictor, shadow = _predictor(settings, services, metrics, cache)
         await shadow.start()
-        app.state.metrics, app.state.predictor, app.state.services = metrics, predictor, services
-        refresher = asyncio.create_task(_refresh_forever(predictor, settings.refresh_seconds))
+        board = ReplicaBoard(services)
+        app.state.metrics, app.state.predictor, app.state.replicas = metrics, predictor, board
+        background = [
+            asyncio.create_task(_refresh_forever(predictor, settings.refresh_seconds)),
+            asyncio.create_task(
+                board.keep_fresh(settings.models_refresh_seconds, settings.refresh_seconds)
+            ),
+        ]
+        exporter = _metrics_server(settings, metrics)
         log.info(
             "gateway.started",
             dtc=settings.dtc_address,
             lda=settings.lda_address,
             challengers=settings.challenger_addresses(),
             shadow_share=settings.shadow_share if shadow.enabled else 0,
+            metrics_port=exporter.server_port if exporter else None,
         )
         try:
             yield
         finally:
-            refresher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await refresher
+            for task in background:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            if exporter is not None:
+                exporter.shutdown()
+                exporter.server_close()
             await shadow.stop()
             await cache.close()
             for service in services.values():
                 await service.close()
 
     return lifespan
+
+
+def _metrics_server(settings: GatewaySettings, metrics: GatewayMetrics) -> WSGIServer | None:
+    """Prometheus' own port, when the deployment gives it one (a thread of its own)."""
+    if settings.metrics_port is None:
+        return None
+    server, _ = start_http_server(
+        settings.metrics_port, addr=settings.metrics_host, registry=metrics.registry
+    )
+    return server
 
 
 def _services(settings: GatewaySettings) -> dict[str, ModelService]:
@@ -176,6 +206,11 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     )
     for route in bodies.routes:
         schema["paths"].pop(getattr(route, "path"), None)  # noqa: B009
+    schema.setdefault("components", {})["securitySchemes"] = API_KEY_SCHEME
+    for path, operations in schema["paths"].items():
+        if path not in OPEN_PATHS:
+            for operation in operations.values():
+                operation["security"] = [{name: []} for name in API_KEY_SCHEME]
     return schema
 
 

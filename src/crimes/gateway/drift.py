@@ -25,6 +25,7 @@ from crimes import registry
 from crimes.drift import reference as drift_reference
 from crimes.drift.window import Window, WindowReport
 from crimes.gateway.calls import ModelClient
+from crimes.ops import requests
 from crimes.ops.logs import get_logger
 from crimes.registry import Tag, artifacts
 
@@ -32,6 +33,9 @@ log = get_logger(__name__)
 
 # A reference that could not be fetched is tried again after this long.
 RETRY_SECONDS = 30.0
+# Distinct clients told apart in the windows; past it, every new one counts as one more
+# client, the same one (a bound on memory, whatever the addresses a flood comes from).
+MAX_SOURCES = 65_536
 
 
 @dataclass
@@ -61,20 +65,32 @@ class DriftMonitor:
         self._windows: dict[str, Window] = {}  # by reference version
         self._active: tuple[Window, ...] = ()
         self._loading: dict[str, asyncio.Task[None]] = {}
+        self._sources: dict[str, int] = {}
         self.errors = 0
 
     # The answer path: no I/O, no await, and never an error that would fail a request.
+    def source(self, client: str) -> int:
+        """The small number a client's records carry in the windows."""
+        found = self._sources.get(client)
+        if found is None:
+            found = len(self._sources) if len(self._sources) < MAX_SOURCES else MAX_SOURCES
+            if found < MAX_SOURCES:
+                self._sources[client] = found
+        return found
+
     def observe_row(self, row: Mapping[str, Any]) -> None:
         try:
+            source = self.source(requests.client.get())
             for window in self._active:
-                window.add_row(row)
+                window.add_row(row, source)
         except Exception as error:
             self._unobserved(error)
 
     def observe_columns(self, columns: Mapping[str, Sequence[Any]], count: int) -> None:
         try:
+            source = self.source(requests.client.get())
             for window in self._active:
-                window.add_columns(columns, count)
+                window.add_columns(columns, count, source)
         except Exception as error:
             self._unobserved(error)
 

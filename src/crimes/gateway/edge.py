@@ -36,18 +36,20 @@ from crimes.ops.logs import get_logger
 log = get_logger("crimes.gateway.edge")
 
 REQUEST_ID_HEADER: Final = requests.HEADER.encode()
-# The routes the API key guards (when the deployment sets one), and the prediction routes the
-# in-flight bound counts.
-PROTECTED_PATHS: Final = frozenset({"/predict", "/predict/", "/predict/batch", "/v2/predict"})
+# The routes anyone who reaches the gateway may call: the health probes (the orchestrator's
+# and the load balancer's, which send no key). Every other route needs the key when the
+# deployment sets one.
+OPEN_PATHS: Final = frozenset({"/health/live", "/health/ready"})
+# The routes the in-flight bound counts: the predictions, and the reports (theirs are cheap
+# reads of kept state, but a flood of them still takes the event loop).
+PREDICT_PATHS: Final = frozenset({"/predict", "/predict/", "/predict/batch", "/v2/predict"})
+COUNTED_PATHS: Final = PREDICT_PATHS | {"/models", "/drift"}
 WRONG_KEY: Final = "missing or wrong X-API-Key header"
 # A problem's message is cut here (pydantic's name a few choices at most; a bound all the same).
 MAX_MESSAGE: Final = 200
-# The X-API-Key header in the OpenAPI document of each guarded route.
-API_KEY_PARAMETER: Final[dict[str, object]] = {
-    "in": "header",
-    "name": "x-api-key",
-    "required": False,
-    "schema": {"anyOf": [{"type": "string"}, {"type": "null"}], "title": "X-Api-Key"},
+# The key in the OpenAPI document: one scheme, required by every route but OPEN_PATHS.
+API_KEY_SCHEME: Final[dict[str, object]] = {
+    "ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}
 }
 
 
@@ -176,6 +178,8 @@ class Edge:
         head = Head.of(scope["headers"])
         request_id = requests.accepted(head.request_id)
         token = requests.current.set(request_id)
+        peer = scope.get("client")
+        client = requests.client.set(peer[0] if peer else "")
         tracing.annotate(**{"crimes.request_id": request_id})
         exchange = _Exchange(send, request_id)
         try:
@@ -183,11 +187,12 @@ class Edge:
         finally:
             self._observe(scope, exchange.status, time.perf_counter() - started)
             requests.current.reset(token)
+            requests.client.reset(client)
 
     async def _admit(self, scope: Scope, receive: Receive, exchange: _Exchange, head: Head) -> None:
         settings: GatewaySettings = scope["app"].state.settings
-        predicting = scope["method"] == "POST" and scope["path"] in PROTECTED_PATHS
-        refusal = self._refusal(settings, head, predicting)
+        counted = scope["path"] in COUNTED_PATHS
+        refusal = self._refusal(settings, head, guarded=scope["path"] not in OPEN_PATHS)
         if refusal is None:
             try:
                 body = await _read_body(
@@ -200,22 +205,22 @@ class Edge:
             except ClientGone:
                 return
         # The in-flight bound counts requests whose body is in: a slow client holds no slot.
-        if refusal is None and predicting:
+        if refusal is None and counted:
             refusal = self._overloaded(scope, settings)
         if refusal is not None:
             await refusal(scope, receive, exchange.send)
             return
-        if predicting:
+        if counted:
             self.in_flight += 1
         try:
             await self._serve(scope, _replay(body, receive), exchange)
         finally:
-            if predicting:
+            if counted:
                 self.in_flight -= 1
 
-    def _refusal(self, settings: GatewaySettings, head: Head, predicting: bool) -> Response | None:
+    def _refusal(self, settings: GatewaySettings, head: Head, guarded: bool) -> Response | None:
         """The answer a request gets before its body is read, if it gets one."""
-        if predicting and not key_accepted(settings, head.api_key):
+        if guarded and not key_accepted(settings, head.api_key):
             return JSONResponse(status_code=401, content={"detail": WRONG_KEY})
         if head.content_length is not None and head.content_length > settings.max_body_bytes:
             return _too_large(settings.max_body_bytes)

@@ -22,6 +22,7 @@ def run(settings: GatewaySettings) -> None:
     import mlflow.artifacts  # noqa: F401
 
     from crimes.gateway.app import create_app
+    from crimes.gateway.connections import HeaderTimedProtocol
 
     gc.freeze()
 
@@ -31,7 +32,7 @@ def run(settings: GatewaySettings) -> None:
             host=settings.host,
             port=settings.port,
             loop="uvloop",
-            http="httptools",
+            http=HeaderTimedProtocol.bounded(settings.header_timeout_seconds),
             access_log=False,
             log_level="warning",
             # SIGTERM: stop accepting, let in-flight requests finish for this long.

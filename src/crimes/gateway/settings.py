@@ -51,9 +51,20 @@ class GatewaySettings(BaseSettings):
     # Every MLflow call of the gateway gives up after this (and this many retries).
     mlflow_timeout_seconds: float = Field(default=5.0, gt=0)
     mlflow_max_retries: int = Field(default=1, ge=0, le=10)
-    # The predict endpoints' key: clients send it as `X-API-Key`. The gateway refuses to start
-    # without one unless `allow_no_api_key` says this deployment is local-only (the local
-    # tooling and compose's local-only profile say so; no shipped deployment does).
+    # Prometheus' /metrics on a port of its own (the deployments' internal one, reached by
+    # Prometheus only); unset: on the gateway's port, behind the API key like every route.
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    metrics_host: str = "127.0.0.1"
+    # /docs, /redoc and /openapi.json: off in the production overlays (the document is the
+    # repository's, and the UI is a browser surface a keyed API does not need).
+    docs: bool = True
+    # How often /models' view of every replica (a DNS lookup, two RPCs per replica) is refreshed
+    # in the background: /models answers from it, so its cost does not grow with its callers.
+    models_refresh_seconds: float = Field(default=15.0, gt=0)
+    # The key of every route but the health probes: clients send it as `X-API-Key`. The
+    # gateway refuses to start without one unless `allow_no_api_key` says this deployment is
+    # local-only (the local tooling and compose's local-only profile say so; no shipped
+    # deployment does).
     api_key: SecretStr | None = None
     allow_no_api_key: bool = False
     # Larger request bodies are refused with 413 before they are read.
@@ -65,6 +76,9 @@ class GatewaySettings(BaseSettings):
     # byte at a time holds nothing of the gateway's for longer, and never an in-flight slot
     # (taken only once the body is in).
     body_timeout_seconds: float = Field(default=10.0, gt=0)
+    # A request's headers must arrive within this of its first byte, else its connection is
+    # closed (a client that sends a header byte now and then holds no descriptor for long).
+    header_timeout_seconds: float = Field(default=10.0, gt=0)
 
     # Shadow scoring: each model's challenger deployment (the model server following the alias
     # `challenger`); unset: no shadow for that model. Without a port, the challenger
@@ -117,6 +131,12 @@ class GatewaySettings(BaseSettings):
             self.model_tls_server_name,
             setting_prefix="CRIMES_GATEWAY_MODEL_",
         )
+
+    @field_validator("metrics_port", mode="before")
+    @classmethod
+    def _empty_port_is_none(cls, value: object) -> object:
+        # An empty value (a deployment's way to unset the file's port): on the API's port.
+        return None if value == "" else value
 
     @field_validator("api_key", mode="after")
     @classmethod

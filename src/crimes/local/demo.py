@@ -39,7 +39,7 @@ log = get_logger(__name__)
 
 SYNTHETIC_SOURCE = SYNTHETIC_SCHEME
 STEPS = 6
-# A model service's Prometheus port: its gRPC port + this.
+# A service's Prometheus port: its own port (gRPC, the gateway's HTTP) + this.
 METRICS_OFFSET = 100
 
 
@@ -99,6 +99,11 @@ class Progress:
         self.step += 1
         elapsed = time.perf_counter() - self.started
         self.announce(f"[{self.step}/{STEPS}] {what}  ({elapsed:5.1f} s)")
+
+
+def _every_replica_listed(gateway: str) -> bool:
+    models = httpx.get(f"{gateway}/models", timeout=10, trust_env=False).json()
+    return all(0 < info["ready_replicas"] == len(info["replicas"]) for info in models.values())
 
 
 def _wait(check: Callable[[], bool], what: str, timeout: float) -> None:
@@ -290,6 +295,7 @@ def run(announce: Callable[[str], None] = print) -> dict[str, Any]:
         "gateway",
         ["serve", "gateway", "--port", str(settings.gateway_port)],
         {
+            "CRIMES_GATEWAY_METRICS_PORT": str(settings.gateway_port + METRICS_OFFSET),
             "CRIMES_GATEWAY_DTC_ADDRESS": "ipv4:" + ",".join(f"127.0.0.1:{p}" for p in dtc_ports),
             "CRIMES_GATEWAY_LDA_ADDRESS": f"dns:///127.0.0.1:{settings.lda_port}",
             "CRIMES_GATEWAY_DTC_CHALLENGER_ADDRESS": (
@@ -308,6 +314,8 @@ def run(announce: Callable[[str], None] = print) -> dict[str, Any]:
     )
     _wait(lambda: http_ok(f"{gateway}/health/ready")[0], "gateway readiness", 60)
     answer = _ask(gateway, dict(EXAMPLE))
+    # /models answers from the gateway's view of the replicas, refreshed in the background.
+    _wait(lambda: _every_replica_listed(gateway), "every replica listed in /models", 30)
     models = httpx.get(f"{gateway}/models", timeout=10, trust_env=False).json()
 
     announce("")
@@ -328,7 +336,7 @@ def run(announce: Callable[[str], None] = print) -> dict[str, Any]:
             )
         )
     scraped = [*replicas, *((name, name, port) for name, port in challengers)]
-    monitoring = _monitoring(settings, state_dir, gateway, scraped, progress)
+    monitoring = _monitoring(settings, state_dir, scraped, progress)
     # Drift monitoring once the gateway serves: unpaused earlier, its first scheduled run would
     # start while the ETL is being triggered (one writer at a time on the demo's SQLite) and
     # find no gateway to read.
@@ -347,7 +355,6 @@ def run(announce: Callable[[str], None] = print) -> dict[str, Any]:
 def _monitoring(
     settings: StackSettings,
     state_dir: Path,
-    gateway: str,
     replicas: list[tuple[str, str, int]],
     progress: Callable[[str], None],
 ) -> str:
@@ -360,7 +367,8 @@ def _monitoring(
     except RuntimeError as error:
         return f"not started: {error}"
     progress("starting Prometheus (scraping the gateway and every model replica)")
-    targets: dict[str, list[str]] = {prometheus.GATEWAY_JOB: [gateway.removeprefix("http://")]}
+    metrics = f"127.0.0.1:{settings.gateway_port + METRICS_OFFSET}"
+    targets: dict[str, list[str]] = {prometheus.GATEWAY_JOB: [metrics]}
     for _, kind, port in replicas:
         targets.setdefault(prometheus.model_job(kind), []).append(
             f"127.0.0.1:{port + METRICS_OFFSET}"

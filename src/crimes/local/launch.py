@@ -155,8 +155,8 @@ def serve(
     *extra: str,
     **fields: Any,
 ) -> P:
-    """`crimes serve <kind>` on a free port (unless given): model services also get a free
-    metrics port, their own local model copy folder (unless `env` names one), and the
+    """`crimes serve <kind>` on a free port (unless given), and a free metrics port: model
+    services also get their own local model copy folder (unless `env` names one), and the
     object store's reader credentials instead of the writer's (as in compose)."""
     port = port or free_port()
     argv = [CRIMES, "serve", kind, "--port", str(port)]
@@ -164,6 +164,10 @@ def serve(
     if kind == "gateway":
         # The local tooling runs on one machine: a gateway without a key is its to allow.
         service_env.setdefault("CRIMES_GATEWAY_ALLOW_NO_API_KEY", "true")
+        # Prometheus' own port, as in every deployment: a free one.
+        service_env.setdefault("CRIMES_GATEWAY_METRICS_PORT", str(free_port()))
+        given = service_env["CRIMES_GATEWAY_METRICS_PORT"]  # empty: on the API's port
+        fields.setdefault("metrics_port", int(given) if given else None)
     if kind in SERVED:
         metrics_port = free_port()
         argv += ["--metrics-port", str(metrics_port)]

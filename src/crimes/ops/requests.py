@@ -22,6 +22,9 @@ _VALID: Final = re.compile(rf"[A-Za-z0-9._:/+=@-]{{1,{MAX_LENGTH}}}")
 
 # The id of the request (gateway) or call (model service) the running task works for.
 current: ContextVar[str] = ContextVar("request_id", default="")
+# Who sent the request the running task works for, as the gateway sees it (the peer's
+# address): the drift windows count distinct clients, so one client's records are no evidence.
+client: ContextVar[str] = ContextVar("client", default="")
 
 
 def new() -> str:

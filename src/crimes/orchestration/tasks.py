@@ -14,7 +14,7 @@ from crimes.etl.settings import EtlSettings
 from crimes.lake import datasets
 from crimes.lake.storage import Lake
 from crimes.ops.logs import get_logger
-from crimes.orchestration import monitoring
+from crimes.orchestration import monitoring, retrain_audit
 from crimes.orchestration.assets import triggering_dataset, triggering_year
 from crimes.training import pipeline as training
 from crimes.training.settings import TrainingSettings
@@ -86,19 +86,24 @@ def train(kind: str, context: Mapping[str, Any]) -> Summary:
     return summary.as_dict()
 
 
-def check_drift(params: Mapping[str, Any]) -> Summary:
-    """The drift verdict on what the gateway serves now: `retrain`, the `reason` (what the ETL
-    run it starts carries) and the drifted features."""
+def check_drift(params: Mapping[str, Any], active_runs: int, run_id: str) -> Summary:
+    """The drift verdict on what the gateway serves now, and whether it may start a retrain
+    (`retrain`: crimes.drift.trigger's rules, over the audit log's state; `active_runs`: ETL
+    and training runs queued or running). Every check is written to the audit log."""
     # Only the threshold may come from a run's conf: the gateway is the deployment's own.
     overrides = (
         {"drift_threshold": params["drift_threshold"]} if params.get("drift_threshold") else {}
     )
     settings = monitoring.MonitorSettings(**overrides)
     verdict, report = monitoring.check_drift(settings)
+    entry = retrain_audit.check(
+        Lake(), verdict, report, active_runs, settings.trigger_policy(), run_id
+    )
     log.info(
         "drift.checked",
-        retrain=verdict.retrain,
-        reason=verdict.reason,
+        action=entry["action"],
+        reason=entry["reason"],
+        streak=entry["streak"],
         versions={model: state.get("version") for model, state in report.items()},
     )
-    return verdict.as_dict()
+    return {"retrain": entry["action"] == "triggered", "reason": entry["reason"]}

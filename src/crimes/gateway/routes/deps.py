@@ -8,6 +8,7 @@ from fastapi import Depends, Request
 
 from crimes.gateway.metrics import GatewayMetrics
 from crimes.gateway.predict import Predictor
+from crimes.gateway.replicas import ReplicaBoard
 
 
 async def _predictor(request: Request) -> Predictor:
@@ -20,5 +21,11 @@ async def _metrics(request: Request) -> GatewayMetrics:
     return metrics
 
 
+async def _replicas(request: Request) -> ReplicaBoard:
+    board: ReplicaBoard = request.app.state.replicas
+    return board
+
+
 PredictorDep = Annotated[Predictor, Depends(_predictor)]
 MetricsDep = Annotated[GatewayMetrics, Depends(_metrics)]
+ReplicasDep = Annotated[ReplicaBoard, Depends(_replicas)]

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from crimes.gateway.predict import Predictor
 from crimes.gateway.routes.deps import MetricsDep, PredictorDep
 
 router = APIRouter(tags=["health"])
@@ -26,21 +27,34 @@ async def live() -> dict[str, str]:
     return {"status": "live"}
 
 
-@router.get("/health/ready", summary="At least one model service can answer")
+@router.get("/health/ready", summary="Ready or not, and why not in one word")
 async def ready(predictor: PredictorDep) -> Any:
-    models = {}
-    for kind, service in predictor.services.items():
+    # One word, never an address or a version: the probe is open to anyone who reaches it
+    # (what each replica serves is /models', behind the key).
+    reason = _not_ready_because(predictor)
+    if reason is None:
+        return {"status": "ready"}
+    return JSONResponse(status_code=503, content={"status": "not ready", "reason": reason})
+
+
+def _not_ready_because(predictor: Predictor) -> str | None:
+    """None when at least one model can answer: its service is ready and the transformation
+    it names is loaded (fetched in the background)."""
+    reason = "no_model_service"
+    for service in predictor.services.values():
+        if not service.state.ready:
+            continue
         version = service.state.transformation_version
-        # Answering needs the model's transformation too (it is fetched in the background).
-        loaded = bool(version and predictor.transformations.cached(version))
-        models[kind] = {**service.state.as_dict(), "transformation_loaded": loaded}
-    ready = any(m["ready"] and m["transformation_loaded"] for m in models.values())
-    return JSONResponse(
-        status_code=200 if ready else 503,
-        content={"status": "ready" if ready else "not ready", "models": models},
-    )
+        if version and predictor.transformations.cached(version):
+            return None
+        reason = "no_transformation"
+    return reason
 
 
-@router.get("/metrics", summary="Prometheus metrics")
+# On the gateway's port only when the deployment gives Prometheus no port of its own.
+metrics_router = APIRouter(tags=["health"])
+
+
+@metrics_router.get("/metrics", summary="Prometheus metrics")
 async def metrics(metrics: MetricsDep) -> Response:
     return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,35 +1,34 @@
-"""`GET /models`: what each model service serves, replica by replica."""
+"""`GET /models`: what each model service serves, replica by replica; `GET /drift`. Both
+answer from state the gateway keeps (refreshed in the background), never by asking the model
+services on the caller's time."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 
-from crimes.gateway.backends import ModelService, replica_states
-from crimes.gateway.routes.deps import PredictorDep
+from crimes.gateway.routes.deps import PredictorDep, ReplicasDep
 
 router = APIRouter(tags=["models"])
 
 
 @router.get("/models", summary="Each model service: replicas, versions, origin, its challenger")
-async def list_models(predictor: PredictorDep, request: Request) -> dict[str, Any]:
-    services: dict[str, ModelService] = request.app.state.services
-    kinds = list(services)
-    found = await asyncio.gather(*(replica_states(services[k]) for k in kinds))
+async def list_models(predictor: PredictorDep, board: ReplicasDep) -> dict[str, Any]:
     return {
         kind: {
-            "model": services[kind].model_name,
-            "address": services[kind].address,
-            "replicas": replicas,
-            "ready_replicas": sum(1 for r in replicas if r["ready"]),
+            "model": service.model_name,
+            "address": service.address,
+            "replicas": board.replicas[kind],
+            "ready_replicas": sum(1 for r in board.replicas[kind] if r["ready"]),
+            # When the replicas above were last asked (seconds since the epoch; None: not yet).
+            "refreshed_at": board.refreshed_at,
             # Its challenger deployment, shadowing live records (None: no challenger set).
             "challenger": predictor.shadow.describe(kind) if predictor.shadow else None,
             # Drift of the records served against its training split: the worst features.
             "drift": predictor.drift.worst(kind) if predictor.drift else None,
         }
-        for kind, replicas in zip(kinds, found, strict=True)
+        for kind, service in board.services.items()
     }
 
 

@@ -17,7 +17,7 @@ from fastapi import APIRouter, HTTPException, Query, Request, Response
 from pydantic import BaseModel
 
 from crimes.gateway.bodies import json_response, parse, parse_batch
-from crimes.gateway.edge import API_KEY_PARAMETER, hot
+from crimes.gateway.edge import hot
 from crimes.gateway.predict import BatchResult, ModelResult, Predictor
 from crimes.gateway.schemas import (
     BatchRequest,
@@ -39,9 +39,8 @@ FAILED: dict[int | str, dict[str, Any]] = {
 
 def request_body(model: type[BaseModel]) -> dict[str, Any]:
     """`openapi_extra` documenting a body the route parses itself (its schema is added to the
-    components by the app's OpenAPI builder), and the API key header the edge checks."""
+    components by the app's OpenAPI builder)."""
     return {
-        "parameters": [API_KEY_PARAMETER],
         "requestBody": {
             "content": {
                 "application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}
