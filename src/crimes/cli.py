@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
@@ -131,6 +133,27 @@ def probe_http(url: Annotated[str, typer.Argument(help="URL that must answer 200
     healthy, status = http_ok(url)
     typer.echo(status)
     raise typer.Exit(0 if healthy else 1)
+
+
+airflow_app = typer.Typer(help="Airflow's parts, as this project runs them.")
+app.add_typer(airflow_app, name="airflow")
+
+
+@airflow_app.command("api-server")
+def airflow_api_server(
+    port: Annotated[int, typer.Option(help="The API server's port.")] = 8080,
+) -> None:
+    """Airflow's API server, its admin's password the environment's (AIRFLOW_ADMIN_PASSWORD)
+    rather than one Airflow makes up at its first start."""
+    from crimes.orchestration.airflow_admin import NoAdminPassword, write_admin_password
+
+    try:
+        write_admin_password(os.environ)
+    except (NoAdminPassword, OSError) as error:
+        _fail("airflow api-server", error, code=BAD_INPUT)
+    airflow = str(Path(sys.executable).with_name("airflow"))
+    # Replaced by Airflow's own process (its signals, its exit code), no shell in between.
+    os.execv(airflow, [airflow, "api-server", "--port", str(port)])  # noqa: S606
 
 
 object_store_app = typer.Typer(

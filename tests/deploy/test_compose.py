@@ -33,7 +33,7 @@ RUN_LOCALLY = {
     ("crimes", "object-store", "buckets"): "tests/lake/test_object_store.py",
     ("mlflow", "server"): "crimes.local.stack (every e2e session's MLflow server)",
     ("airflow", "db", "migrate"): "crimes.local.airflow_runner.migrate (e2e airflow_env)",
-    ("airflow", "api-server"): "crimes.local.airflow_runner.start_services (test_asset_wiring)",
+    ("crimes", "airflow", "api-server"): "crimes.local.airflow_runner.start_services",
     ("airflow", "scheduler"): "crimes.local.airflow_runner.start_services",
     ("airflow", "dag-processor"): "crimes.local.airflow_runner.start_services",
     ("airflow", "jobs", "check"): "tests/orchestration/test_asset_wiring_e2e.py",
@@ -380,3 +380,18 @@ def test_the_portal_token_reaches_only_the_etl(config: dict[str, Any]) -> None:
     }
     assert holders
     assert all(name.startswith("airflow") for name in holders), holders
+
+
+def test_airflow_admin_password_is_the_environments_and_only_the_api_servers(
+    config: dict[str, Any],
+) -> None:
+    """Airflow's login is the admin's password from .env, held by the part that logs users in
+    (its scheduler and DAG processor never see it)."""
+    holders = {
+        name: service["environment"]["AIRFLOW_ADMIN_PASSWORD"]
+        for name, service in config["services"].items()
+        if "AIRFLOW_ADMIN_PASSWORD" in (service.get("environment") or {})
+    }
+    assert holders == {"airflow-apiserver": LOCAL_PROFILE["AIRFLOW_ADMIN_PASSWORD"]}
+    command = config["services"]["airflow-apiserver"]["command"]
+    assert command[:3] == ["crimes", "airflow", "api-server"]

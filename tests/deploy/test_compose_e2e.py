@@ -170,9 +170,11 @@ class Compose:
 class Airflow:
     """Airflow's REST API as a user calls it: the admin's generated password, a token."""
 
-    def __init__(self, compose: Compose, url: str) -> None:
+    def __init__(self, compose: Compose, url: str, password: str) -> None:
+        # The environment's password is the one Airflow holds: it made up none of its own.
         generated = "/opt/airflow/simple_auth_manager_passwords.json.generated"
-        password = json.loads(compose.exec("airflow-apiserver", "cat", generated))["admin"]
+        held = json.loads(compose.exec("airflow-apiserver", "cat", generated))
+        assert held == {"admin": password}, held
         self.http = httpx.Client(base_url=url, timeout=30, trust_env=False)
         token = self.http.post("/auth/token", json={"username": "admin", "password": password})
         token.raise_for_status()
@@ -331,7 +333,9 @@ def _flow(
         compose.wait_healthy()
 
     with step("ETL DAG through Airflow's REST API on ./sources"):
-        airflow = Airflow(compose, f"http://127.0.0.1:{ports['AIRFLOW']}")
+        airflow = Airflow(
+            compose, f"http://127.0.0.1:{ports['AIRFLOW']}", profile["AIRFLOW_ADMIN_PASSWORD"]
+        )
         airflow.wait_dag("etl_chicago_crimes")
         run_id = airflow.trigger(
             "etl_chicago_crimes", {"source": f"/opt/crimes/sources/{SOURCE_FILE}", "year": 2024}

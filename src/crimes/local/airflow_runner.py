@@ -125,11 +125,17 @@ def start_services(env: dict[str, str], state_dir: Path, api_port: int) -> dict[
 
     service_env = service_environment(env, api_port)
     store = procs.PidStore(state_dir / "pids")
-    airflow_bin = str(Path(sys.executable).parent / "airflow")
+    bin_dir = Path(sys.executable).parent
     for name in SERVICES:
         if store.running(f"airflow-{name}"):
             continue
-        args = [airflow_bin, name] + (["--port", str(api_port)] if name == "api-server" else [])
+        # The API server as the deployments start it: `crimes airflow api-server` (the admin's
+        # password from the environment; here login is off, every caller an admin).
+        args = (
+            [str(bin_dir / "crimes"), "airflow", name, "--port", str(api_port)]
+            if name == "api-server"
+            else [str(bin_dir / "airflow"), name]
+        )
         procs.launch(
             f"airflow-{name}",
             args,
