@@ -32,6 +32,7 @@ from crimes.proto_gen.inference import grpc_service_pb2_grpc as pb_grpc
 from crimes.protocol import inference
 from crimes.registry import Tag, bundles
 from crimes.registry.onnx_form import OnnxClassifier
+from crimes.serving.settings import ModelServerSettings
 from tests.conftest import PROJECT_ROOT
 from tests.serving.malformed import CASES, Case, Target
 from tests.serving.models import Trained, bundle, onnx, train
@@ -42,6 +43,7 @@ pytestmark = pytest.mark.e2e
 
 ROOT = PROJECT_ROOT
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+CALLS = ModelServerSettings.model_fields["max_concurrent_rpcs"].default
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +83,12 @@ def services(
     folder = tmp_path_factory.mktemp("services")
     started = {
         kind: start_service(
-            kind, names[kind], stack_env, folder / kind, max_message_bytes=MAX_MESSAGE_BYTES
+            kind,
+            names[kind],
+            stack_env,
+            folder / kind,
+            max_message_bytes=MAX_MESSAGE_BYTES,
+            request_memory_bytes=ModelServerSettings.memory_for(CALLS, MAX_MESSAGE_BYTES),
         )
         for kind in ("dtc", "lda")
     }
@@ -210,7 +217,7 @@ def test_malformed_requests_get_documented_codes_and_the_process_stays_up(
         service.metadata()["version"],
         trained.transformation_version,
         trained.train.shape[1],
-        10_000,
+        1_200,
     )
     with service.channel() as channel:
         call = channel.unary_unary(

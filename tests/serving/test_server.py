@@ -38,7 +38,7 @@ from tests.serving.models import Trained, bundle, labels, probabilities
 
 
 def _target(trained: Trained, version: str = "1") -> Target:
-    return Target(NAME, version, trained.transformation_version, trained.train.shape[1], 10_000)
+    return Target(NAME, version, trained.transformation_version, trained.train.shape[1], 1_200)
 
 
 async def _infer(
@@ -145,8 +145,13 @@ def test_calls_past_the_concurrency_bound_are_resource_exhausted(
     assert len(refused) == 3
     assert {a.code() for a in refused} == {grpc.StatusCode.RESOURCE_EXHAUSTED}
     assert all(not isinstance(a, Exception) for a in answers if a not in refused)
-    # Bounded by default too.
-    assert settings(tmp_path).max_concurrent_rpcs == 256
+    # Bounded by default too, within the memory requests may take.
+    defaults = settings(tmp_path)
+    assert defaults.max_concurrent_rpcs == 24
+    assert (
+        defaults.memory_for(defaults.max_concurrent_rpcs, defaults.max_message_bytes)
+        <= defaults.request_memory_bytes
+    )
 
 
 def test_metadata_names_the_transformation_run_and_classes(tmp_path: Path, lda: Trained) -> None:
@@ -189,7 +194,7 @@ def test_metadata_names_the_transformation_run_and_classes(tmp_path: Path, lda: 
     assert "transformation_uri" not in parameters  # the gateway finds it in the registry
     assert json.loads(parameters["classes"]) == [str(c) for c in lda.model.classes_]
     assert json.loads(parameters["feature_names"]) == lda.feature_names
-    assert parameters["max_batch_rows"] == 10_000
+    assert parameters["max_batch_rows"] == 1_200
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,11 @@ from crimes import registry
 from crimes.ops import tls
 from crimes.settings import DEFAULT_STATE_DIR, DEFAULT_TRACKING_URI, deployment_file
 
+MIB = 1024 * 1024
+# What a call may hold at once, in multiples of its message: measured at the limit (4 calls of
+# 4 MiB: +97 MiB at peak, about 6x; tests/security/test_model_limits_e2e.py), with a margin.
+COPIES_PER_CALL = 8
+
 
 class ModelServerSettings(BaseSettings):
     """One model service: which registered model it serves, where, and how it behaves."""
@@ -58,9 +63,15 @@ class ModelServerSettings(BaseSettings):
     use_lake_bundle: bool = True
     bundle_path: Path | None = None
 
-    # Inputs: batches above this many rows are refused; a request's message-size limit.
-    max_batch_rows: int = Field(default=10_000, ge=1)
-    max_message_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    # Inputs: batches above this many rows are refused; a request's message-size limit (1,200
+    # rows of 299 FP64 features are 2.7 MiB; the gateway sends at most 1,000 per call).
+    max_batch_rows: int = Field(default=1_200, ge=1)
+    max_message_bytes: int = Field(default=3 * MIB, ge=1024)
+    # The memory requests in flight may take: every admitted call holding a message of the
+    # largest size, with the copies a call makes of it (`memory_for`). The settings must agree
+    # (the service refuses to start otherwise), and a deployment's memory limit holds this
+    # plus the service itself (about 150 MB: tests/security/test_model_limits_e2e.py).
+    request_memory_bytes: int = Field(default=576 * MIB, ge=1024)
     # Batches up to this many rows are predicted on the event loop (cheaper than a thread hop);
     # larger ones in a worker thread, so they do not stall the small ones.
     inline_rows: int = Field(default=64, ge=0)
@@ -87,7 +98,7 @@ class ModelServerSettings(BaseSettings):
     min_client_ping_interval_seconds: float = Field(default=10.0, gt=0)
     # Calls handled at once (a gateway sends a few per replica); past it RESOURCE_EXHAUSTED at
     # once, never an unbounded backlog in memory.
-    max_concurrent_rpcs: int = Field(default=256, ge=1)
+    max_concurrent_rpcs: int = Field(default=24, ge=1)
     grace_seconds: float = Field(default=10.0, ge=0)
     # Every client connection is closed (GOAWAY) after about this long (gRPC adds +-10%), and
     # its calls get the grace to finish: clients then resolve the service's name again, so a
@@ -112,6 +123,24 @@ class ModelServerSettings(BaseSettings):
         if self.tls_client_ca_file is not None and self.tls_cert_file is None:
             raise ValueError("CRIMES_MODEL_TLS_CLIENT_CA_FILE needs CRIMES_MODEL_TLS_CERT_FILE")
         return self
+
+    @model_validator(mode="after")
+    def _limits_fit_the_memory(self) -> ModelServerSettings:
+        needed = self.memory_for(self.max_concurrent_rpcs, self.max_message_bytes)
+        if needed > self.request_memory_bytes:
+            raise ValueError(
+                f"max_concurrent_rpcs ({self.max_concurrent_rpcs}) calls of max_message_bytes "
+                f"({self.max_message_bytes}) may take {needed} bytes, more than "
+                f"request_memory_bytes ({self.request_memory_bytes}): admit fewer calls, "
+                "smaller messages, or give requests more memory"
+            )
+        return self
+
+    @staticmethod
+    def memory_for(calls: int, message_bytes: int) -> int:
+        """What `calls` calls of `message_bytes` may hold at once: each call's message as
+        received, as parsed, decoded into an array, and the runtime's own buffers."""
+        return calls * message_bytes * COPIES_PER_CALL
 
     @property
     def tls(self) -> tls.ServerTls | None:
