@@ -135,6 +135,18 @@ def probe_http(url: Annotated[str, typer.Argument(help="URL that must answer 200
     raise typer.Exit(0 if healthy else 1)
 
 
+@app.command("signing-key")
+def signing_key() -> None:
+    """A new Ed25519 key pair for the ONNX forms' signatures (registry.signing): the signing
+    key goes to the training alone (CRIMES_TRAIN_SIGNING_KEY), the verify key to the model
+    services (CRIMES_MODEL_VERIFY_KEY). Printed as two environment lines."""
+    from crimes.registry.signing import new_pair
+
+    private, public = new_pair()
+    typer.echo(f"CRIMES_TRAIN_SIGNING_KEY={private}")
+    typer.echo(f"CRIMES_MODEL_VERIFY_KEY={public}")
+
+
 airflow_app = typer.Typer(help="Airflow's parts, as this project runs them.")
 app.add_typer(airflow_app, name="airflow")
 

@@ -87,7 +87,9 @@ def _register_crafted(tree: Trained, name: str, form: bytes) -> str:
 
     version, _ = register(tree, name, alias=None, onnx_form=False)
     with mlflow.start_run():
-        onnx_export.log_form(name, version, onnx_export.Exported(form, "FP32", 1))
+        onnx_export.log_form(
+            name, version, onnx_export.Exported(form, "FP32", 1), tree.transformation_version
+        )
     tags = mlflow.MlflowClient().get_model_version(name, version).tags
     assert tags[Tag.ONNX_SHA256]
     return version

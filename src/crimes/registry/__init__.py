@@ -41,6 +41,9 @@ class Tag:
     ONNX_MODEL: Final = "onnx_model"
     ONNX_SHA256: Final = "onnx_sha256"
     ONNX_ROWS_COMPARED: Final = "onnx_rows_compared"
+    # The training's Ed25519 signature on the form's digest, run and transformation
+    # (registry.signing): a registry writer without the training's key cannot make one.
+    ONNX_SIGNATURE: Final = "onnx_signature"
 
 
 # The transformation's document as every training run logs it: this file in this folder.

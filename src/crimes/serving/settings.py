@@ -10,11 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, model_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from crimes import registry
 from crimes.ops import tls
+from crimes.registry import signing
 from crimes.settings import DEFAULT_STATE_DIR, DEFAULT_TRACKING_URI, deployment_file
 
 MIB = 1024 * 1024
@@ -56,6 +57,9 @@ class ModelServerSettings(BaseSettings):
     # A version's files (its ONNX form and transformation) above this size are refused, not
     # downloaded: a registry entry cannot fill a replica's disk or memory.
     max_model_bytes: int = Field(default=512 * 1024 * 1024, ge=1024)
+    # The training's public key (registry.signing; base64): set, a version loads only if the
+    # training signed its form's digest, so a registry writer cannot register a form alone.
+    verify_key: str | None = None
 
     # The last good model is kept here, under the registered model's name.
     local_dir: Path = DEFAULT_STATE_DIR / "serving"
@@ -123,6 +127,14 @@ class ModelServerSettings(BaseSettings):
         if self.tls_client_ca_file is not None and self.tls_cert_file is None:
             raise ValueError("CRIMES_MODEL_TLS_CLIENT_CA_FILE needs CRIMES_MODEL_TLS_CERT_FILE")
         return self
+
+    @field_validator("verify_key", mode="after")
+    @classmethod
+    def _verify_key_is_a_key(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        signing.public_key(value)  # a bad key fails the start, not the first load
+        return value
 
     @model_validator(mode="after")
     def _limits_fit_the_memory(self) -> ModelServerSettings:

@@ -16,7 +16,7 @@ from typing import Protocol
 
 from crimes import registry
 from crimes.ops.logs import get_logger
-from crimes.registry import Tag, artifacts, bundles, mlflow_rest, onnx_form
+from crimes.registry import Tag, artifacts, bundles, mlflow_rest, onnx_form, signing
 from crimes.registry.bundles import ModelBundle
 from crimes.serving.errors import ModelLoadError
 from crimes.serving.model import LoadedModel, Source, prepare
@@ -97,6 +97,20 @@ class MlflowRegistry:
         except Exception as error:
             raise ModelLoadError(f"{uri}: {error}") from error
 
+    def _check_signature(self, ref: VersionRef, transformation_version: str) -> None:
+        """Where the deployment gives the training's public key, the version's form must
+        carry the training's signature on its digest, run and transformation."""
+        if self.settings.verify_key is None:
+            return
+        statement = signing.Statement(
+            ref.name, ref.run_id, ref.tags.get(Tag.ONNX_SHA256) or "-", transformation_version
+        )
+        signing.verify(
+            signing.public_key(self.settings.verify_key),
+            statement,
+            ref.tags.get(Tag.ONNX_SIGNATURE),
+        )
+
     def _load(self, ref: VersionRef, uri: str) -> LoadedModel:
         tagged = ref.tags.get(Tag.TRANSFORMATION_VERSION)
         if not tagged:
@@ -115,12 +129,18 @@ class MlflowRegistry:
                 self.rest.logged_model_artifact_uri(form_uri), Path(scratch) / "onnx", self.bounds
             )
             try:
-                # Nothing of the files is read, not even the MLmodel, before they check out.
+                # Nothing of the files is read, not even the MLmodel, before they check out:
+                # the training's signature on the digest first, then the digest.
+                self._check_signature(ref, tagged)
                 artifacts.verify_model_files(
                     form_dir, ref.tags.get(Tag.ONNX_SHA256), f"{uri} ({form_uri})", Tag.ONNX_SHA256
                 )
                 form = onnx_form.logged_file(form_dir, form_uri)
-            except (artifacts.ModelFilesRefused, onnx_form.FormRefused) as error:
+            except (
+                artifacts.ModelFilesRefused,
+                onnx_form.FormRefused,
+                signing.SignatureRefused,
+            ) as error:
                 raise ModelLoadError(str(error)) from error
         bundle = ModelBundle(
             name=ref.name,

@@ -20,7 +20,8 @@ import numpy as np
 import numpy.typing as npt
 
 from crimes import contract
-from crimes.registry import Tag, artifacts, onnx_form
+from crimes.registry import Tag, artifacts, onnx_form, signing
+from crimes.training.settings import TrainingSettings
 from crimes.transformation.document import TransformationDocument
 from crimes.transformation.lookup import LookupTransformer
 
@@ -98,9 +99,10 @@ def check_rows(
     return np.vstack([np.asarray(rows, dtype=np.float64), reference_rows(transformation)])
 
 
-def log_form(name: str, version: str, exported: Exported) -> str:
+def log_form(name: str, version: str, exported: Exported, transformation_version: str) -> str:
     """Log the form with MLflow's onnx flavor in the active run, and tag the version with
-    where it is, its files' SHA-256 and the rows it was checked on; its URI."""
+    where it is, its files' SHA-256, the rows it was checked on and, where the training holds
+    the signing key, its signature (registry.signing); its URI."""
     import mlflow
     import mlflow.onnx
     import onnx
@@ -117,12 +119,22 @@ def log_form(name: str, version: str, exported: Exported) -> str:
         folder = artifacts.download_model_files(tracking_uri, uri, Path(scratch))
         digest = artifacts.directory_sha256(folder)
     client = mlflow.MlflowClient()
-    for key, value in {
+    tags = {
         Tag.ONNX_MODEL: uri,
         Tag.ONNX_SHA256: digest,
         Tag.ONNX_ROWS_COMPARED: str(exported.rows_compared),
-    }.items():
-        client.set_model_version_tag(name, version, key, value)
+    }
+    key = TrainingSettings().signing_key
+    if key is not None:
+        run_id = client.get_model_version(name, version).run_id
+        if not run_id:
+            raise ExportMismatch(f"{name} version {version} names no run: nothing to sign")
+        statement = signing.Statement(name, run_id, digest, transformation_version)
+        tags[Tag.ONNX_SIGNATURE] = signing.sign(
+            signing.private_key(key.get_secret_value()), statement
+        )
+    for tag, value in tags.items():
+        client.set_model_version_tag(name, version, tag, value)
     mlflow.log_metric("onnx_rows_compared", exported.rows_compared)
     return uri
 
@@ -137,7 +149,7 @@ def attach(
     """Export, check on `rows` and the reference example, and log the form on the version
     (in the active run)."""
     exported = export_checked(model, check_rows(rows, transformation))
-    log_form(name, version, exported)
+    log_form(name, version, exported, transformation.version)
     return exported
 
 
@@ -185,5 +197,5 @@ def add_to_version(name: str, version: str, lake: Any) -> tuple[str, Exported | 
         ) from error
     exported = export_checked(model, check_rows(final.X_test.to_numpy(), transformation))
     with mlflow.start_run(run_id=found.run_id):
-        uri = log_form(name, version, exported)
+        uri = log_form(name, version, exported, transformation.version)
     return uri, exported

@@ -305,7 +305,7 @@ def register(fitted: Fitted, final: FinalData, name: str) -> tuple[str, onnx_exp
     )
     version = str(info.registered_model_version)
     artifacts.record_model_sha256(mlflow.get_tracking_uri(), name, version)
-    onnx_export.log_form(name, version, exported)
+    onnx_export.log_form(name, version, exported, final.transformation_version)
     log_drift_reference(name, version, final)
     return version, exported
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -25,6 +25,10 @@ class TrainingSettings(BaseSettings):
     # A version trained on the synthetic sample never takes `champion` but where this allows
     # it (the demo without a portal).
     allow_synthetic_champion: bool = False
+    # The Ed25519 key the training signs each version's ONNX form with (registry.signing;
+    # base64 of 32 bytes, `crimes signing-key` makes a pair): the model services given its
+    # public half load only what the training signed. Unset: forms are not signed.
+    signing_key: SecretStr | None = None
     # The champion and the candidate are compared on at least this many rows neither trained on.
     promotion_min_rows: int = Field(default=200, ge=1)
     promotion_attempts: int = Field(default=5, ge=1)
