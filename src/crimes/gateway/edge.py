@@ -1,9 +1,11 @@
 """The gateway's HTTP edge: one ASGI layer that does, once and in this order, for every request:
-its request id; the API key of the guarded routes (the one place it is checked, before a byte
-of the body is read); the body, read whole within its limits (413 past the size, counted as it
+its request id and its client (the peer's address, which the drift windows count); the API
+key of every route but the health probes (the one place it is checked, before a byte of the
+body is read); the body, read whole within its limits (413 past the size, counted as it
 arrives when the body is chunked; 408 past the time, so a client that sends a byte a second
-holds nothing for long); the bound on predictions in flight, counting only requests whose body
-is in (503 with Retry-After past it, so memory stays bounded under any load); then the route,
+holds nothing for long); the bound on predictions and reports in flight, counting only
+requests whose body is in (503 with Retry-After past it, so memory stays bounded under any
+load); then the route,
 the prediction routes straight to their endpoints (they parse their bodies into typed values
 in one pass, `bodies`); and last, the metrics and access log.
 
