@@ -507,6 +507,12 @@ def test_sigterm_lets_calls_in_flight_finish(
         tmp_path,
         bundle_path=tmp_path / "given",
         use_lake_bundle="false",
+        # Calls long enough to be in flight at SIGTERM: larger than the defaults take, so
+        # fewer of them, within the same memory.
+        max_message_bytes=8 * 1024 * 1024,
+        max_batch_rows=10_000,
+        max_concurrent_rpcs=4,
+        request_memory_bytes=ModelServerSettings.memory_for(4, 8 * 1024 * 1024),
     )
     service.wait_until("SERVING")
     rows = np.vstack([trained.test] * 20)
