@@ -20,8 +20,9 @@ from crimes.settings import DEFAULT_STATE_DIR, DEFAULT_TRACKING_URI, deployment_
 
 MIB = 1024 * 1024
 # What a call may hold at once, in multiples of its message: measured at the limit (4 calls of
-# 4 MiB: +97 MiB at peak, about 6x; tests/security/test_model_limits_e2e.py), with a margin.
-COPIES_PER_CALL = 8
+# 4 MiB: peak RSS +87 to +142 MiB, up to about 9x, the allocator keeping freed buffers;
+# tests/security/test_model_limits_e2e.py), with a margin.
+COPIES_PER_CALL = 12
 
 
 class ModelServerSettings(BaseSettings):
@@ -75,7 +76,7 @@ class ModelServerSettings(BaseSettings):
     # largest size, with the copies a call makes of it (`memory_for`). The settings must agree
     # (the service refuses to start otherwise), and a deployment's memory limit holds this
     # plus the service itself (about 150 MB: tests/security/test_model_limits_e2e.py).
-    request_memory_bytes: int = Field(default=576 * MIB, ge=1024)
+    request_memory_bytes: int = Field(default=864 * MIB, ge=1024)
     # Batches up to this many rows are predicted on the event loop (cheaper than a thread hop);
     # larger ones in a worker thread, so they do not stall the small ones.
     inline_rows: int = Field(default=64, ge=0)
