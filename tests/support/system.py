@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 
+from crimes.gateway import replicas
 from crimes.local import launch
 from crimes.local.launch import LocalProcess
 from crimes.settings import TrackingSettings
@@ -66,7 +67,8 @@ def listed_models(
 
 
 def every_replica_ready(listed: dict[str, Any]) -> bool:
-    return all(0 < info["ready_replicas"] == len(info["replicas"]) for info in listed.values())
+    """`/models` lists replicas for every model, all of them ready."""
+    return replicas.every_replica_ready({kind: info["replicas"] for kind, info in listed.items()})
 
 
 def gateway_metrics(gateway: LocalProcess) -> str:

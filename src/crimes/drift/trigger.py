@@ -105,15 +105,15 @@ def decide(
         "mark": mark.as_dict() if mark else None,
         "active_runs": active_runs,
     }
-    action, reason = _action(verdict, mark, recent, state, active_runs, policy, now)
     entry["streak"] = streak(mark, recent) if mark else 0
+    action, reason = _action(verdict, mark, entry["streak"], state, active_runs, policy, now)
     return entry | {"action": action, "reason": reason}
 
 
 def _action(
     verdict: Verdict,
     mark: Mark | None,
-    recent: Sequence[Mark | None],
+    seen: int,
     state: Mapping[str, Any],
     active_runs: int,
     policy: TriggerPolicy,
@@ -126,7 +126,6 @@ def _action(
             f"{verdict.reason}; but no drifted window holds records from "
             f"{policy.min_clients} distinct clients"
         )
-    seen = streak(mark, recent)
     if seen < policy.consecutive_windows:
         return "suppressed", (
             f"{verdict.reason}; seen in {seen} of the {policy.consecutive_windows} windows in a "

@@ -72,11 +72,9 @@ class DriftMonitor:
     def source(self, client: str) -> int:
         """The small number a client's records carry in the windows."""
         found = self._sources.get(client)
-        if found is None:
-            found = len(self._sources) if len(self._sources) < MAX_SOURCES else MAX_SOURCES
-            if found < MAX_SOURCES:
-                self._sources[client] = found
-        return found
+        if found is None and len(self._sources) < MAX_SOURCES:
+            found = self._sources[client] = len(self._sources)
+        return MAX_SOURCES if found is None else found
 
     def observe_row(self, row: Mapping[str, Any]) -> None:
         try:

@@ -6,13 +6,19 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from crimes.gateway.backends import ModelService, replica_states
 from crimes.ops.logs import get_logger
 
 log = get_logger(__name__)
+
+
+def every_replica_ready(replicas: Mapping[str, Sequence[Mapping[str, Any]]]) -> bool:
+    """Every model service has replicas, and every replica is ready (`replicas`: per model,
+    its replicas' states, as the board keeps them and /models lists them)."""
+    return all(found and all(r["ready"] for r in found) for found in replicas.values())
 
 
 class ReplicaBoard:
@@ -35,15 +41,10 @@ class ReplicaBoard:
                 self.replicas[kind] = replicas
         self.refreshed_at = time.time()
 
-    def settled(self) -> bool:
-        """Every model service has replicas, and every replica is ready."""
-        return all(self.replicas.values()) and all(
-            replica["ready"] for found in self.replicas.values() for replica in found
-        )
-
     async def keep_fresh(self, every: float, unsettled_every: float) -> None:
         """Refresh every `every` seconds; while a replica is missing or not ready (a start, a
         new version loading), every `unsettled_every`, so /models catches up within that."""
         while True:
             await self.refresh()
-            await asyncio.sleep(every if self.settled() else min(every, unsettled_every))
+            settled = every_replica_ready(self.replicas)
+            await asyncio.sleep(every if settled else min(every, unsettled_every))

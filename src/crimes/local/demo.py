@@ -102,8 +102,10 @@ class Progress:
 
 
 def _every_replica_listed(gateway: str) -> bool:
+    from crimes.gateway.replicas import every_replica_ready
+
     models = httpx.get(f"{gateway}/models", timeout=10, trust_env=False).json()
-    return all(0 < info["ready_replicas"] == len(info["replicas"]) for info in models.values())
+    return every_replica_ready({kind: info["replicas"] for kind, info in models.items()})
 
 
 def _wait(check: Callable[[], bool], what: str, timeout: float) -> None:

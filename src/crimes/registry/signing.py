@@ -30,7 +30,6 @@ from cryptography.hazmat.primitives.serialization import (
 
 from crimes.registry import Tag
 
-TAG: Final = Tag.ONNX_SIGNATURE
 # Changing what is signed changes this: old signatures then no longer verify, by design.
 DOMAIN: Final = b"chicago-crimes onnx form v1"
 
@@ -86,14 +85,15 @@ def verify(key: Ed25519PublicKey, statement: Statement, signature: str | None) -
     where = f"models:/{statement.name} (run {statement.run_id})"
     if not signature:
         raise SignatureRefused(
-            f"{where}: the version has no '{TAG}' tag: its form was not signed by the training"
+            f"{where}: the version has no '{Tag.ONNX_SIGNATURE}' tag: its form was not signed "
+            "by the training"
         )
     try:
         key.verify(base64.b64decode(signature, validate=True), statement.encode())
     except (InvalidSignature, binascii.Error, ValueError):
         raise SignatureRefused(
-            f"{where}: its '{TAG}' does not verify with the services' key: the form, its "
-            "digest or its run were not the ones the training signed"
+            f"{where}: its '{Tag.ONNX_SIGNATURE}' does not verify with the services' key: the "
+            "form, its digest or its run were not the ones the training signed"
         ) from None
 
 

@@ -66,6 +66,8 @@ class MlflowRegistry:
             settings.tracking_uri, settings.mlflow_timeout_seconds, settings.mlflow_max_retries
         )
         self.bounds = mlflow_rest.Bounds(max_bytes=settings.max_model_bytes)
+        # The training's public key, when the deployment gives it (checked by the settings).
+        self.verify_key = signing.public_key(settings.verify_key) if settings.verify_key else None
 
     def resolve(self) -> VersionRef:
         name, alias = self.settings.name, self.settings.alias
@@ -97,19 +99,13 @@ class MlflowRegistry:
         except Exception as error:
             raise ModelLoadError(f"{uri}: {error}") from error
 
-    def _check_signature(self, ref: VersionRef, transformation_version: str) -> None:
+    def _check_signature(self, ref: VersionRef, digest: str, transformation_version: str) -> None:
         """Where the deployment gives the training's public key, the version's form must
         carry the training's signature on its digest, run and transformation."""
-        if self.settings.verify_key is None:
+        if self.verify_key is None:
             return
-        statement = signing.Statement(
-            ref.name, ref.run_id, ref.tags.get(Tag.ONNX_SHA256) or "-", transformation_version
-        )
-        signing.verify(
-            signing.public_key(self.settings.verify_key),
-            statement,
-            ref.tags.get(Tag.ONNX_SIGNATURE),
-        )
+        statement = signing.Statement(ref.name, ref.run_id, digest, transformation_version)
+        signing.verify(self.verify_key, statement, ref.tags.get(Tag.ONNX_SIGNATURE))
 
     def _load(self, ref: VersionRef, uri: str) -> LoadedModel:
         tagged = ref.tags.get(Tag.TRANSFORMATION_VERSION)
@@ -130,11 +126,12 @@ class MlflowRegistry:
             )
             try:
                 # Nothing of the files is read, not even the MLmodel, before they check out:
-                # the training's signature on the digest first, then the digest.
-                self._check_signature(ref, tagged)
+                # the files against the version's digest, then the training's signature on it.
+                digest = ref.tags.get(Tag.ONNX_SHA256)
                 artifacts.verify_model_files(
-                    form_dir, ref.tags.get(Tag.ONNX_SHA256), f"{uri} ({form_uri})", Tag.ONNX_SHA256
+                    form_dir, digest, f"{uri} ({form_uri})", Tag.ONNX_SHA256
                 )
+                self._check_signature(ref, str(digest), tagged)
                 form = onnx_form.logged_file(form_dir, form_uri)
             except (
                 artifacts.ModelFilesRefused,
