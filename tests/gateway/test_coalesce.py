@@ -32,6 +32,7 @@ class FakeService:
         version: str,
         probabilities: bool,
         request_ids: list[str] | tuple[str, ...] = (),
+        confidence: bool = False,
     ) -> inference.InferOutput:
         self.calls.append(len(features))
         self.request_ids.append(list(request_ids))
@@ -164,6 +165,7 @@ def test_a_short_answer_is_an_error_for_each_record_never_a_misaligned_row() -> 
             version: str,
             probabilities: bool,
             request_ids: list[str] | tuple[str, ...] = (),
+            confidence: bool = False,
         ) -> inference.InferOutput:
             output = await super().infer(features, version, probabilities, request_ids)
             return inference.InferOutput(

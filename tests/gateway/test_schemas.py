@@ -33,7 +33,7 @@ def both(body: bytes) -> tuple[Any, Any]:
     got: Any = None
     batch = batch_records(body)
     if batch is not None:
-        columns, count = batch
+        columns, count = batch.columns, batch.count
         assert all(len(values) == count for values in columns.values())
         got = [{name: columns[name][i] for name in contract.FEATURES} for i in range(count)]
     return expected, got
@@ -98,7 +98,7 @@ def test_a_typical_batch_takes_the_msgspec_path_alone(monkeypatch: Any) -> None:
     rows = [EXAMPLE, {**EXAMPLE, "latitude": None, "location_description": " street "}]
     batch = batch_records(json.dumps({"features": rows}).encode())
     assert batch is not None
-    columns, count = batch
+    columns, count = batch.columns, batch.count
     assert count == 2
     assert columns["location_description"] == ["STREET", "STREET"]
     assert columns["latitude"] == [EXAMPLE["latitude"], None]

@@ -30,7 +30,12 @@ class Challenger:
         return self.state
 
     async def infer(
-        self, features: np.ndarray, version: str, probabilities: bool, request_ids: Any = ()
+        self,
+        features: np.ndarray,
+        version: str,
+        probabilities: bool,
+        request_ids: Any = (),
+        confidence: bool = False,
     ) -> inference.InferOutput:
         self.calls.append((len(features), list(request_ids)))
         await asyncio.sleep(self.delay)

@@ -48,9 +48,15 @@ async def _infer(
     *,
     raw: bool = True,
     probabilities: bool = False,
+    confidence: bool = False,
 ) -> inference.InferOutput:
     request = inference.infer_request(
-        NAME, rows, trained.transformation_version, raw=raw, probabilities=probabilities
+        NAME,
+        rows,
+        trained.transformation_version,
+        raw=raw,
+        probabilities=probabilities,
+        confidence=confidence,
     )
     return inference.decode_infer_response(await live.stub.ModelInfer(request, timeout=10))
 
@@ -120,6 +126,28 @@ def test_predictions_are_the_models_own(
     asyncio.run(scenario())
 
 
+@pytest.mark.parametrize("raw", [True, False], ids=["raw", "typed"])
+def test_confidence_is_each_rows_top_probability(tmp_path: Path, lda: Trained, raw: bool) -> None:
+    """What the prediction log keeps of a model's certainty: FP32, a value per row, without
+    the probabilities' bytes."""
+    registry = FakeRegistry()
+    registry.publish("1", bundle(lda, NAME, "1"))
+
+    async def scenario() -> inference.InferOutput:
+        async with running(settings(tmp_path), registry) as live:
+            await until(lambda: live.server.runtime.ready)
+            return await _infer(live, lda, lda.test, raw=raw, confidence=True)
+
+    answer = asyncio.run(scenario())
+    assert answer.labels == labels(lda, lda.test)
+    assert answer.probabilities is None
+    assert answer.confidence is not None
+    assert answer.confidence.dtype == np.float32
+    np.testing.assert_allclose(
+        answer.confidence, probabilities(lda, lda.test).max(axis=1), rtol=0, atol=1e-5
+    )
+
+
 def test_calls_past_the_concurrency_bound_are_resource_exhausted(
     tmp_path: Path, dtc: Trained, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -185,6 +213,7 @@ def test_metadata_names_the_transformation_run_and_classes(tmp_path: Path, lda: 
     assert [(o.name, o.datatype, list(o.shape)) for o in metadata.outputs] == [
         ("fbi_code", "BYTES", [-1]),
         ("probabilities", "FP64", [-1, len(lda.model.classes_)]),
+        ("confidence", "FP32", [-1]),
     ]
     parameters = inference.parameters_dict(metadata.parameters)
     assert parameters["transformation_version"] == lda.transformation_version

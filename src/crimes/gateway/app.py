@@ -16,6 +16,8 @@ from fastapi.responses import JSONResponse
 from prometheus_client import start_http_server
 
 from crimes import registry
+from crimes.feedback.settings import PredictionLogSettings
+from crimes.feedback.writer import LakeSink, PredictionLog
 from crimes.gateway.backends import ModelService
 from crimes.gateway.cache import PredictionCache
 from crimes.gateway.drift import DriftCollector, DriftMonitor
@@ -84,6 +86,9 @@ def _lifespan(settings: GatewaySettings) -> Callable[[FastAPI], AbstractAsyncCon
         metrics = GatewayMetrics()
         cache = PredictionCache(settings.redis_url, settings.cache_ttl_seconds)
         predictor, shadow = _predictor(settings, services, metrics, cache)
+        predictor.log = shadow.log = _prediction_log(metrics)
+        if predictor.log is not None:
+            predictor.log.start()
         await shadow.start()
         board = ReplicaBoard(services)
         app.state.metrics, app.state.predictor, app.state.replicas = metrics, predictor, board
@@ -113,11 +118,24 @@ def _lifespan(settings: GatewaySettings) -> Callable[[FastAPI], AbstractAsyncCon
                 exporter.shutdown()
                 exporter.server_close()
             await shadow.stop()
+            if predictor.log is not None:
+                # Everything it holds, written before the process ends (its own thread).
+                await asyncio.to_thread(predictor.log.stop)
             await cache.close()
             for service in services.values():
                 await service.close()
 
     return lifespan
+
+
+def _prediction_log(metrics: GatewayMetrics) -> PredictionLog | None:
+    """The prediction log, to the data lake (`CRIMES_LAKE_*`), unless it is turned off."""
+    settings = PredictionLogSettings()
+    if not settings.enabled:
+        return None
+    from crimes.lake.storage import Lake
+
+    return PredictionLog(LakeSink(Lake()), settings, metrics.registry)
 
 
 def _metrics_server(settings: GatewaySettings, metrics: GatewayMetrics) -> WSGIServer | None:

@@ -151,6 +151,7 @@ class ModelService:
         transformation_version: str,
         probabilities: bool,
         request_ids: Sequence[str] = (),
+        confidence: bool = False,
     ) -> inference.InferOutput:
         """The model's answer for the rows of `features`; `request_ids`: the gateway requests
         they belong to (one per record of a coalesced call), for the service's logs."""
@@ -159,6 +160,7 @@ class ModelService:
             features,
             transformation_version,
             probabilities=probabilities,
+            confidence=confidence,
             request_id=",".join(request_ids),
             datatype=self.state.input_datatype,
         )

@@ -19,15 +19,17 @@ import email.message
 import json
 import operator
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
 import msgspec
 from fastapi import HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from crimes import contract
 from crimes.contract import CrimeFeatures
+from crimes.feedback.keys import RecordKey, RecordKeys, normalise_case_number, normalise_record_id
 from crimes.gateway.schemas import RECORD_TYPES, BatchRequest
 
 Model = TypeVar("Model", bound=BaseModel)
@@ -76,9 +78,22 @@ class NotABatch(Exception):
     """A body that is not `{"features": [...]}` (pydantic names what it is instead)."""
 
 
-def batch_raws(body: bytes) -> list[msgspec.Raw]:
-    """The records of a `{"features": [...]}` body as raw JSON, counted before any is read;
-    RequestValidationError for other keys or no `features`; NotABatch for anything else."""
+# The record keys a batch may carry beside its records: their types (the normalisation and
+# its rules are `feedback.keys`').
+_Key: Final[Any] = msgspec.defstruct(
+    "Key",
+    [("id", int | str | None, None), ("case_number", str | None, None)],
+    kw_only=True,
+    forbid_unknown_fields=True,
+)
+_KEYS: Final = msgspec.json.Decoder(list[_Key])
+_ENVELOPE: Final = frozenset({"features", "keys"})
+
+
+def batch_raws(body: bytes) -> tuple[list[msgspec.Raw], msgspec.Raw | None]:
+    """The records of a `{"features": [...], "keys": [...]?}` body as raw JSON, counted before
+    any is read, and its keys (raw); RequestValidationError for other keys or no `features`;
+    NotABatch for anything else."""
     try:
         top = _TOP.decode(body)
         raws = _RAW_LIST.decode(top["features"]) if "features" in top else None
@@ -86,13 +101,58 @@ def batch_raws(body: bytes) -> list[msgspec.Raw]:
         raise NotABatch from None
     except RecursionError:
         raise _too_deep() from None
-    if raws is None or len(top) > 1:
+    if raws is None or not _ENVELOPE.issuperset(top):
         # Only the envelope's problems, by BatchRequest itself (records stand in for theirs).
-        reduced: dict[str, Any] = {key: None for key in top if key != "features"}
+        reduced: dict[str, Any] = {key: None for key in top if key not in _ENVELOPE}
         if raws is not None:
             reduced["features"] = [contract.EXAMPLE_RECORD]
         raise _problems(reduced, BatchRequest)
-    return raws
+    return raws, top.get("keys")
+
+
+def batch_keys(raw: msgspec.Raw | None, count: int) -> RecordKeys | None:
+    """A batch's record keys, one per record, normalised; RequestValidationError names the
+    first problems (`keys.3.id`) or a count that is not the records'."""
+    if raw is None or bytes(raw) == b"null":
+        return None
+    ids: list[str | None] = []
+    case_numbers: list[str | None] = []
+    try:
+        for key in _KEYS.decode(raw):
+            ids.append(normalise_record_id(key.id))
+            case_numbers.append(normalise_case_number(key.case_number))
+            if ids[-1] is None and case_numbers[-1] is None:
+                raise ValueError("no key")
+    except (msgspec.DecodeError, ValueError):
+        raise _key_problems(raw) from None
+    if len(ids) != count:
+        raise RequestValidationError(
+            [
+                {
+                    "type": "value_error",
+                    "loc": ("body", "keys"),
+                    "msg": f"one key per record: {count} records, {len(ids)} keys",
+                }
+            ]
+        )
+    return RecordKeys(ids, case_numbers)
+
+
+_KEY_LIST: Final = TypeAdapter(list[RecordKey])
+
+
+def _key_problems(raw: msgspec.Raw) -> RequestValidationError:
+    """What is wrong with a batch's keys, as `RecordKey` names it (the first MAX_PROBLEMS)."""
+    try:
+        _KEY_LIST.validate_json(bytes(raw))
+    except ValidationError as error:
+        problems = error.errors(include_input=False, include_url=False)[:MAX_PROBLEMS]
+        return RequestValidationError(
+            [{**item, "loc": ("body", "keys", *item["loc"])} for item in problems]
+        )
+    return RequestValidationError(
+        [{"type": "value_error", "loc": ("body", "keys"), "msg": "invalid record keys"}]
+    )
 
 
 def _too_deep() -> RequestValidationError:
@@ -163,16 +223,27 @@ def _first_breaking(values: list[tuple[Any, ...]], count: int) -> int:
     return count
 
 
-def read_batch(body: bytes, maximum: int) -> tuple[dict[str, list[Any]], int]:
-    """A batch body's records as validated, normalised columns and their count, in the order
-    that keeps a bad one cheap: the envelope, the count against `maximum`, then each record.
-    RequestValidationError names the problems; NotABatch for a body that is no batch."""
-    raws = batch_raws(body)
+@dataclass(frozen=True)
+class Batch:
+    """A batch's records as validated, normalised columns, their count, and their keys."""
+
+    columns: dict[str, list[Any]]
+    count: int
+    keys: RecordKeys | None = None
+
+
+def read_batch(body: bytes, maximum: int) -> Batch:
+    """A batch body's records as validated, normalised columns, their count and keys, in the
+    order that keeps a bad one cheap: the envelope, the count against `maximum`, then each
+    record, then the keys. RequestValidationError names the problems; NotABatch for a body
+    that is no batch."""
+    raws, keys = batch_raws(body)
     check_count(len(raws), maximum)
-    return records_columns(raws)
+    columns, count = records_columns(raws)
+    return Batch(columns, count, batch_keys(keys, count))
 
 
-def batch_records(body: bytes) -> tuple[dict[str, list[Any]], int] | None:
+def batch_records(body: bytes) -> Batch | None:
     """A valid `BatchRequest` body's records as validated, normalised columns and their count;
     None for a body whose problems are named by a 422."""
     try:
@@ -252,8 +323,8 @@ async def parse(request: Request, model: type[Model]) -> Model:
     raise _problems(_python_value(body, is_json), model)
 
 
-async def parse_batch(request: Request, maximum: int) -> tuple[Columns, int]:
-    """A `BatchRequest`'s records as validated columns and their count. In this order, so a
+async def parse_batch(request: Request, maximum: int) -> Batch:
+    """A `BatchRequest`'s records as validated columns, their count and keys. In this order, so a
     bad batch costs little whatever it holds: the body's size (the edge), the envelope, the
     number of records against `maximum`, then each record validated once, stopping at the
     first problems."""

@@ -84,5 +84,7 @@ class ModelClient(Protocol):
         transformation_version: str,
         probabilities: bool,
         request_ids: Sequence[str] = (),
+        confidence: bool = False,
     ) -> inference.InferOutput:
-        """The model's answer for the rows of `features`; ModelCallError otherwise."""
+        """The model's answer for the rows of `features` (with each row's top probability when
+        `confidence`); ModelCallError otherwise."""

@@ -46,6 +46,7 @@ def row_of(output: inference.InferOutput, index: int) -> inference.InferOutput:
         if output.probabilities is None
         else output.probabilities[index : index + 1],
         classes=output.classes,
+        confidence=None if output.confidence is None else output.confidence[index : index + 1],
     )
 
 
@@ -58,7 +59,7 @@ class Coalescer:
         self.max_rows = max_rows
         self.in_flight = 0
         # Records share a call only with records of the same transformation and outputs.
-        self._queues: dict[tuple[str, bool], list[_Waiting]] = {}
+        self._queues: dict[tuple[str, bool, bool], list[_Waiting]] = {}
         self._calls: set[asyncio.Task[None]] = set()
 
     async def infer(
@@ -67,17 +68,20 @@ class Coalescer:
         version: str,
         probabilities: bool,
         request_id: str = "",
+        confidence: bool = False,
     ) -> inference.InferOutput:
         """The answer for one record (`features` [1, F]) of gateway request `request_id`."""
         if self.in_flight < self.max_in_flight and not self._queues:
             self.in_flight += 1
             try:
-                return await self.service.infer(features, version, probabilities, (request_id,))
+                return await self.service.infer(
+                    features, version, probabilities, (request_id,), confidence
+                )
             finally:
                 self.in_flight -= 1
                 self._pump()
         answer: asyncio.Future[inference.InferOutput] = asyncio.get_running_loop().create_future()
-        self._queues.setdefault((version, probabilities), []).append(
+        self._queues.setdefault((version, probabilities, confidence), []).append(
             _Waiting(features, request_id, answer, contextvars.copy_context())
         )
         # Cancelled here (the caller's deadline), the future is done: the queue skips it.
@@ -101,8 +105,8 @@ class Coalescer:
             self._calls.add(call)
             call.add_done_callback(self._calls.discard)
 
-    async def _send(self, key: tuple[str, bool], batch: list[_Waiting]) -> None:
-        version, probabilities = key
+    async def _send(self, key: tuple[str, bool, bool], batch: list[_Waiting]) -> None:
+        version, probabilities, confidence = key
         try:
             features = (
                 batch[0].features
@@ -110,7 +114,11 @@ class Coalescer:
                 else np.concatenate([waiting.features for waiting in batch])
             )
             output = await self.service.infer(
-                features, version, probabilities, [waiting.request_id for waiting in batch]
+                features,
+                version,
+                probabilities,
+                [waiting.request_id for waiting in batch],
+                confidence,
             )
             if len(output.labels) != len(batch):
                 raise ModelCallError(

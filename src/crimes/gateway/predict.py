@@ -12,7 +12,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
+from crimes.feedback.keys import RecordKeys
+from crimes.feedback.served import CHAMPION, Served
+from crimes.feedback.writer import PredictionLog
 from crimes.gateway.cache import PredictionCache, cache_key
 from crimes.gateway.calls import ModelCallError, ModelClient
 from crimes.gateway.coalesce import Coalescer
@@ -41,6 +45,7 @@ class ModelResult:
     model_version: str | None = None
     transformation_version: str | None = None
     latency_ms: float | None = None
+    confidence: npt.NDArray[np.float32] | None = None  # each record's top probability
 
     def to_dict(self) -> dict[str, Any]:
         """What the cache keeps of a successful answer (never probabilities or timings)."""
@@ -200,6 +205,7 @@ class Predictor:
         self.coalescers = {kind: Coalescer(service) for kind, service in services.items()}
         self.shadow: Shadow | None = None
         self.drift: DriftMonitor | None = None
+        self.log: PredictionLog | None = None
 
     async def shadow_transform(
         self, challenger: ModelClient, records: Records
@@ -223,8 +229,20 @@ class Predictor:
         if self.drift is not None:
             self.drift.refresh()
 
-    async def predict_one(self, row: dict[str, Any], probabilities: bool = False) -> BatchResult:
+    async def predict_one(
+        self,
+        row: dict[str, Any],
+        probabilities: bool = False,
+        record_key: RecordKeys | None = None,
+    ) -> BatchResult:
         """One record, through the cache when there is one (never with probabilities)."""
+        result = await self._predict_one(row, probabilities, record_key)
+        self._log(result, record_key)
+        return result
+
+    async def _predict_one(
+        self, row: dict[str, Any], probabilities: bool, record_key: RecordKeys | None
+    ) -> BatchResult:
         if self.drift is not None:
             self.drift.observe_row(row)
         key = self._cache_key(row) if self.cache.enabled and not probabilities else None
@@ -236,7 +254,7 @@ class Predictor:
             if cached is not None:
                 return cached
         records = TransformedRecords.one(row, self.transformations)
-        result = await self._predict(records, probabilities)
+        result = await self._predict(records, probabilities, record_key)
         if key is not None and not result.failures:
             await self.cache.put(key, result.to_dict())
         return result
@@ -256,16 +274,46 @@ class Predictor:
         return cache_key(row, served) if all(v[1] and v[2] for v in served.values()) else None
 
     async def predict(
-        self, columns: Mapping[str, Sequence[Any]], count: int, probabilities: bool = False
+        self,
+        columns: Mapping[str, Sequence[Any]],
+        count: int,
+        probabilities: bool = False,
+        keys: RecordKeys | None = None,
     ) -> BatchResult:
-        """Validated records given column by column (a batch)."""
+        """Validated records given column by column (a batch), with their keys if known."""
         if self.drift is not None:
             self.drift.observe_columns(columns, count)
-        return await self._predict(
-            TransformedRecords(columns, count, self.transformations), probabilities
+        result = await self._predict(
+            TransformedRecords(columns, count, self.transformations), probabilities, keys
         )
+        self._log(result, keys)
+        return result
 
-    async def _predict(self, records: TransformedRecords, probabilities: bool) -> BatchResult:
+    def _log(self, result: BatchResult, keys: RecordKeys | None) -> None:
+        """Each model's answers to the prediction log (kept by reference: no I/O here)."""
+        if self.log is None:
+            return
+        served_at, request_id = time.time(), requests.current.get()
+        for kind, model in result.models.items():
+            if model.outcome is Outcome.OK and model.labels is not None:
+                self.log.append(
+                    Served(
+                        request_id=request_id,
+                        served_at=served_at,
+                        kind=kind,
+                        model_name=self.services[kind].model_name,
+                        role=CHAMPION,
+                        model_version=model.model_version or "",
+                        transformation_version=model.transformation_version or "",
+                        codes=model.labels,
+                        confidence=model.confidence,
+                        keys=keys,
+                    )
+                )
+
+    async def _predict(
+        self, records: TransformedRecords, probabilities: bool, keys: RecordKeys | None = None
+    ) -> BatchResult:
         self.metrics.rows.inc(records.count)
         kinds = list(self.services)
         results = await asyncio.gather(
@@ -277,7 +325,7 @@ class Predictor:
         if self.shadow is not None:
             # Queued only (no await): the challengers score the records after the answer.
             self.shadow.offer(
-                Records(records.row, records.columns, records.count),
+                Records(records.row, records.columns, records.count, keys),
                 {kind: (r.labels, r.model_version) for kind, r in answered.items()},
                 requests.current.get(),
             )
@@ -333,6 +381,7 @@ class Predictor:
             model_version=output.model_version,
             transformation_version=output.transformation_version,
             latency_ms=elapsed * 1000,
+            confidence=output.confidence,
         )
 
     async def _infer(
@@ -344,13 +393,17 @@ class Predictor:
         for attempt in range(2):
             version, matrix = await records.for_service(service)
             request_id = requests.current.get()
+            # The log keeps each record's top probability (4 bytes a row on the wire).
+            confidence = self.log is not None
             try:
                 if len(matrix) == 1:
                     # A single record may share its call with concurrent ones.
                     return await self.coalescers[kind].infer(
-                        matrix, version, probabilities, request_id
+                        matrix, version, probabilities, request_id, confidence
                     )
-                return await service.infer(matrix, version, probabilities, (request_id,))
+                return await service.infer(
+                    matrix, version, probabilities, (request_id,), confidence
+                )
             except ModelCallError as error:
                 if error.outcome is Outcome.STALE and attempt == 0:
                     await service.refresh()

@@ -9,6 +9,7 @@ from typing_extensions import TypedDict
 
 from crimes import contract
 from crimes.contract import CrimeFeatures
+from crimes.feedback.keys import RecordKey
 
 EXAMPLE: Final = contract.EXAMPLE_RECORD
 
@@ -19,6 +20,10 @@ class PredictRequest(BaseModel):
     )
 
     features: CrimeFeatures
+    # Never a feature: what joins the answer with the record's published FBI code later.
+    key: RecordKey | None = Field(
+        default=None, description="The record's portal id and/or case number (optional)."
+    )
 
 
 class BatchRequest(BaseModel):
@@ -26,6 +31,13 @@ class BatchRequest(BaseModel):
 
     # The upper bound is set per deployment (settings); this is the hard ceiling.
     features: list[CrimeFeatures] = Field(min_length=1, max_length=100_000)
+    keys: list[RecordKey] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=100_000,
+        description="Each record's portal id and/or case number (optional; as many as "
+        "`features`, in the same order).",
+    )
 
 
 class PredictResponse(BaseModel):

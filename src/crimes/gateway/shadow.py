@@ -22,9 +22,13 @@ from typing import Any
 
 import numpy as np
 
+from crimes.feedback.keys import RecordKeys
+from crimes.feedback.served import CHALLENGER, Served
+from crimes.feedback.writer import PredictionLog
 from crimes.gateway.calls import ModelCallError, ModelClient
 from crimes.gateway.metrics import GatewayMetrics
 from crimes.ops.logs import get_logger
+from crimes.protocol import inference
 
 log = get_logger(__name__)
 
@@ -34,11 +38,16 @@ class Records:
     a batch as columns), without the champion's matrices."""
 
     def __init__(
-        self, row: dict[str, Any] | None, columns: Mapping[str, Sequence[Any]] | None, count: int
+        self,
+        row: dict[str, Any] | None,
+        columns: Mapping[str, Sequence[Any]] | None,
+        count: int,
+        keys: RecordKeys | None = None,
     ) -> None:
         self.row = row
         self.columns = columns
         self.count = count
+        self.keys = keys
 
 
 def merged(parts: Sequence[Records]) -> Records:
@@ -109,6 +118,7 @@ class Shadow:
         # (An Event binds to the running loop only when first waited on.)
         self._wake = {kind: asyncio.Event() for kind in self.challengers}
         self._workers: list[asyncio.Task[None]] = []
+        self.log: PredictionLog | None = None
 
     @property
     def enabled(self) -> bool:
@@ -193,7 +203,11 @@ class Shadow:
                     challenger, merged([a.records for a in batch])
                 )
                 output = await challenger.infer(
-                    matrix, version, False, [a.request_id for a in batch if a.request_id]
+                    matrix,
+                    version,
+                    False,
+                    [a.request_id for a in batch if a.request_id],
+                    self.log is not None,
                 )
         except TimeoutError:
             self._drop(kind, "challenger_timeout", count)
@@ -205,6 +219,30 @@ class Shadow:
             time.perf_counter() - started
         )
         self._compare(kind, batch, output.labels, output.model_version)
+        self._log(kind, batch, output)
+
+    def _log(self, kind: str, batch: list[Answered], output: inference.InferOutput) -> None:
+        """The challenger's answers to the prediction log, each under its request's id."""
+        if self.log is None:
+            return
+        served_at, offset = time.time(), 0
+        for answered in batch:
+            rows = slice(offset, offset + answered.records.count)
+            offset += answered.records.count
+            self.log.append(
+                Served(
+                    request_id=answered.request_id,
+                    served_at=served_at,
+                    kind=kind,
+                    model_name=self.challengers[kind].model_name,
+                    role=CHALLENGER,
+                    model_version=output.model_version,
+                    transformation_version=output.transformation_version,
+                    codes=output.labels[rows],
+                    confidence=None if output.confidence is None else output.confidence[rows],
+                    keys=answered.records.keys,
+                )
+            )
 
     def _compare(
         self, kind: str, batch: list[Answered], challenged: list[str], challenger_version: str

@@ -11,6 +11,9 @@ Layout under the lake root (year Y; every path carries it):
     chicago/crimes/Y/CURRENT.json                             the manifest readers follow
     chicago/crimes/models/<name>/v<version>/...               a model version's bundle
     chicago/crimes/models/<name>/CURRENT.json                 the model's current fallback
+    chicago/crimes/predictions/date=D/model=K/<part>.parquet  the prediction log (gateways)
+    chicago/crimes/evaluation/served/<stamp>/<table>.parquet  realized accuracy per version
+    chicago/crimes/evaluation/served/LATEST.json              the evaluation readers follow
 `<snapshot>` hashes the raw rows, `<dataset>` the published content; both are content ids, so a
 rerun on the same input rewrites the same paths with the same bytes.
 """
@@ -53,3 +56,21 @@ def bundle_prefix(name: str, version: str) -> str:
 
 def bundle_pointer(name: str) -> str:
     return f"chicago/crimes/models/{name}/CURRENT.json"
+
+
+PREDICTION_LOG_PREFIX = "chicago/crimes/predictions"
+EVALUATION_PREFIX = "chicago/crimes/evaluation/served"
+
+
+def prediction_log_key(day: str, kind: str, part: str) -> str:
+    """One file of the prediction log: its served day (UTC, YYYY-MM-DD) and model kind."""
+    return f"{PREDICTION_LOG_PREFIX}/date={day}/model={kind}/{part}.parquet"
+
+
+def evaluation_key(stamp: str, table: str) -> str:
+    """One evaluation's table (`versions`, `days`, `districts`, `confusion`)."""
+    return f"{EVALUATION_PREFIX}/{stamp}/{table}.parquet"
+
+
+def evaluation_pointer() -> str:
+    return f"{EVALUATION_PREFIX}/LATEST.json"

@@ -168,6 +168,10 @@ def serve(
         service_env.setdefault("CRIMES_GATEWAY_METRICS_PORT", str(free_port()))
         given = service_env["CRIMES_GATEWAY_METRICS_PORT"]  # empty: on the API's port
         fields.setdefault("metrics_port", int(given) if given else None)
+        # Its prediction log's spill folder: its own, beside its output.
+        service_env.setdefault(
+            "CRIMES_PREDICTION_LOG_SPILL_DIR", str(folder / f"gateway-{port}-spill")
+        )
     if kind in SERVED:
         metrics_port = free_port()
         argv += ["--metrics-port", str(metrics_port)]

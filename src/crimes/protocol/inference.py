@@ -7,8 +7,9 @@ on neither side: a model service's own part (what it says about its loaded model
 
 The model's one input is `features`, a FP64 (or FP32) tensor [N, F] of transformed features,
 with the request parameter `transformation_version` naming the transformation that made them.
-Its outputs are `fbi_code`, BYTES [N] (returned when no output is named), and `probabilities`,
-FP64 [N, classes] (only when asked for: it costs a second pass over the model). Data may come
+Its outputs are `fbi_code`, BYTES [N] (returned when no output is named), `probabilities`,
+FP64 [N, classes], and `confidence`, FP32 [N], each row's top probability (the last two only
+when asked for). Data may come
 typed (`contents`) or raw (`raw_input_contents`); the response uses the same form as the request,
 because clients such as tritonclient send raw data and read back raw data only.
 """
@@ -27,6 +28,7 @@ from crimes import contract
 from crimes.proto_gen.inference import grpc_service_pb2 as pb
 from crimes.protocol import records
 from crimes.protocol.tensors import (
+    CONFIDENCE,
     DATATYPES,
     INPUT,
     LABELS,
@@ -34,6 +36,7 @@ from crimes.protocol.tensors import (
     PROBABILITIES,
     RECORD_DATATYPES,
     InvalidInput,
+    ask_outputs,
     check_raw_size,
     join_bytes,
     length_prefixed,
@@ -45,6 +48,7 @@ from crimes.protocol.tensors import (
 from crimes.registry import Tag
 
 __all__ = [
+    "CONFIDENCE",
     "INPUT",
     "LABELS",
     "PROBABILITIES",
@@ -262,6 +266,15 @@ def encode_infer_response(
                 response.raw_output_contents.append(answer.encoding.raw(answer.labels))
             else:
                 output.contents.bytes_contents.extend(answer.encoding.elements(answer.labels))
+        elif name == CONFIDENCE:
+            assert answer.probabilities is not None, "the confidence needs the probabilities"
+            confidence = answer.probabilities.max(axis=1).astype("<f4")
+            output.datatype = "FP32"
+            output.shape.append(rows)
+            if decoded.raw:
+                response.raw_output_contents.append(confidence.tobytes())
+            else:
+                output.contents.fp32_contents.extend(confidence.tolist())
         else:
             probabilities = answer.probabilities
             assert probabilities is not None, "probabilities were requested"
@@ -307,6 +320,7 @@ def encode_model_metadata(info: ModelInfo) -> pb.ModelMetadataResponse:
         response.inputs.add(name=spec.name, datatype=RECORD_DATATYPES[spec.kind][0], shape=[-1])
     response.outputs.add(name=LABELS, datatype="BYTES", shape=[-1])
     response.outputs.add(name=PROBABILITIES, datatype="FP64", shape=[-1, len(info.classes)])
+    response.outputs.add(name=CONFIDENCE, datatype="FP32", shape=[-1])
     values: dict[str, bool | int | float | str] = {
         TRANSFORMATION_VERSION: info.transformation_version,
         RUN_ID: info.run_id,
@@ -373,6 +387,7 @@ def infer_request(
     transformation_version: str,
     *,
     probabilities: bool = False,
+    confidence: bool = False,
     raw: bool = True,
     request_id: str = "",
     datatype: str = "FP64",
@@ -390,9 +405,7 @@ def infer_request(
         request.raw_input_contents.append(matrix.tobytes())
     else:
         getattr(tensor.contents, DATATYPES[datatype].contents).extend(matrix.ravel().tolist())
-    if probabilities:
-        request.outputs.add(name=LABELS)
-        request.outputs.add(name=PROBABILITIES)
+    ask_outputs(request, probabilities=probabilities, confidence=confidence)
     return request
 
 
@@ -403,12 +416,14 @@ class InferOutput:
     labels: list[str]
     probabilities: FloatMatrix | None
     classes: tuple[str, ...] | None
+    confidence: npt.NDArray[np.float32] | None = None
 
 
 def decode_infer_response(response: pb.ModelInferResponse) -> InferOutput:
     labels: list[str] = []
     probabilities: FloatMatrix | None = None
     classes: tuple[str, ...] | None = None
+    confidence: npt.NDArray[np.float32] | None = None
     raw = len(response.raw_output_contents) > 0
     for index, output in enumerate(response.outputs):
         if output.name == LABELS:
@@ -424,10 +439,17 @@ def decode_infer_response(response: pb.ModelInferResponse) -> InferOutput:
             )
             probabilities = data.reshape(list(output.shape)).astype(np.float64)
             classes = tuple(json.loads(output.parameters[CLASSES].string_param))
+        elif output.name == CONFIDENCE:
+            confidence = (
+                np.frombuffer(response.raw_output_contents[index], dtype="<f4")
+                if raw
+                else np.asarray(output.contents.fp32_contents, dtype=np.float32)
+            )
     return InferOutput(
         model_version=response.model_version,
         transformation_version=response.parameters[TRANSFORMATION_VERSION].string_param,
         labels=labels,
         probabilities=probabilities,
         classes=classes,
+        confidence=confidence,
     )

@@ -22,10 +22,9 @@ from crimes.proto_gen.inference import grpc_service_pb2 as pb
 from crimes.protocol.tensors import (
     DATATYPES,
     INPUT,
-    LABELS,
-    PROBABILITIES,
     RECORD_DATATYPES,
     InvalidInput,
+    ask_outputs,
     check_raw_size,
     join_bytes,
     requested_outputs,
@@ -131,6 +130,7 @@ def infer_request(
     records: Sequence[Mapping[str, Any]],
     *,
     probabilities: bool = False,
+    confidence: bool = False,
     raw: bool = True,
     request_id: str = "",
 ) -> pb.ModelInferRequest:
@@ -140,6 +140,7 @@ def infer_request(
         contract.feature_columns(records),
         len(records),
         probabilities=probabilities,
+        confidence=confidence,
         raw=raw,
         request_id=request_id,
     )
@@ -151,6 +152,7 @@ def columns_request(
     rows: int,
     *,
     probabilities: bool = False,
+    confidence: bool = False,
     raw: bool = True,
     request_id: str = "",
 ) -> pb.ModelInferRequest:
@@ -180,7 +182,5 @@ def columns_request(
             request.raw_input_contents.append(struct.pack(f"<{rows}{datatype.code}", *values))
         else:
             getattr(tensor.contents, datatype.contents).extend(values)
-    if probabilities:
-        request.outputs.add(name=LABELS)
-        request.outputs.add(name=PROBABILITIES)
+    ask_outputs(request, probabilities=probabilities, confidence=confidence)
     return request

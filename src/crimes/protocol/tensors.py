@@ -20,7 +20,10 @@ from crimes.proto_gen.inference import grpc_service_pb2 as pb
 INPUT: Final = "features"
 LABELS: Final = "fbi_code"
 PROBABILITIES: Final = "probabilities"
-OUTPUTS: Final = (LABELS, PROBABILITIES)
+# The top probability of each row (FP32 [N]): what the prediction log keeps of a model's
+# certainty, for a tenth of `probabilities`' bytes.
+CONFIDENCE: Final = "confidence"
+OUTPUTS: Final = (LABELS, PROBABILITIES, CONFIDENCE)
 DEFAULT_OUTPUTS: Final = (LABELS,)
 # Protocol features some clients can ask for and this server does not offer.
 _UNSUPPORTED_PARAMETERS: Final = {
@@ -54,6 +57,17 @@ def requested_outputs(
         unsupported_parameter(output.parameters, f"output '{output.name}'")
         names.append(output.name)
     return tuple(names) or DEFAULT_OUTPUTS
+
+
+def ask_outputs(request: pb.ModelInferRequest, *, probabilities: bool, confidence: bool) -> None:
+    """Name the outputs a request wants beyond the default (the labels alone)."""
+    if not (probabilities or confidence):
+        return
+    request.outputs.add(name=LABELS)
+    if probabilities:
+        request.outputs.add(name=PROBABILITIES)
+    if confidence:
+        request.outputs.add(name=CONFIDENCE)
 
 
 @dataclass(frozen=True)

@@ -109,7 +109,9 @@ class DataPlane:
             client_id = requests.accepted(request.id)
             if client_id == request.id:
                 requests.current.set(client_id)
-        probabilities = inference.PROBABILITIES in decoded.outputs
+        probabilities = bool(
+            {inference.PROBABILITIES, inference.CONFIDENCE}.intersection(decoded.outputs)
+        )
         with tracing.span("predict", rows=len(features), version=model.version):
             if len(features) <= self.settings.inline_rows:
                 prediction = model.predict(features, probabilities)

@@ -16,6 +16,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Query, Request, Response
 from pydantic import BaseModel
 
+from crimes.feedback.keys import RecordKeys
 from crimes.gateway.bodies import json_response, parse, parse_batch
 from crimes.gateway.edge import hot
 from crimes.gateway.predict import BatchResult, ModelResult, Predictor
@@ -103,6 +104,10 @@ def _all_failed(result: BatchResult) -> None:
         )
 
 
+def _key(body: PredictRequest) -> RecordKeys | None:
+    return None if body.key is None else RecordKeys.of([body.key])
+
+
 def _code(model: ModelResult, row: int) -> str | None:
     return model.labels[row] if model.outcome is Outcome.OK and model.labels is not None else None
 
@@ -125,7 +130,7 @@ def _codes(model: ModelResult, rows: int) -> list[str | None]:
 async def predict(request: Request) -> Response:
     body = await parse(request, PredictRequest)
     predictor: Predictor = request.app.state.predictor
-    result = await predictor.predict_one(body.features.model_dump())
+    result = await predictor.predict_one(body.features.model_dump(), record_key=_key(body))
     _all_failed(result)
     return json_response(
         {
@@ -149,8 +154,9 @@ async def predict_batch(request: Request) -> Response:
     predictor: Predictor = request.app.state.predictor
     # Counted against the maximum before any record is validated.
     maximum = predictor.max_batch_records(settings.max_batch_records)
-    columns, count = await parse_batch(request, maximum)
-    result = await predictor.predict(columns, count)
+    batch = await parse_batch(request, maximum)
+    count = batch.count
+    result = await predictor.predict(batch.columns, count, keys=batch.keys)
     _all_failed(result)
     dtc = _codes(result.models["dtc"], count)
     lda = _codes(result.models["lda"], count)
@@ -199,7 +205,7 @@ async def predict_verbose(
     # parser, one set of 422s, bounded whatever the body holds.
     body = await parse(request, PredictRequest)
     predictor: Predictor = request.app.state.predictor
-    result = await predictor.predict_one(body.features.model_dump(), probabilities)
+    result = await predictor.predict_one(body.features.model_dump(), probabilities, _key(body))
     _all_failed(result)
     response.headers.update(_headers(result))
     return VerboseAnswer(

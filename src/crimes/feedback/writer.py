@@ -1,0 +1,256 @@
+"""The prediction log's writer: never on the answer's path.
+
+`append` runs on the gateway's event loop: it keeps a reference to the answers under a lock,
+and never waits for I/O or raises. A thread of its own writes what has gathered every
+`flush_seconds` (or sooner, once `flush_rows` wait): one Parquet file per served day and
+model, to the data lake; when the lake refuses, to a bounded spill folder, uploaded oldest
+first once the lake takes files again (also at the next start). Rows are dropped only when the
+memory bound is reached, or the spill folder is full while the lake is down: counted in
+`crimes_prediction_log_rows_total{outcome="dropped"}` and logged, never silently. A graceful
+stop writes everything it holds.
+
+What a SIGKILL loses: the rows held in memory, at most `buffer_rows` (rows leave the bound only
+once their file is written, to the lake or the spill folder).
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import os
+import threading
+import time
+import uuid
+from collections import defaultdict
+from pathlib import Path
+from typing import Protocol
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from crimes.feedback import served
+from crimes.feedback.served import Served
+from crimes.feedback.settings import PredictionLogSettings
+from crimes.lake import layout
+from crimes.lake.storage import Lake
+from crimes.ops.logs import get_logger
+
+log = get_logger(__name__)
+
+
+class Sink(Protocol):
+    """Where the log's files go (the data lake)."""
+
+    def write(self, key: str, data: bytes) -> None: ...
+
+
+class LakeSink:
+    def __init__(self, lake: Lake) -> None:
+        self.lake = lake
+
+    def write(self, key: str, data: bytes) -> None:
+        self.lake.write_bytes(key, data)
+
+
+class LogMetrics:
+    def __init__(self, registry: CollectorRegistry | None) -> None:
+        self.rows = Counter(
+            "crimes_prediction_log_rows_total",
+            "Prediction log rows by what became of them: written to the lake, spilled to the "
+            "local folder, uploaded from it, or dropped.",
+            ["outcome"],
+            registry=registry,
+        )
+        self.write_failures = Counter(
+            "crimes_prediction_log_write_failures_total",
+            "Prediction log files the data lake refused (then spilled).",
+            registry=registry,
+        )
+        self.pending = Gauge(
+            "crimes_prediction_log_pending_rows",
+            "Prediction log rows held in memory, not yet written.",
+            registry=registry,
+        )
+        self.spill_bytes = Gauge(
+            "crimes_prediction_log_spill_bytes",
+            "Bytes of prediction log files waiting in the spill folder.",
+            registry=registry,
+        )
+
+
+def parquet(table: object) -> bytes:
+    import pyarrow.parquet as pq
+
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer, compression="zstd")
+    return buffer.getvalue()
+
+
+class PredictionLog:
+    def __init__(
+        self,
+        sink: Sink,
+        settings: PredictionLogSettings,
+        registry: CollectorRegistry | None = None,
+        instance: str = "",
+    ) -> None:
+        self.sink = sink
+        self.settings = settings
+        self.metrics = LogMetrics(registry)
+        # Part names: unique per process, ordered in time within it.
+        self._instance = instance or uuid.uuid4().hex[:8]
+        self._sequence = itertools.count()
+        self._parts: list[Served] = []
+        self._waiting = 0  # rows in `_parts`
+        self._held = 0  # rows appended and not yet written (lake or spill)
+        self._dropped_unreported = 0
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+
+    # --- the event loop's side ------------------------------------------------------------
+
+    def append(self, answer: Served) -> None:
+        """Keep one model's answers for the log; drop (and count) them when the memory bound
+        is reached. Never blocks on I/O, never raises."""
+        with self._lock:
+            if self._held + answer.rows > self.settings.buffer_rows:
+                self._drop(answer.rows)
+                return
+            self._parts.append(answer)
+            self._waiting += answer.rows
+            self._held += answer.rows
+            due = self._waiting >= self.settings.flush_rows
+        if due:
+            self._wake.set()
+
+    def _drop(self, rows: int) -> None:
+        self._dropped_unreported += rows
+        self.metrics.rows.labels("dropped").inc(rows)
+
+    # --- the writer's thread --------------------------------------------------------------
+
+    def start(self) -> None:
+        self.settings.spill_dir.mkdir(parents=True, exist_ok=True)
+        self._update_spill_gauge()
+        self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> bool:
+        """Write everything held; False when that did not finish within `stop_seconds`."""
+        if self._thread is None:
+            return True
+        self._stopping = True
+        self._wake.set()
+        self._thread.join(self.settings.stop_seconds)
+        finished = not self._thread.is_alive()
+        if not finished:
+            log.error("prediction_log.stop_unfinished", rows_held=self._held)
+        return finished
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(self.settings.flush_seconds)
+            self._wake.clear()
+            stopping = self._stopping
+            try:
+                if self.flush() and not stopping:
+                    self.upload_spilled()
+            except Exception as error:  # the writer must never die
+                log.error("prediction_log.writer_failed", error=repr(error))
+            self._report_drops()
+            if stopping:
+                return
+
+    def flush(self) -> bool:
+        """Write what waits, a file per served day and model; False if the lake refused one."""
+        with self._lock:
+            parts, self._parts, self._waiting = self._parts, [], 0
+        lake_took = True
+        groups: dict[tuple[str, str], list[Served]] = defaultdict(list)
+        for part in parts:
+            groups[(part.day, part.kind)].append(part)
+        for (day, kind), group in sorted(groups.items()):
+            rows = sum(part.rows for part in group)
+            key = layout.prediction_log_key(day, kind, self._part_name())
+            data = parquet(served.table(group))
+            if lake_took and self._write(key, data):
+                self.metrics.rows.labels("written").inc(rows)
+            else:
+                lake_took = False
+                self._spill(key, data, rows)
+            with self._lock:
+                self._held -= rows
+        self.metrics.pending.set(self._held)
+        return lake_took
+
+    def _part_name(self) -> str:
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        return f"part-{stamp}-{self._instance}-{next(self._sequence):06d}"
+
+    def _write(self, key: str, data: bytes) -> bool:
+        try:
+            self.sink.write(key, data)
+        except Exception as error:  # any failure of the lake: the file goes to the spill
+            self.metrics.write_failures.inc()
+            log.warning("prediction_log.lake_write_failed", key=key, error=repr(error))
+            return False
+        return True
+
+    def _spill(self, key: str, data: bytes, rows: int) -> None:
+        folder = self.settings.spill_dir
+        if self._spilled_bytes() + len(data) > self.settings.spill_max_bytes:
+            with self._lock:
+                self._drop(rows)
+            return
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / key.replace("/", "%")
+        temporary = target.with_name(f".{target.name}.tmp")
+        temporary.write_bytes(data)
+        os.replace(temporary, target)  # never a partial file under a real name
+        self.metrics.rows.labels("spilled").inc(rows)
+        self._update_spill_gauge()
+
+    def _spilled(self) -> list[Path]:
+        folder = self.settings.spill_dir
+        if not folder.is_dir():
+            return []
+        return sorted(
+            (p for p in folder.glob("*.parquet") if not p.name.startswith(".")),
+            key=lambda p: p.name.rsplit("%", 1)[-1],  # the part name: oldest first
+        )
+
+    def _spilled_bytes(self) -> int:
+        return sum(p.stat().st_size for p in self._spilled())
+
+    def _update_spill_gauge(self) -> None:
+        self.metrics.spill_bytes.set(self._spilled_bytes())
+
+    def upload_spilled(self) -> int:
+        """Move spilled files to the lake, oldest first, until one fails; how many moved.
+        A file uploaded twice (a crash between upload and delete) lands on the same key."""
+        moved = 0
+        for path in self._spilled():
+            key = path.name.replace("%", "/")
+            if not self._write(key, path.read_bytes()):
+                break
+            rows = self._rows_of(path)
+            path.unlink()
+            self.metrics.rows.labels("uploaded").inc(rows)
+            moved += 1
+        if moved:
+            log.info("prediction_log.spill_uploaded", files=moved)
+            self._update_spill_gauge()
+        return moved
+
+    @staticmethod
+    def _rows_of(path: Path) -> int:
+        import pyarrow.parquet as pq
+
+        return int(pq.ParquetFile(path).metadata.num_rows)
+
+    def _report_drops(self) -> None:
+        with self._lock:
+            dropped, self._dropped_unreported = self._dropped_unreported, 0
+        if dropped:
+            log.warning("prediction_log.rows_dropped", rows=dropped)

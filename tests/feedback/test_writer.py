@@ -1,0 +1,181 @@
+"""The prediction log's writer against a sink of our own (a folder that can refuse): what it
+writes, where it spills, what it drops and counts, and that a graceful stop loses nothing."""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from prometheus_client import CollectorRegistry
+
+from crimes.feedback.keys import RecordKeys
+from crimes.feedback.served import CHAMPION, COLUMNS, Served
+from crimes.feedback.settings import PredictionLogSettings
+from crimes.feedback.writer import PredictionLog
+
+DAY = 1_733_400_000.0  # 2024-12-05 (UTC)
+
+
+class Folder:
+    """A sink that keeps files in memory, refuses while `down`, and can hang."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, bytes] = {}
+        self.down = False
+        self.hang = threading.Event()
+        self.hang.set()
+
+    def write(self, key: str, data: bytes) -> None:
+        self.hang.wait()
+        if self.down:
+            raise ConnectionError("the lake is down")
+        self.files[key] = data
+
+    def rows(self) -> list[dict[str, Any]]:
+        tables = [pq.read_table(io.BytesIO(data)) for data in self.files.values()]
+        return [row for table in tables for row in table.to_pylist()]
+
+
+def answer(request: str, codes: list[str], kind: str = "dtc", when: float = DAY) -> Served:
+    return Served(
+        request_id=request,
+        served_at=when,
+        kind=kind,
+        model_name=f"chicago-crimes-{kind}",
+        role=CHAMPION,
+        model_version="3",
+        transformation_version="tf-1",
+        codes=codes,
+        confidence=np.linspace(0.5, 0.9, len(codes), dtype=np.float32),
+        keys=RecordKeys([str(100 + i) for i in range(len(codes))], [None] * len(codes)),
+    )
+
+
+def settings(tmp_path: Path, **values: Any) -> PredictionLogSettings:
+    given: dict[str, Any] = {
+        "flush_seconds": 3600,
+        "flush_rows": 1000,
+        "buffer_rows": 2000,
+        "spill_dir": tmp_path / "spill",
+    }
+    return PredictionLogSettings(**{**given, **values})
+
+
+def counted(registry: CollectorRegistry, outcome: str) -> float:
+    value = registry.get_sample_value("crimes_prediction_log_rows_total", {"outcome": outcome})
+    return value or 0.0
+
+
+def test_a_flush_writes_a_file_per_day_and_model_with_every_row(tmp_path: Path) -> None:
+    sink = Folder()
+    log = PredictionLog(sink, settings(tmp_path))
+    log.append(answer("r1", ["06", "07"]))
+    log.append(answer("r1", ["06", "08B"], kind="lda"))
+    log.append(answer("r2", ["14"], when=DAY + 86_400))
+    assert log.flush()
+    assert sorted(key.rsplit("/", 1)[0] for key in sink.files) == [
+        "chicago/crimes/predictions/date=2024-12-05/model=dtc",
+        "chicago/crimes/predictions/date=2024-12-05/model=lda",
+        "chicago/crimes/predictions/date=2024-12-06/model=dtc",
+    ]
+    rows = sink.rows()
+    assert len(rows) == 5
+    assert set(rows[0]) == set(COLUMNS)
+    dtc = sorted(
+        (r["request_id"], r["row"], r["record_id"], r["fbi_code"])
+        for r in rows
+        if r["model"] == "dtc"
+    )
+    assert dtc == [("r1", 0, "100", "06"), ("r1", 1, "101", "07"), ("r2", 0, "100", "14")]
+    assert {round(float(r["confidence"]), 2) for r in rows if r["request_id"] == "r1"} == {0.5, 0.9}
+
+
+def test_the_lake_down_spills_and_the_spill_is_uploaded_once_it_is_back(tmp_path: Path) -> None:
+    sink, registry = Folder(), CollectorRegistry()
+    log = PredictionLog(sink, settings(tmp_path), registry)
+    sink.down = True
+    log.append(answer("r1", ["06"] * 10))
+    assert not log.flush()
+    assert sink.files == {}
+    assert len(list((tmp_path / "spill").glob("*.parquet"))) == 1
+    assert counted(registry, "spilled") == 10
+    assert log.upload_spilled() == 0  # still down: kept
+    sink.down = False
+    assert log.upload_spilled() == 1
+    assert len(sink.rows()) == 10
+    assert counted(registry, "uploaded") == 10
+    assert list((tmp_path / "spill").glob("*.parquet")) == []
+
+
+def test_rows_are_dropped_and_counted_only_when_memory_or_spill_is_full(tmp_path: Path) -> None:
+    sink, registry = Folder(), CollectorRegistry()
+    log = PredictionLog(sink, settings(tmp_path, spill_max_bytes=0), registry)
+    for i in range(3):
+        log.append(answer(f"r{i}", ["06"] * 900))  # the third passes the 2,000-row bound
+    assert counted(registry, "dropped") == 900
+    sink.down = True
+    assert not log.flush()  # the spill takes nothing either
+    assert counted(registry, "dropped") == 900 + 1800
+    sink.down = False
+    log.append(answer("r9", ["06"] * 1000))  # the bound is free again
+    assert log.flush()
+    assert len(sink.rows()) == 1000
+
+
+def test_append_never_waits_for_a_hung_lake(tmp_path: Path) -> None:
+    sink, registry = Folder(), CollectorRegistry()
+    log = PredictionLog(sink, settings(tmp_path, flush_rows=100, buffer_rows=300), registry)
+    sink.hang.clear()
+    log.start()
+    try:
+        started = time.perf_counter()
+        for i in range(50):
+            log.append(answer(f"r{i}", ["06"] * 50))
+        assert time.perf_counter() - started < 0.5
+        # What the hung write holds counts against the bound: the rest is dropped.
+        assert counted(registry, "dropped") == 50 * 50 - 300
+    finally:
+        sink.hang.set()
+        assert log.stop()
+    assert len(sink.rows()) == 300
+
+
+def test_a_graceful_stop_writes_everything_it_holds(tmp_path: Path) -> None:
+    sink = Folder()
+    log = PredictionLog(sink, settings(tmp_path))
+    log.start()
+    for i in range(20):
+        log.append(answer(f"r{i}", ["06", "07", "26"]))
+    assert log.stop()
+    assert len(sink.rows()) == 60
+
+
+def test_a_stop_with_the_lake_down_keeps_everything_in_the_spill(tmp_path: Path) -> None:
+    sink = Folder()
+    sink.down = True
+    log = PredictionLog(sink, settings(tmp_path))
+    log.start()
+    log.append(answer("r1", ["06"] * 7))
+    assert log.stop()
+    spilled = list((tmp_path / "spill").glob("*.parquet"))
+    assert sum(pq.ParquetFile(p).metadata.num_rows for p in spilled) == 7
+    # The next process uploads them at its first flush.
+    sink.down = False
+    after = PredictionLog(sink, settings(tmp_path, flush_seconds=0.05))
+    after.start()
+    deadline = time.monotonic() + 5
+    while not sink.files and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert after.stop()
+    assert len(sink.rows()) == 7
+
+
+def test_the_buffer_must_hold_a_flush(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="BUFFER_ROWS"):
+        settings(tmp_path, flush_rows=10, buffer_rows=5)
