@@ -482,6 +482,97 @@ def promote(
     raise typer.Exit(1 if refused and not decisions else 0)
 
 
+def _day(value: str | None, option: str) -> Any:
+    import datetime as dt
+
+    if value is None:
+        return None
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        _fail("replay", ValueError(f"{option} must be a date (YYYY-MM-DD), got {value!r}"), 2)
+
+
+@app.command()
+def replay(
+    source: Annotated[
+        str, typer.Option(help="A portal export (CSV or JSON, gzip or not) or Parquet file.")
+    ],
+    gateway: GatewayUrl = None,
+    since: Annotated[
+        str | None, typer.Option(help="Only records that occurred on this day or later.")
+    ] = None,
+    until: Annotated[str | None, typer.Option(help="Only records before this day.")] = None,
+    batch_size: Annotated[int, typer.Option(min=1, max=100_000, help="Records per call.")] = 500,
+    limit: Annotated[int | None, typer.Option(min=1, help="At most this many records.")] = None,
+) -> None:
+    """Send a real portal file's records through the running gateway, in the order they
+    occurred, in batches, each with its id and case number (the prediction log keeps them)."""
+    from crimes.etl.extract import ExtractError
+    from crimes.etl.preprocess import SchemaError
+    from crimes.feedback.replay import ReplayError, records_of
+    from crimes.feedback.replay import replay as send
+    from crimes.orchestration.monitoring import MonitorSettings
+
+    first, last = _day(since, "--since"), _day(until, "--until")
+    try:
+        monitor = MonitorSettings(**({"gateway_url": gateway} if gateway else {}))  # type: ignore[arg-type]
+        frame = records_of(source, first, last)
+    except (ExtractError, SchemaError, ValidationError, OSError) as error:
+        _fail("replay", error, code=BAD_INPUT)
+    if limit is not None:
+        frame = frame.head(limit)
+    key = monitor.gateway_api_key.get_secret_value() if monitor.gateway_api_key else None
+    try:
+        report = send(frame, monitor.gateway_url, key, batch_size)
+    except ReplayError as error:
+        _fail("replay", error, code=1)
+    typer.echo(json.dumps(report.summary(), indent=2))
+    raise typer.Exit(1 if report.failed_batches else 0)
+
+
+@app.command()
+def evaluate(
+    lookback_days: Annotated[
+        int | None,
+        typer.Option(min=1, help="Days of served predictions (CRIMES_EVALUATION_LOOKBACK_DAYS)."),
+    ] = None,
+) -> None:
+    """Join the prediction log with the labels the ETL has published, write the realized
+    accuracy per served version to the lake and the registry, and print it."""
+    from crimes.feedback.evaluate_served import EvaluationSettings, evaluate_served_predictions
+    from crimes.lake.storage import Lake
+    from crimes.settings import tracking_settings
+
+    try:
+        settings = EvaluationSettings(**({"lookback_days": lookback_days} if lookback_days else {}))
+        evaluation = evaluate_served_predictions(Lake(), tracking_settings().tracking_uri, settings)
+    except ValidationError as error:
+        _fail("evaluate", error, code=BAD_INPUT)
+    except Exception as error:  # the lake or MLflow unreachable: one line, never a traceback
+        _fail("evaluate", error, code=1)
+    for line in _accuracy_table(evaluation.versions):
+        typer.echo(line)
+
+
+def _accuracy_table(versions: Any) -> list[str]:
+    lines = [
+        f"{'model':<6}{'role':<12}{'version':>8}{'predictions':>13}{'labelled':>10}"
+        f"{'accuracy':>10}  {'95% interval':<15}{'estimate':>9}"
+    ]
+    for row in versions.itertuples(index=False):
+        accuracy = "-" if row.labelled == 0 else f"{row.accuracy:.4f}"
+        interval = "-" if row.labelled == 0 else f"{row.ci_low:.3f}-{row.ci_high:.3f}"
+        estimate = "-" if row.estimate != row.estimate else f"{row.estimate:.4f}"
+        lines.append(
+            f"{row.model:<6}{row.role:<12}{row.model_version:>8}{row.predictions:>13}"
+            f"{row.labelled:>10}{accuracy:>10}  {interval:<15}{estimate:>9}"
+        )
+    if len(lines) == 1:
+        lines.append("no served predictions in the log yet")
+    return lines
+
+
 @app.command("add-onnx")
 def add_onnx(
     model: Annotated[str, typer.Argument(help="dtc, lda, or a registered model's name.")],

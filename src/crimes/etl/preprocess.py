@@ -150,8 +150,13 @@ def _integral(column: pd.Series) -> pd.Series:
     return values.where(np.isfinite(values) & (values == np.floor(values)))
 
 
-def preprocess(raw: pd.DataFrame) -> tuple[pd.DataFrame, PreprocessReport]:
-    """Raw portal rows -> contract features + target, sorted by record id, deduplicated."""
+KEY_COLUMNS: Final = ("id", "case_number", "occurred_at")
+
+
+def preprocess(raw: pd.DataFrame, *, keys: bool = False) -> tuple[pd.DataFrame, PreprocessReport]:
+    """Raw portal rows -> contract features + target, sorted by record id, deduplicated; with
+    `keys`, also each record's `id`, `case_number` and `occurred_at` (what a replay sends with
+    its records, never features)."""
     raw = raw.set_axis(portal_column_names(raw.columns), axis="columns")
     check_columns(raw.columns)
     report = PreprocessReport(rows_in=len(raw))
@@ -229,16 +234,26 @@ def preprocess(raw: pd.DataFrame) -> tuple[pd.DataFrame, PreprocessReport]:
 
     result = out[kept].copy()
     result[contract.TARGET] = target[kept]
+    extra = pd.DataFrame(
+        {
+            "id": record_id[kept],
+            "case_number": _text(frame["case_number"])[kept]
+            if "case_number" in frame
+            else pd.Series(None, index=result.index, dtype="object"),
+            "occurred_at": when[kept],
+        }
+    )
     # Sorting by record id makes the output, and so the split, independent of download order.
     result["_id_num"] = pd.to_numeric(record_id[kept], errors="coerce")
     result["_id"] = record_id[kept]
-    result = (
-        result.sort_values(["_id_num", "_id"], kind="stable")
-        .drop(columns=["_id_num", "_id"])
-        .reset_index(drop=True)
-    )
+    by_id = result.sort_values(["_id_num", "_id"], kind="stable").index
+    result = result.loc[by_id].drop(columns=["_id_num", "_id"]).reset_index(drop=True)
     features = contract.as_features_frame(result)
     features[contract.TARGET] = result[contract.TARGET].astype("str")
+    if keys:
+        ordered = extra.loc[by_id].reset_index(drop=True)
+        for key in KEY_COLUMNS:
+            features[key] = ordered[key]
     report.rows_out = len(features)
     log.info(
         "preprocess.done",

@@ -44,6 +44,15 @@ class Tag:
     # The training's Ed25519 signature on the form's digest, run and transformation
     # (registry.signing): a registry writer without the training's key cannot make one.
     ONNX_SIGNATURE: Final = "onnx_signature"
+    # Its test split's accuracy per confidence bin (feedback.calibration), for the label-free
+    # estimate of its served accuracy.
+    CONFIDENCE_CALIBRATION: Final = "confidence_calibration"
+    # What the evaluation of served predictions last found for it (feedback.results): its
+    # realized accuracy on the labelled live records, how many, and the label-free estimate.
+    SERVED_ACCURACY: Final = "served_accuracy"
+    SERVED_LABELLED: Final = "served_labelled"
+    SERVED_PREDICTIONS: Final = "served_predictions"
+    SERVED_ESTIMATE: Final = "served_estimate"
 
 
 # The transformation's document as every training run logs it: this file in this folder.

@@ -15,6 +15,7 @@ import numpy.typing as npt
 
 from crimes import registry
 from crimes.drift import reference as drift_reference
+from crimes.feedback.calibration import Calibration
 from crimes.lake import datasets, layout
 from crimes.lake.datasets import FinalData
 from crimes.lake.storage import Lake
@@ -307,7 +308,21 @@ def register(fitted: Fitted, final: FinalData, name: str) -> tuple[str, onnx_exp
     artifacts.record_model_sha256(mlflow.get_tracking_uri(), name, version)
     onnx_export.log_form(name, version, exported, final.transformation_version)
     log_drift_reference(name, version, final)
+    log_calibration(name, version, fitted, final)
     return version, exported
+
+
+def log_calibration(name: str, version: str, fitted: Fitted, final: FinalData) -> None:
+    """How often the version is right per confidence bin on its test split, on the version:
+    what turns its served confidence into the label-free estimate of its served accuracy."""
+    import mlflow
+    import numpy as np
+
+    scores = fitted.model.predict_proba(final.X_test.to_numpy())
+    answered = fitted.model.classes_[np.argmax(scores, axis=1)]
+    calibration = Calibration.fit(scores.max(axis=1), answered == final.y_test.to_numpy())
+    client = mlflow.MlflowClient()
+    client.set_model_version_tag(name, version, Tag.CONFIDENCE_CALIBRATION, calibration.dumps())
 
 
 def log_drift_reference(name: str, version: str, final: FinalData) -> None:
