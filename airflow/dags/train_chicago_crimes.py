@@ -41,6 +41,11 @@ def _train(kind: str) -> dict[str, Any]:
             type=["null", "string"],
             description="A published dataset id (ds-...); default: the triggering ETL's",
         ),
+        "reason": Param(
+            None,
+            type=["null", "string"],
+            description="Why the run started, when a monitor started it (kept on the run)",
+        ),
     },
 )
 def train_chicago_crimes() -> None:

@@ -545,7 +545,8 @@ def evaluate(
     from crimes.settings import tracking_settings
 
     try:
-        settings = EvaluationSettings(**({"lookback_days": lookback_days} if lookback_days else {}))
+        given: dict[str, Any] = {"lookback_days": lookback_days} if lookback_days else {}
+        settings = EvaluationSettings(**given)
         evaluation = evaluate_served_predictions(Lake(), tracking_settings().tracking_uri, settings)
     except ValidationError as error:
         _fail("evaluate", error, code=BAD_INPUT)

@@ -300,8 +300,8 @@ def test_each_part_gets_only_the_object_store_credentials_it_needs(
     config: dict[str, Any],
 ) -> None:
     """The writer for the ETL and training (Airflow), the reader for the model services,
-    MLflow's own for its server, none for the gateway; the admin identity only for the two
-    object-store jobs (the identities file, the buckets)."""
+    MLflow's own for its server, the prediction log's for the gateway; the admin identity only
+    for the two object-store jobs (the identities file, the buckets)."""
     services = config["services"]
     key = {
         name: service.get("environment", {}).get("AWS_ACCESS_KEY_ID")
@@ -313,8 +313,11 @@ def test_each_part_gets_only_the_object_store_credentials_it_needs(
     for name in ("dtc", "lda", "dtc-challenger", "lda-challenger"):
         assert key[name] == profile["CRIMES_LAKE_READER_ACCESS_KEY"], name
     assert key["mlflow"] == profile["MLFLOW_STORE_ACCESS_KEY"]
-    assert key["gateway"] is None
-    assert "AWS_SECRET_ACCESS_KEY" not in services["gateway"]["environment"]
+    assert key["gateway"] == profile["CRIMES_PREDICTION_LOG_ACCESS_KEY"]
+    assert (
+        services["gateway"]["environment"]["AWS_SECRET_ACCESS_KEY"]
+        == (profile["CRIMES_PREDICTION_LOG_SECRET_KEY"])
+    )
     admin = "an-admin-secret-no-other-setting-has"
     rendered = compose_config(env={**LOCAL_PROFILE, "CRIMES_OBJECT_STORE_ADMIN_SECRET_KEY": admin})
     assert rendered.returncode == 0, rendered.stderr
@@ -367,8 +370,8 @@ def test_only_the_object_stores_clients_are_on_its_network(config: dict[str, Any
         "lda",
         "dtc-challenger",
         "lda-challenger",
+        "gateway",  # its prediction log (its identity reaches nothing else)
     }
-    assert "gateway" not in on_it
 
 
 def test_the_portal_token_reaches_only_the_etl(config: dict[str, Any]) -> None:

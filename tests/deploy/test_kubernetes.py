@@ -151,12 +151,17 @@ def test_network_policies_deny_by_default_and_allow_the_paths_of_the_system(
         return {p["podSelector"]["matchLabels"].get("app.kubernetes.io/name", "")
                 for p in found if "podSelector" in p}  # fmt: skip
 
-    assert names(peers("gateway", "egress")) == {"dtc", "lda", "redis", "mlflow"}
+    assert names(peers("gateway", "egress")) == {"dtc", "lda", "redis", "mlflow", "seaweedfs"}
     assert names(peers("models", "ingress")) == {"gateway"}
     assert names(peers("models", "egress")) == {"mlflow", "seaweedfs"}
     assert names(peers("mlflow", "egress")) == {"seaweedfs"}
     # ("": the model pods, chosen by their component; Airflow by its namespace.)
-    assert names(peers("seaweedfs", "ingress")) == {"", "mlflow", "seaweedfs-buckets"}
+    assert names(peers("seaweedfs", "ingress")) == {
+        "",
+        "gateway",
+        "mlflow",
+        "seaweedfs-buckets",
+    }
     assert "egress" not in policies["seaweedfs"]["spec"]  # the object store calls nobody
     assert names(peers("redis", "ingress")) == {"gateway"}
     assert "egress" not in policies["redis"]["spec"]  # Redis calls nobody
@@ -249,7 +254,9 @@ def test_seaweedfs_is_the_object_store_with_the_identities_of_every_deployment(
     for model in MODELS:
         assert _secret_of(deployments[model], "AWS_ACCESS_KEY_ID") == "crimes-object-store-reader"
     assert _secret_of(deployments["mlflow"], "AWS_ACCESS_KEY_ID") == "crimes-object-store-mlflow"
-    assert not any(e["name"] == "AWS_ACCESS_KEY_ID" for e in deployments["gateway"].get("env", []))
+    assert _secret_of(deployments["gateway"], "AWS_ACCESS_KEY_ID") == (
+        "crimes-object-store-prediction-log"
+    )
     job = of_kind(objects, "Job")["seaweedfs-buckets"]["spec"]["template"]["spec"]
     (buckets,) = job["containers"]
     assert buckets["command"][:3] == ["crimes", "object-store", "buckets"]

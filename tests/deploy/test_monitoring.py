@@ -33,11 +33,12 @@ def test_promtool_accepts_the_compose_configuration_and_its_rules() -> None:
 
 
 def test_the_alert_rules_fire_on_their_unit_tests_series() -> None:
-    tested = promtool("test", "rules", "tests.yml")
+    files = ("tests.yml", "tests-daily.yml")
+    tested = promtool("test", "rules", *files)
     assert tested.returncode == 0, tested.stdout + tested.stderr
     rules = yaml.safe_load((MONITORING / "rules" / "alerts.yml").read_text())
     alerts = {rule["alert"] for group in rules["groups"] for rule in group["rules"]}
-    tests = (MONITORING / "tests.yml").read_text()
+    tests = "".join((MONITORING / name).read_text() for name in files)
     # Every alert has a unit test that expects it to fire.
     assert all(f"alertname: {alert}" in tests for alert in alerts), alerts
 

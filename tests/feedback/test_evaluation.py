@@ -115,3 +115,26 @@ def test_an_empty_log_gives_empty_tables() -> None:
     empty = served.schema().empty_table().to_pandas()
     result = evaluate(empty, LABELS)
     assert all(table.empty for table in result.tables().values())
+
+
+def test_a_challenger_is_compared_on_the_labelled_records_both_answered() -> None:
+    from crimes.feedback.evaluation import paired
+
+    champion = log_rows(
+        [
+            ("a", 0, "1", None, "3", "06", 0.9),  # shadowed: both right
+            ("a", 1, "2", None, "3", "06", 0.9),  # shadowed: champion wrong, challenger right
+            ("b", 0, "3", None, "3", "14", 0.9),  # not shadowed: not in the comparison
+            ("c", 0, "99", None, "3", "06", 0.9),  # shadowed, never labelled
+        ]
+    )
+    challenger = log_rows(
+        [
+            ("a", 0, "1", None, "4", "06", 0.8),
+            ("a", 1, "2", None, "4", "07", 0.8),
+            ("c", 0, "99", None, "4", "06", 0.8),
+        ]
+    ).assign(role="challenger")
+    both = paired(pd.concat([champion, challenger]), LABELS, "dtc", "3", "4")
+    assert (both.records, both.champion, both.challenger) == (2, 0.5, 1.0)
+    assert paired(champion, LABELS, "dtc", "3", "4").records == 0

@@ -117,3 +117,44 @@ def test_a_model_service_started_locally_gets_the_readers_credentials(
     assert given["AWS_ACCESS_KEY_ID"] == stack_env[core.READER_ACCESS_KEY]
     assert given["AWS_SECRET_ACCESS_KEY"] == stack_env[core.READER_SECRET_KEY]
     assert os.environ["AWS_ACCESS_KEY_ID"] != given["AWS_ACCESS_KEY_ID"]
+
+
+def test_the_gateways_identity_adds_to_the_prediction_log_and_reads_the_evaluation_only(
+    stack_env: dict[str, str],
+) -> None:
+    """What a compromised gateway could do with its keys: add files under the prediction log,
+    read the latest evaluation; never read, list, change or delete anything else of the lake,
+    nor the files it wrote."""
+
+    from crimes.feedback.writer import LakeSink
+    from crimes.lake import layout
+
+    writer = _lake(stack_env)
+    gateway_env = stack.prediction_log_only(stack_env)
+    assert gateway_env["AWS_ACCESS_KEY_ID"] == stack_env[core.LOG_ACCESS_KEY]
+    gateway = _lake(gateway_env)
+    logged = layout.prediction_log_key("2024-09-02", "dtc", "part-least-privilege")
+    LakeSink(gateway).write(logged, b"a log file")
+    assert writer.read_bytes(logged) == b"a log file"
+    writer.write_bytes("least-privilege/lake.txt", b"lake")
+    pointer = layout.evaluation_pointer()
+    had_pointer = writer.exists(pointer)
+    if not had_pointer:
+        writer.write_json(pointer, {"evaluated_at": "x", "files": {"tables": {}}})
+    assert gateway.read_json(pointer) == writer.read_json(pointer)
+    client = _client(gateway_env)
+    for refused in (
+        lambda: client.put_object(Bucket="data", Key="least-privilege/gateway.txt", Body=b"x"),
+        lambda: client.get_object(Bucket="data", Key="least-privilege/lake.txt"),
+        lambda: client.get_object(Bucket="data", Key=logged),
+        lambda: client.delete_object(Bucket="data", Key=logged),
+        lambda: client.list_objects_v2(Bucket="data", Prefix=layout.PREDICTION_LOG_PREFIX),
+        lambda: client.put_object(Bucket="data", Key=pointer, Body=b"{}"),
+    ):
+        with pytest.raises(ClientError, match="AccessDenied"):
+            refused()
+    writer.fs.invalidate_cache()
+    assert writer.read_bytes(logged) == b"a log file"
+    assert not writer.exists("least-privilege/gateway.txt")
+    if not had_pointer:
+        writer.fs.rm(writer._path(pointer))

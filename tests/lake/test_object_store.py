@@ -22,6 +22,8 @@ KEYS = {
     "CRIMES_LAKE_READER_SECRET_KEY": "reader-secret-1",
     "MLFLOW_STORE_ACCESS_KEY": "mlflow-key",
     "MLFLOW_STORE_SECRET_KEY": 'mlflow-"secret\\1',
+    "CRIMES_PREDICTION_LOG_ACCESS_KEY": "log-key",
+    "CRIMES_PREDICTION_LOG_SECRET_KEY": "log-secret-1",
 }
 
 
@@ -39,6 +41,11 @@ def test_each_identity_gets_only_its_buckets_actions(keys: dict[str, str]) -> No
     assert by_name["lake-writer"]["actions"] == ["Read:data", "List:data", "Write:data"]
     assert by_name["lake-reader"]["actions"] == ["Read:data", "List:data"]
     assert by_name["mlflow-store"]["actions"] == ["Read:mlflow", "List:mlflow", "Write:mlflow"]
+    # The gateway: files added under the prediction log, the evaluation read; nothing else.
+    assert by_name["prediction-log"]["actions"] == [
+        "Write:data/chicago/crimes/predictions/*",
+        "Read:data/chicago/crimes/evaluation/served/*",
+    ]
     assert by_name["mlflow-store"]["credentials"] == [
         {"accessKey": "mlflow-key", "secretKey": 'mlflow-"secret\\1'}
     ]
@@ -67,10 +74,10 @@ def test_config_command_writes_an_owner_only_file_a_json_parser_reads(
     path = tmp_path / "config" / "identities.json"
     result = CliRunner().invoke(app, ["object-store", "config", str(path)])
     assert result.exit_code == 0, result.output
-    assert "wrote 4 identities" in result.output
+    assert "wrote 5 identities" in result.output
     assert path.stat().st_mode & 0o777 == 0o600
     names = [i["name"] for i in json.loads(path.read_text())["identities"]]
-    assert names == ["admin", "lake-writer", "lake-reader", "mlflow-store"]
+    assert names == ["admin", "lake-writer", "lake-reader", "mlflow-store", "prediction-log"]
     assert [p.name for p in path.parent.iterdir()] == ["identities.json"]  # no temporary left
 
 

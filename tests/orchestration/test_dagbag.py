@@ -73,7 +73,7 @@ def test_training_is_scheduled_on_the_etl_asset(dagbag: Any) -> None:
     assert isinstance(condition, AssetAll)
     assert list(condition.objects) == [produced]
     assert {t.task_id for t in training.tasks} == {"train_dtc", "train_lda"}
-    assert set(training.params) == {"trials", "cv_folds", "year", "dataset"}
+    assert set(training.params) == {"trials", "cv_folds", "year", "dataset", "reason"}
     assert training.max_active_runs == 1
 
 
@@ -121,3 +121,23 @@ def test_the_monitor_dag_takes_no_url_from_a_runs_conf(dagbag: Any) -> None:
     params = dagbag.dags[assets.MONITOR_DAG_ID].params
     assert "gateway_url" not in params
     assert "drift_threshold" in params
+
+
+def test_the_evaluation_runs_on_each_etl_and_starts_training_only_when_accuracy_is_low(
+    dagbag: Any,
+) -> None:
+    from airflow.sdk.definitions.timetables.assets import AssetTriggeredTimetable
+
+    etl = dagbag.dags[assets.ETL_DAG_ID]
+    dag = dagbag.dags[assets.EVALUATION_DAG_ID]
+    assert isinstance(dag.timetable, AssetTriggeredTimetable)
+    (produced,) = next(t for t in etl.tasks if t.outlets).outlets
+    condition: Any = dag.timetable.asset_condition
+    assert list(condition.objects) == [produced]
+    assert dag.max_active_runs == 1
+    tasks = {t.task_id: t for t in dag.tasks}
+    assert set(tasks) == {"evaluate", "accuracy_low", "retrain"}
+    assert tasks["retrain"].trigger_dag_id == assets.TRAINING_DAG_ID
+    assert tasks["retrain"].upstream_task_ids == {"accuracy_low"}
+    assert "reason" in tasks["retrain"].conf
+    assert set(dag.params) == {"lookback_days"}

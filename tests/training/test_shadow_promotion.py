@@ -69,3 +69,19 @@ def test_the_gateways_models_answer_gives_every_version_pair() -> None:
     ]
     with pytest.raises(PromotionError, match="no challenger for lda"):
         evidence_from_gateway(answer, "lda")
+
+
+def test_labelled_evidence_decides_on_realized_accuracy_alone() -> None:
+    from crimes.feedback.evaluation import PairedAccuracy
+    from crimes.training.shadow_promotion import decide_labelled
+
+    better = PairedAccuracy(records=800, champion=0.91, challenger=0.93)
+    promoted, reason = decide_labelled(better, SETTINGS)
+    assert promoted
+    assert reason == (
+        "realized accuracy 0.9300 >= champion's 0.9100 + 0.0 on the same 800 labelled live records"
+    )
+    worse = PairedAccuracy(records=800, champion=0.93, challenger=0.91)
+    assert not decide_labelled(worse, SETTINGS)[0]
+    strict = SETTINGS.model_copy(update={"shadow_min_accuracy_gain": 0.05})
+    assert not decide_labelled(better, strict)[0]

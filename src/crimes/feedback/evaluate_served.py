@@ -14,6 +14,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from crimes.feedback import inputs, results
 from crimes.feedback.evaluation import Evaluation, evaluate
+from crimes.feedback.trigger import AccuracyPolicy
+from crimes.lake import layout
 from crimes.lake.storage import Lake
 from crimes.ops.logs import get_logger
 
@@ -28,13 +30,32 @@ class EvaluationSettings(BaseSettings):
     )
 
     lookback_days: int = Field(default=90, ge=1, le=3660)
+    # The years whose published records label the predictions (empty: every published year).
+    years: list[int] = Field(default_factory=list)
+    # A champion's realized accuracy below this on `low_days` judged days in a row (days with
+    # at least `min_labelled` labelled records) may start a retrain; the alert
+    # CrimesServedAccuracyLow pages on the same figures.
+    min_accuracy: float = Field(default=0.8, gt=0, le=1)
+    low_days: int = Field(default=3, ge=1, le=90)
+    min_labelled: int = Field(default=200, ge=1)
+    retrain_cooldown_hours: float = Field(default=24.0, ge=0)
+
+    def policy(self) -> AccuracyPolicy:
+        return AccuracyPolicy(
+            min_accuracy=self.min_accuracy,
+            days=self.low_days,
+            min_labelled=self.min_labelled,
+            cooldown_hours=self.retrain_cooldown_hours,
+        )
 
 
-def label_years(served_days: list[str]) -> set[int]:
-    """The years whose published records may label these predictions: each served day's year
-    and the one before (a record of late December is often served in January)."""
-    years = {int(day[:4]) for day in served_days}
-    return years | {year - 1 for year in years}
+def label_years(lake: Lake, settings: EvaluationSettings) -> list[int]:
+    """The years whose published records may label served predictions: the setting's, else
+    every year the ETL has published (a replay of an older file is served today)."""
+    if settings.years:
+        return sorted(settings.years)
+    published = [name for name in lake.folders(layout.CRIMES_PREFIX) if name.isdigit()]
+    return sorted(int(name) for name in published if lake.exists(layout.pointer_key(int(name))))
 
 
 def evaluate_served_predictions(
@@ -46,8 +67,7 @@ def evaluate_served_predictions(
     settings = settings or EvaluationSettings()
     since = (today or dt.datetime.now(dt.UTC).date()) - dt.timedelta(days=settings.lookback_days)
     served = inputs.read_log(lake, since)
-    days = served["served_at"].dt.strftime("%Y-%m-%d").unique().tolist() if len(served) else []
-    labels = inputs.read_labels(lake, label_years(days))
+    labels = inputs.read_labels(lake, label_years(lake, settings))
     client = None
     if tracking_uri:
         from mlflow import MlflowClient

@@ -23,6 +23,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from crimes.feedback.calibration import Calibration
+from crimes.feedback.served import CHALLENGER, CHAMPION
 
 Z_95: Final = 1.959963984540054
 VERSION_KEYS: Final = ["model", "model_name", "role", "model_version"]
@@ -161,3 +162,42 @@ def _summary(rows: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     table["ci_low"] = [low for low, _ in bounds]
     table["ci_high"] = [high for _, high in bounds]
     return table[columns]
+
+
+@dataclass(frozen=True)
+class PairedAccuracy:
+    """A champion and its challenger on the same labelled live records (the shadow's)."""
+
+    records: int
+    champion: float | None
+    challenger: float | None
+
+
+def paired(
+    log: pd.DataFrame,
+    labels: pd.DataFrame,
+    model: str,
+    champion_version: str,
+    challenger_version: str,
+) -> PairedAccuracy:
+    """Realized accuracy of both versions on the labelled records both answered: the records
+    the gateway served with the champion and shadowed to the challenger."""
+    rows = joined(log, labels)
+    rows = rows[(rows["model"] == model) & rows["labelled"]]
+
+    def answers(role: str, version: str) -> pd.DataFrame:
+        mine = rows[(rows["role"] == role) & (rows["model_version"] == version)]
+        return mine[["request_id", "row", "correct"]]
+
+    both = answers(CHAMPION, champion_version).merge(
+        answers(CHALLENGER, challenger_version),
+        on=["request_id", "row"],
+        suffixes=("_champion", "_challenger"),
+    )
+    if both.empty:
+        return PairedAccuracy(0, None, None)
+    return PairedAccuracy(
+        records=len(both),
+        champion=float(both["correct_champion"].mean()),
+        challenger=float(both["correct_challenger"].mean()),
+    )

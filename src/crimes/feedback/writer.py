@@ -146,6 +146,8 @@ class PredictionLog:
         finished = not self._thread.is_alive()
         if not finished:
             log.error("prediction_log.stop_unfinished", rows_held=self._held)
+        else:
+            log.info("prediction_log.stopped", rows_held=self._held)
         return finished
 
     def _run(self) -> None:

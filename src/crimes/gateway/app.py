@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import start_http_server
 
 from crimes import registry
+from crimes.feedback.exporter import AccuracyBoard, AccuracyCollector
 from crimes.feedback.settings import PredictionLogSettings
 from crimes.feedback.writer import LakeSink, PredictionLog
 from crimes.gateway.backends import ModelService
@@ -98,6 +99,10 @@ def _lifespan(settings: GatewaySettings) -> Callable[[FastAPI], AbstractAsyncCon
                 board.keep_fresh(settings.models_refresh_seconds, settings.refresh_seconds)
             ),
         ]
+        if settings.accuracy_refresh_seconds:
+            background.append(
+                asyncio.create_task(_accuracy_forever(metrics, settings.accuracy_refresh_seconds))
+            )
         exporter = _metrics_server(settings, metrics)
         log.info(
             "gateway.started",
@@ -230,6 +235,17 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
             for operation in operations.values():
                 operation["security"] = [{name: []} for name in API_KEY_SCHEME]
     return schema
+
+
+async def _accuracy_forever(metrics: GatewayMetrics, every: float) -> None:
+    """The latest evaluation's figures on /metrics, read from the lake in a thread."""
+    from crimes.lake.storage import Lake
+
+    board = AccuracyBoard(Lake())
+    metrics.registry.register(AccuracyCollector(board))
+    while True:
+        await asyncio.to_thread(board.refresh)
+        await asyncio.sleep(every)
 
 
 async def _refresh_forever(predictor: Predictor, every: float) -> None:

@@ -80,6 +80,10 @@ class GatewaySettings(BaseSettings):
     # closed (a client that sends a header byte now and then holds no descriptor for long).
     header_timeout_seconds: float = Field(default=10.0, gt=0)
 
+    # How often the latest evaluation of served predictions (its realized accuracy per
+    # version, in the lake) is read for /metrics; 0: never (a gateway without lake access).
+    accuracy_refresh_seconds: float = Field(default=300.0, ge=0)
+
     # Shadow scoring: each model's challenger deployment (the model server following the alias
     # `challenger`); unset: no shadow for that model. Without a port, the challenger
     # deployment's own (services/<model>-challenger/service.env).

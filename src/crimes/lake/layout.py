@@ -20,6 +20,8 @@ rerun on the same input rewrites the same paths with the same bytes.
 
 from __future__ import annotations
 
+CRIMES_PREFIX = "chicago/crimes"
+
 
 def year_prefix(year: int) -> str:
     return f"chicago/crimes/{year}"

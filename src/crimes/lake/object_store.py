@@ -9,7 +9,8 @@ identity, whose only right is to administer the project's two buckets. Least pri
   lake-writer   reads and writes the data lake (the ETL and the training)
   lake-reader   reads the data lake (the model services: their fallback bundles)
   mlflow-store  reads and writes MLflow's artifacts (the MLflow server alone)
-The gateway gets none.
+  prediction-log  adds files to the prediction log and reads the latest evaluation (the
+                gateway): nothing else of the lake, not even a listing.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from typing import TYPE_CHECKING, Any, Final, Self
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from crimes.lake import layout
+
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
@@ -38,6 +41,12 @@ REGION: Final = "us-east-1"
 # multipart uploads, Admin the bucket itself).
 _READ = ("Read", "List")
 _READ_WRITE = ("Read", "List", "Write")
+
+# The gateway's two prefixes of the lake (SeaweedFS matches `<action>:<bucket>/<prefix>*`).
+_PREDICTION_LOG_ACTIONS = (
+    f"Write:{{bucket}}/{layout.PREDICTION_LOG_PREFIX}/*",
+    f"Read:{{bucket}}/{layout.EVALUATION_PREFIX}/*",
+)
 
 _ACCESS_KEY = re.compile(r"[A-Za-z0-9._-]{3,128}")
 
@@ -91,12 +100,20 @@ class ObjectStoreIdentities(ObjectStoreAdmin):
     lake_reader_secret_key: SecretStr = _alias("CRIMES_LAKE_READER_SECRET_KEY")
     mlflow_store_access_key: str = _alias("MLFLOW_STORE_ACCESS_KEY")
     mlflow_store_secret_key: SecretStr = _alias("MLFLOW_STORE_SECRET_KEY")
+    prediction_log_access_key: str = _alias("CRIMES_PREDICTION_LOG_ACCESS_KEY")
+    prediction_log_secret_key: SecretStr = _alias("CRIMES_PREDICTION_LOG_SECRET_KEY")
 
     _access_keys = field_validator(
-        "lake_writer_access_key", "lake_reader_access_key", "mlflow_store_access_key"
+        "lake_writer_access_key",
+        "lake_reader_access_key",
+        "mlflow_store_access_key",
+        "prediction_log_access_key",
     )(_access_key_shape)
     _secret_keys = field_validator(
-        "lake_writer_secret_key", "lake_reader_secret_key", "mlflow_store_secret_key"
+        "lake_writer_secret_key",
+        "lake_reader_secret_key",
+        "mlflow_store_secret_key",
+        "prediction_log_secret_key",
     )(_secret_shape)
 
     @model_validator(mode="after")
@@ -134,6 +151,12 @@ class ObjectStoreIdentities(ObjectStoreAdmin):
                 self.mlflow_store_access_key,
                 self.mlflow_store_secret_key,
                 on(MLFLOW_BUCKET, _READ_WRITE),
+            ),
+            Identity(
+                "prediction-log",
+                self.prediction_log_access_key,
+                self.prediction_log_secret_key,
+                tuple(action.format(bucket=LAKE_BUCKET) for action in _PREDICTION_LOG_ACTIONS),
             ),
         ]
 

@@ -95,6 +95,16 @@ class Lake:
         found = self.fs.find(base)
         return sorted(str(p).removeprefix(root.removeprefix("s3://")).lstrip("/") for p in found)
 
+    def folders(self, prefix: str) -> tuple[str, ...]:
+        """The names of the folders directly under a prefix (one listing, not recursive)."""
+        base = self._path(prefix).rstrip("/")
+        if not self.fs.exists(base):
+            return ()
+        entries = self.fs.ls(base, detail=True)
+        names = {str(e["name"]).rstrip("/").rsplit("/", 1)[-1] for e in entries
+                 if e.get("type") == "directory"}  # fmt: skip
+        return tuple(sorted(names))
+
     def write_json(self, key: str, value: Any) -> bytes:
         data = canonical_json(value)
         self.write_bytes(key, data)

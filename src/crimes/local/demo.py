@@ -297,6 +297,9 @@ def run(announce: Callable[[str], None] = print) -> dict[str, Any]:
         "gateway",
         ["serve", "gateway", "--port", str(settings.gateway_port)],
         {
+            # The gateway's own identity: it adds to the prediction log, reads the evaluation.
+            **stack.prediction_log_only(os.environ),
+            "CRIMES_PREDICTION_LOG_SPILL_DIR": str(state_dir / "prediction-log-spill"),
             "CRIMES_GATEWAY_METRICS_PORT": str(settings.gateway_port + METRICS_OFFSET),
             "CRIMES_GATEWAY_DTC_ADDRESS": "ipv4:" + ",".join(f"127.0.0.1:{p}" for p in dtc_ports),
             "CRIMES_GATEWAY_LDA_ADDRESS": f"dns:///127.0.0.1:{settings.lda_port}",

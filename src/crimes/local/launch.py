@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from crimes.local.stack import free_port, read_only
+from crimes.local.stack import free_port, prediction_log_only, read_only
 from crimes.ops.probe import grpc_serving, http_ok
 from crimes.ops.tls import ClientTls
 from crimes.registry import MODELS
@@ -168,10 +168,12 @@ def serve(
         service_env.setdefault("CRIMES_GATEWAY_METRICS_PORT", str(free_port()))
         given = service_env["CRIMES_GATEWAY_METRICS_PORT"]  # empty: on the API's port
         fields.setdefault("metrics_port", int(given) if given else None)
-        # Its prediction log's spill folder: its own, beside its output.
+        # Its prediction log's spill folder: its own, beside its output; the object store's
+        # prediction log credentials instead of the writer's (as in compose).
         service_env.setdefault(
             "CRIMES_PREDICTION_LOG_SPILL_DIR", str(folder / f"gateway-{port}-spill")
         )
+        service_env = prediction_log_only({**os.environ, **service_env})
     if kind in SERVED:
         metrics_port = free_port()
         argv += ["--metrics-port", str(metrics_port)]

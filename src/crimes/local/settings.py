@@ -33,7 +33,8 @@ class StackSettings(BaseSettings):
     seaweedfs_internal_base_port: int = 18330
     # Throw-away keys of the local stack only, the identities of every deployment
     # (crimes.lake.object_store): the admin (creates the buckets), the lake's writer (ETL,
-    # training) and reader (model services), MLflow's own store (the MLflow server).
+    # training) and reader (model services), MLflow's own store (the MLflow server), the
+    # prediction log's (the gateway).
     object_store_admin_access_key: str = "crimes-admin"
     object_store_admin_secret_key: SecretStr = SecretStr("admin-local-only")
     lake_writer_access_key: str = "lake-writer"
@@ -42,6 +43,8 @@ class StackSettings(BaseSettings):
     lake_reader_secret_key: SecretStr = SecretStr("lake-reader-local-only")
     mlflow_store_access_key: str = "mlflow-store"
     mlflow_store_secret_key: SecretStr = SecretStr("mlflow-store-local-only")
+    prediction_log_access_key: str = "prediction-log"
+    prediction_log_secret_key: SecretStr = SecretStr("prediction-log-local-only")
     start_timeout_seconds: float = 90.0
     # What `crimes demo` adds on top: Airflow's API, the model services and the gateway.
     airflow_port: int = 8080

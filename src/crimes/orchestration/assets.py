@@ -13,6 +13,7 @@ FINAL_DATA_ASSET: Final = "chicago_crimes_final"
 ETL_DAG_ID: Final = "etl_chicago_crimes"
 TRAINING_DAG_ID: Final = "train_chicago_crimes"
 MONITOR_DAG_ID: Final = "monitor_drift"
+EVALUATION_DAG_ID: Final = "evaluate_served_predictions"
 TAGS: Final = ("chicago-crimes",)
 
 

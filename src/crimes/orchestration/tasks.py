@@ -107,3 +107,29 @@ def check_drift(params: Mapping[str, Any], active_runs: int, run_id: str) -> Sum
         versions={model: state.get("version") for model, state in report.items()},
     )
     return {"retrain": entry["action"] == "triggered", "reason": entry["reason"]}
+
+
+def evaluate_served(params: Mapping[str, Any], active_runs: int, run_id: str) -> Summary:
+    """The served predictions joined with the labels published so far (tables to the lake,
+    figures to the registry), then whether the champions' realized accuracy calls for a
+    retrain (crimes.feedback.trigger's rules; every check written to its audit log)."""
+    from crimes.feedback.evaluate_served import EvaluationSettings, evaluate_served_predictions
+    from crimes.settings import tracking_settings
+
+    overrides = {"lookback_days": params["lookback_days"]} if params.get("lookback_days") else {}
+    settings = EvaluationSettings(**overrides)
+    lake = Lake()
+    evaluation = evaluate_served_predictions(lake, tracking_settings().tracking_uri, settings)
+    entry = retrain_audit.check_accuracy(
+        lake, evaluation.days, active_runs, settings.policy(), run_id
+    )
+    log.info("evaluation.checked", action=entry["action"], reason=entry["reason"])
+    versions = evaluation.versions.astype(object).where(evaluation.versions.notna(), None)
+    return {
+        "retrain": entry["action"] == "triggered",
+        "reason": entry["reason"],
+        "versions": [
+            {k: str(v) if k in ("first_served", "last_served") else v for k, v in row.items()}
+            for row in versions.to_dict("records")
+        ],
+    }

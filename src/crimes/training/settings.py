@@ -38,3 +38,9 @@ class TrainingSettings(BaseSettings):
     shadow_min_records: int = Field(default=1000, ge=1)
     shadow_min_agreement: float = Field(default=0.9, ge=0, le=1)
     shadow_min_f1_gain: float = Field(default=0.0, ge=-1, le=1)
+    # Labelled evidence, preferred when there is enough of it: at least this many shadowed
+    # records whose FBI code the portal has published since, on which the challenger's
+    # realized accuracy is at least the champion's plus this gain (then neither agreement nor
+    # offline F1 is asked: they stand in for what the labels say).
+    shadow_min_labelled: int = Field(default=500, ge=1)
+    shadow_min_accuracy_gain: float = Field(default=0.0, ge=-1, le=1)

@@ -9,6 +9,12 @@ held-out rows both speak for it.
   trained on them, each through its own transformation: `comparison`) is at least the
   champion's plus `shadow_min_f1_gain`.
 
+When the prediction log holds at least `shadow_min_labelled` shadowed records whose FBI code
+the portal has since published, the labels decide instead: the challenger's realized accuracy
+on them must be at least the champion's on the same records plus `shadow_min_accuracy_gain`
+(agreement and offline F1 only stand in for what labels say). The decision names the evidence
+it used.
+
 The counts must be for the versions the aliases name now; the decision, both scores and the
 evidence are tagged on the challenger version whether it is promoted or not. On promotion the
 champion alias moves to it and its challenger alias is removed.
@@ -16,11 +22,14 @@ champion alias moves to it and its challenger alias is removed.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
 
 from crimes import registry
+from crimes.feedback.evaluation import PairedAccuracy, paired
 from crimes.lake import datasets
 from crimes.lake.storage import Lake
 from crimes.ops.logs import get_logger
@@ -58,6 +67,12 @@ def evidence_from_gateway(models: Mapping[str, Any], kind: str) -> list[ShadowEv
     ]
 
 
+# The evidence a decision used.
+LABELLED: Final = "labelled"
+SHADOW_AND_OFFLINE: Final = "shadow_agreement_and_offline_f1"
+NO_LABELS: Final = PairedAccuracy(0, None, None)
+
+
 @dataclass(frozen=True)
 class ShadowDecision:
     model: str
@@ -70,10 +85,16 @@ class ShadowDecision:
     challenger_f1: float | None
     champion_f1: float | None
     rows: int
+    evidence: str = SHADOW_AND_OFFLINE
+    labelled: PairedAccuracy = NO_LABELS
 
     def as_tags(self) -> dict[str, str]:
         return {
             "shadow_promotion.decision": CHAMPION if self.promoted else CHALLENGER,
+            "shadow_promotion.evidence": self.evidence,
+            "shadow_promotion.labelled_records": str(self.labelled.records),
+            "shadow_promotion.challenger_accuracy": _text(self.labelled.challenger),
+            "shadow_promotion.champion_accuracy": _text(self.labelled.champion),
             "shadow_promotion.reason": self.reason[:4000],
             "shadow_promotion.champion_version": self.champion_version,
             "shadow_promotion.records": str(self.records),
@@ -84,11 +105,24 @@ class ShadowDecision:
         }
 
     def as_dict(self) -> dict[str, Any]:
-        return {**self.__dict__}
+        return {**self.__dict__, "labelled": dataclasses.asdict(self.labelled)}
 
 
 def _text(value: float | None) -> str:
     return "" if value is None else repr(value)
+
+
+def decide_labelled(labelled: PairedAccuracy, settings: TrainingSettings) -> tuple[bool, str]:
+    """The policy on labelled live records, pure (enough of them: the caller's check)."""
+    assert labelled.champion is not None
+    assert labelled.challenger is not None
+    bar = labelled.champion + settings.shadow_min_accuracy_gain
+    verdict = ">=" if labelled.challenger >= bar else "<"
+    return labelled.challenger >= bar, (
+        f"realized accuracy {labelled.challenger:.4f} {verdict} champion's "
+        f"{labelled.champion:.4f} + {settings.shadow_min_accuracy_gain} on the same "
+        f"{labelled.records} labelled live records"
+    )
 
 
 def decide(
@@ -141,8 +175,18 @@ def promote_from_shadow(
         ),
         ShadowEvidence(str(champion.version), str(challenger.version), 0, None),
     )
+    labelled = labelled_evidence(lake, kind, str(champion.version), str(challenger.version))
     scored = _scored(client, name, champion, challenger, lake, settings)
-    promoted, reason = decide(evidence, scored, settings)
+    if labelled.records >= settings.shadow_min_labelled:
+        used = LABELLED
+        promoted, reason = decide_labelled(labelled, settings)
+    else:
+        used = SHADOW_AND_OFFLINE
+        promoted, reason = decide(evidence, scored, settings)
+        reason += (
+            f" (labelled evidence: {labelled.records} records, fewer than "
+            f"{settings.shadow_min_labelled})"
+        )
     decision = ShadowDecision(
         model=kind,
         champion_version=str(champion.version),
@@ -154,6 +198,8 @@ def promote_from_shadow(
         challenger_f1=scored.candidate_f1 if scored.champion_f1 is not None else None,
         champion_f1=scored.champion_f1,
         rows=scored.rows,
+        evidence=used,
+        labelled=labelled,
     )
     if promoted:
         # Decided against this champion: moved only if it still is the champion.
@@ -166,6 +212,23 @@ def promote_from_shadow(
         client.set_model_version_tag(name, decision.challenger_version, key, value)
     log.info("shadow_promotion.decided", name=name, **decision.as_tags())
     return decision
+
+
+def labelled_evidence(
+    lake: Lake, kind: str, champion_version: str, challenger_version: str
+) -> PairedAccuracy:
+    """Both versions' realized accuracy on the shadowed records labelled since (the prediction
+    log of the evaluation's window, joined with the published labels)."""
+    from crimes.feedback import inputs
+    from crimes.feedback.evaluate_served import EvaluationSettings, label_years
+
+    settings = EvaluationSettings()
+    since = datetime.now(UTC).date() - timedelta(days=settings.lookback_days)
+    served = inputs.read_log(lake, since)
+    if served.empty:
+        return NO_LABELS
+    labels = inputs.read_labels(lake, label_years(lake, settings))
+    return paired(served, labels, kind, champion_version, challenger_version)
 
 
 def _by_alias(client: Any, name: str, alias: str) -> Any:

@@ -348,21 +348,29 @@ def status(settings: StackSettings | None = None) -> list[PartStatus]:
     return result
 
 
-# The reader's credentials in a client's environment (model services run with them).
+# The reader's credentials in a client's environment (model services run with them), and the
+# prediction log's (the gateway).
 READER_ACCESS_KEY = "CRIMES_STACK_LAKE_READER_ACCESS_KEY_ID"
 READER_SECRET_KEY = "CRIMES_STACK_LAKE_READER_SECRET_ACCESS_KEY"  # noqa: S105 - a variable name
+LOG_ACCESS_KEY = "CRIMES_STACK_PREDICTION_LOG_ACCESS_KEY_ID"
+LOG_SECRET_KEY = "CRIMES_STACK_PREDICTION_LOG_SECRET_ACCESS_KEY"  # noqa: S105 - a variable name
+
+
+def _as(env: Mapping[str, str], access: str, secret: str) -> dict[str, str]:
+    if access not in env:
+        return dict(env)
+    return {**env, "AWS_ACCESS_KEY_ID": env[access], "AWS_SECRET_ACCESS_KEY": env[secret]}
 
 
 def read_only(env: Mapping[str, str]) -> dict[str, str]:
     """`env` with the object-store reader's credentials in place of the writer's, when the
     stack gave a reader (SeaweedFS); unchanged otherwise (a folder lake has no credentials)."""
-    if READER_ACCESS_KEY not in env:
-        return dict(env)
-    return {
-        **env,
-        "AWS_ACCESS_KEY_ID": env[READER_ACCESS_KEY],
-        "AWS_SECRET_ACCESS_KEY": env[READER_SECRET_KEY],
-    }
+    return _as(env, READER_ACCESS_KEY, READER_SECRET_KEY)
+
+
+def prediction_log_only(env: Mapping[str, str]) -> dict[str, str]:
+    """`env` with the prediction log's credentials (the gateway's) in place of the writer's."""
+    return _as(env, LOG_ACCESS_KEY, LOG_SECRET_KEY)
 
 
 def env_exports(settings: StackSettings | None = None) -> dict[str, str]:
@@ -385,5 +393,8 @@ def env_exports(settings: StackSettings | None = None) -> dict[str, str]:
             # What a model service gets instead (crimes.local.launch): read-only on the lake.
             READER_ACCESS_KEY: settings.lake_reader_access_key,
             READER_SECRET_KEY: settings.lake_reader_secret_key.get_secret_value(),
+            # What a gateway gets: adding to the prediction log, reading the evaluation.
+            LOG_ACCESS_KEY: settings.prediction_log_access_key,
+            LOG_SECRET_KEY: settings.prediction_log_secret_key.get_secret_value(),
         }
     return env

@@ -74,6 +74,8 @@ def identities(settings: StackSettings) -> ObjectStoreIdentities:
         lake_reader_secret_key=settings.lake_reader_secret_key,
         mlflow_store_access_key=settings.mlflow_store_access_key,
         mlflow_store_secret_key=settings.mlflow_store_secret_key,
+        prediction_log_access_key=settings.prediction_log_access_key,
+        prediction_log_secret_key=settings.prediction_log_secret_key,
     )
 
 
