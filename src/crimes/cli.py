@@ -243,9 +243,9 @@ def etl(
 ) -> None:
     """Extract, preprocess, split and transform one year of crimes into the data lake."""
 
+    from crimes.contract import SchemaError
     from crimes.etl.extract import ExtractError, SourceUnreachable
     from crimes.etl.pipeline import EtlError, run_etl
-    from crimes.etl.preprocess import SchemaError
     from crimes.etl.settings import EtlSettings
     from crimes.etl.source_policy import SourceRefused
     from crimes.lake.storage import Lake, LakeError
@@ -508,10 +508,10 @@ def replay(
 ) -> None:
     """Send a real portal file's records through the running gateway, in the order they
     occurred, in batches, each with its id and case number (the prediction log keeps them)."""
+    from crimes.contract import SchemaError
     from crimes.etl.extract import ExtractError
-    from crimes.etl.preprocess import SchemaError
-    from crimes.feedback.replay import ReplayError, records_of
-    from crimes.feedback.replay import replay as send
+    from crimes.etl.replay import ReplayError, records_of
+    from crimes.etl.replay import replay as send
     from crimes.orchestration.monitoring import MonitorSettings
 
     first, last = _day(since, "--since"), _day(until, "--until")

@@ -11,7 +11,8 @@ from __future__ import annotations
 import hashlib
 import json
 import operator
-from collections.abc import Collection, Mapping, Sequence
+import re
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Annotated, Any, Final, Literal, cast
 
@@ -29,6 +30,24 @@ TARGET: Final = "fbi_code"
 # A missing location description is a fact about the report, not an error: it becomes this
 # explicit category (the portal never uses it), so training and serving treat it the same way.
 MISSING_LOCATION_DESCRIPTION: Final = "UNKNOWN"
+
+
+class SchemaError(ValueError):
+    """Raw data that lacks columns the contract needs: nothing can be made of it."""
+
+
+def portal_column_name(header: object) -> str:
+    """A column as the Socrata API names it, from either export: the portal's Export button
+    writes readable headers ("Case Number", "FBI Code", "X Coordinate"), the API snake_case."""
+    return re.sub(r"[^0-9a-z]+", "_", str(header).strip().lower()).strip("_")
+
+
+def portal_column_names(headers: Iterable[object]) -> list[str]:
+    names = [portal_column_name(h) for h in headers]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise SchemaError(f"columns {repeated} appear twice (in both header styles?)")
+    return names
 
 
 def _feature(encoding: Encoding, description: str, **constraints: Any) -> Any:

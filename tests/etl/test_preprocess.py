@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 
 from crimes import contract
-from crimes.etl.preprocess import SchemaError, parse_timestamps, preprocess
+from crimes.contract import SchemaError
+from crimes.etl.preprocess import parse_timestamps, preprocess
 from tests.support.records import API_RECORD, CSV_RECORD, record
 
 

@@ -26,8 +26,8 @@ import pandas as pd
 import pytest
 
 from crimes import registry
+from crimes.etl.replay import ReplayReport, records_of, replay
 from crimes.feedback import inputs, results
-from crimes.feedback.replay import ReplayReport, records_of, replay
 from crimes.lake import datasets, layout
 from crimes.lake.storage import Lake
 from crimes.registry import Tag

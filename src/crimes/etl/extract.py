@@ -24,8 +24,8 @@ import pandas as pd
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 from tenacity.wait import wait_exponential
 
+from crimes.contract import SchemaError, portal_column_names
 from crimes.etl import source_policy
-from crimes.etl.preprocess import SchemaError, portal_column_names
 from crimes.etl.settings import EtlSettings
 from crimes.ops.logs import get_logger
 

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from crimes import contract
+from crimes.contract import SchemaError, portal_column_names
 from crimes.ops.logs import get_logger
 
 log = get_logger(__name__)
@@ -60,30 +61,12 @@ _WKT_POINT = re.compile(r"^\s*POINT\s*\(\s*(\S+)\s+(\S+)\s*\)\s*$", re.IGNORECAS
 _LAT_LON_PAIR = re.compile(r"^\s*\(\s*([^,\s]+)\s*,\s*([^,\s]+)\s*\)\s*$")
 
 
-class SchemaError(ValueError):
-    """The raw data lacks columns the contract needs: nothing can be made of it."""
-
-
-def portal_column_name(header: object) -> str:
-    """A column as the Socrata API names it, from either export: the portal's Export button
-    writes readable headers ("Case Number", "FBI Code", "X Coordinate"), the API snake_case."""
-    return re.sub(r"[^0-9a-z]+", "_", str(header).strip().lower()).strip("_")
-
-
 def check_columns(columns: Iterable[object]) -> None:
     """SchemaError unless every column the contract needs is there (in either header style)."""
     present = set(portal_column_names(columns))
     missing = [c for c in REQUIRED_COLUMNS if c not in present]
     if missing:
         raise SchemaError(f"not Chicago crime records: missing the columns {', '.join(missing)}")
-
-
-def portal_column_names(headers: Iterable[object]) -> list[str]:
-    names = [portal_column_name(h) for h in headers]
-    repeated = sorted({n for n in names if names.count(n) > 1})
-    if repeated:
-        raise SchemaError(f"columns {repeated} appear twice (in both header styles?)")
-    return names
 
 
 @dataclass

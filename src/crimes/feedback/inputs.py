@@ -12,7 +12,6 @@ from collections.abc import Iterable
 import pandas as pd
 
 from crimes import contract
-from crimes.etl.preprocess import portal_column_names
 from crimes.feedback import served
 from crimes.feedback.evaluation import LABEL_COLUMNS
 from crimes.feedback.keys import normalise_case_number, normalise_record_id
@@ -90,7 +89,7 @@ def _snapshot_labels(lake: Lake, entry: object, published: str) -> pd.DataFrame:
         log.warning("evaluation.snapshot_unreadable", error=str(error))
         return pd.DataFrame(columns=list(LABEL_COLUMNS))
     raw = storage.read_parquet_bytes(data)
-    raw = raw.set_axis(portal_column_names(raw.columns), axis="columns")
+    raw = raw.set_axis(contract.portal_column_names(raw.columns), axis="columns")
     wanted = {"id", "case_number", contract.TARGET, "district"}
     if not wanted.issubset(raw.columns):
         return pd.DataFrame(columns=list(LABEL_COLUMNS))
