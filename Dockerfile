@@ -15,7 +15,9 @@ COPY src ./src
 RUN uv sync --locked --no-dev --no-editable
 
 FROM python:3.11.11-slim-bookworm AS runtime
-RUN groupadd --gid 50000 crimes && useradd --uid 50000 --gid crimes --create-home crimes
+# (The gateway's prediction log spill folder: a volume mounted there starts as the user's.)
+RUN groupadd --gid 50000 crimes && useradd --uid 50000 --gid crimes --create-home crimes \
+    && mkdir -p /var/lib/crimes/prediction-log && chown -R crimes:crimes /var/lib/crimes
 COPY --from=build /opt/venv /opt/venv
 # Each deployment's own settings (model, alias, ports), the same files compose reads.
 COPY services /opt/crimes/services

@@ -55,6 +55,7 @@ from crimes.lake.storage import Lake
 from crimes.local import launch, stack
 from crimes.local.launch import LocalProcess
 from crimes.ops.probe import grpc_serving
+from crimes.settings import TrackingSettings
 
 YEAR = 2024
 BENCH = Path(__file__).resolve().parent
@@ -62,6 +63,50 @@ BENCH = Path(__file__).resolve().parent
 TARGET_P50_MS = 2.0
 TARGET_RATE_C32 = 1_500.0
 TARGET_BATCH_ROWS = 50_000.0
+
+
+def counter_total(gateway: LocalProcess, name: str) -> float:
+    """A counter's value summed over its labels, from the gateway's own metrics port."""
+    url = f"http://127.0.0.1:{gateway.metrics_port}/metrics"
+    text = httpx.get(url, timeout=10, trust_env=False).text
+    return sum(
+        float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + "{")
+    )
+
+
+def ab_parser(description: str) -> argparse.ArgumentParser:
+    """The options every A/B benchmark of two gateways takes."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--data", default=data_file())
+    parser.add_argument("--rows", type=int, default=40_000, help="rows of the file; 0: all")
+    parser.add_argument("--seconds", type=float, default=8.0, help="per wrk run")
+    parser.add_argument("--rounds", type=int, default=3, help="A/B pairs")
+    return parser
+
+
+@contextmanager
+def trained_stack(args: argparse.Namespace, prefix: str) -> Iterator[Path]:
+    """A throw-away stack with both models trained on `args.rows` rows, and a scratch folder."""
+    gateway_wrk.require_wrk()
+    with throwaway_stack(), tempfile.TemporaryDirectory(prefix=prefix) as scratch:
+        publish_and_train(args.data, args.rows, trials=2)
+        yield Path(scratch)
+
+
+def serve_models(
+    folder: Path, deployments: tuple[str, ...], running: dict[str, LocalProcess]
+) -> dict[str, str]:
+    """The model deployments started (into `running`) and healthy; a gateway's settings aimed
+    at dtc and lda."""
+    for deployment in deployments:
+        running[deployment] = launch.serve(LocalProcess, deployment, {}, folder)
+    for service in running.values():
+        service.wait_healthy()
+    return {
+        "CRIMES_GATEWAY_TRACKING_URI": TrackingSettings().tracking_uri,
+        "CRIMES_GATEWAY_DTC_ADDRESS": f"dns:///{running['dtc'].address}",
+        "CRIMES_GATEWAY_LDA_ADDRESS": f"dns:///{running['lda'].address}",
+    }
 
 
 def wait_until(what: LocalProcess, ready: Callable[[], bool], timeout: float = 120.0) -> None:

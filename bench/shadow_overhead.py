@@ -13,16 +13,19 @@ the issue's 1 ms. Drift monitoring is on in both (it always is).
 
 from __future__ import annotations
 
-import argparse
 import statistics
-import tempfile
 import time
-from pathlib import Path
 
 import gateway_wrk
-import httpx
-from _stack import data_file, throwaway_stack
-from gateway import answers, publish_and_train, wait_until, write_bodies
+from gateway import (
+    ab_parser,
+    answers,
+    counter_total,
+    serve_models,
+    trained_stack,
+    wait_until,
+    write_bodies,
+)
 
 from crimes import registry
 from crimes.gateway.schemas import EXAMPLE
@@ -43,41 +46,21 @@ def challengers_follow_the_champions() -> None:
 
 
 def shadowed(gateway: LocalProcess) -> float:
-    url = f"http://127.0.0.1:{gateway.metrics_port}/metrics"  # the gateway's own port
-    text = httpx.get(url, timeout=10, trust_env=False).text
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith("crimes_gateway_shadow_records_total{")
-    )
+    return counter_total(gateway, "crimes_gateway_shadow_records_total")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=data_file())
-    parser.add_argument("--rows", type=int, default=40_000, help="rows of the file; 0: all")
-    parser.add_argument("--seconds", type=float, default=8.0, help="per wrk run")
-    parser.add_argument("--rounds", type=int, default=3, help="A/B pairs")
+    parser = ab_parser(__doc__.splitlines()[0])
     parser.add_argument("--share", type=float, default=1.0, help="gateway B's shadow share")
     args = parser.parse_args()
-    gateway_wrk.require_wrk()
-    with throwaway_stack(), tempfile.TemporaryDirectory(prefix="crimes-bench-shadow-") as scratch:
-        folder = Path(scratch)
-        publish_and_train(args.data, args.rows, trials=2)
+    with trained_stack(args, "crimes-bench-shadow-") as folder:
         challengers_follow_the_champions()
         singles, _, _ = write_bodies(folder, 1000, 1)
         script = gateway_wrk.write_script(folder)
         running: dict[str, LocalProcess] = {}
         try:
-            for deployment in ("dtc", "lda", "dtc-challenger", "lda-challenger"):
-                running[deployment] = launch.serve(LocalProcess, deployment, {}, folder)
-            for service in running.values():
-                service.wait_healthy()
-            base = {
-                "CRIMES_GATEWAY_TRACKING_URI": TrackingSettings().tracking_uri,
-                "CRIMES_GATEWAY_DTC_ADDRESS": f"dns:///{running['dtc'].address}",
-                "CRIMES_GATEWAY_LDA_ADDRESS": f"dns:///{running['lda'].address}",
-            }
+            deployments = ("dtc", "lda", "dtc-challenger", "lda-challenger")
+            base = serve_models(folder, deployments, running)
             with_shadow = {
                 **base,
                 "CRIMES_GATEWAY_DTC_CHALLENGER_ADDRESS": f"dns:///{running['dtc-challenger'].address}",

@@ -541,6 +541,7 @@ def evaluate(
     """Join the prediction log with the labels the ETL has published, write the realized
     accuracy per served version to the lake and the registry, and print it."""
     from crimes.feedback.evaluate_served import EvaluationSettings, evaluate_served_predictions
+    from crimes.feedback.evaluation import accuracy_table
     from crimes.lake.storage import Lake
     from crimes.settings import tracking_settings
 
@@ -552,26 +553,8 @@ def evaluate(
         _fail("evaluate", error, code=BAD_INPUT)
     except Exception as error:  # the lake or MLflow unreachable: one line, never a traceback
         _fail("evaluate", error, code=1)
-    for line in _accuracy_table(evaluation.versions):
+    for line in accuracy_table(evaluation.versions):
         typer.echo(line)
-
-
-def _accuracy_table(versions: Any) -> list[str]:
-    lines = [
-        f"{'model':<6}{'role':<12}{'version':>8}{'predictions':>13}{'labelled':>10}"
-        f"{'accuracy':>10}  {'95% interval':<15}{'estimate':>9}"
-    ]
-    for row in versions.itertuples(index=False):
-        accuracy = "-" if row.labelled == 0 else f"{row.accuracy:.4f}"
-        interval = "-" if row.labelled == 0 else f"{row.ci_low:.3f}-{row.ci_high:.3f}"
-        estimate = "-" if row.estimate != row.estimate else f"{row.estimate:.4f}"
-        lines.append(
-            f"{row.model:<6}{row.role:<12}{row.model_version:>8}{row.predictions:>13}"
-            f"{row.labelled:>10}{accuracy:>10}  {interval:<15}{estimate:>9}"
-        )
-    if len(lines) == 1:
-        lines.append("no served predictions in the log yet")
-    return lines
 
 
 @app.command("add-onnx")

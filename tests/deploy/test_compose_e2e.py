@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import io
 import json
 import re
 import shutil
@@ -23,11 +24,13 @@ from typing import Any
 import boto3
 import httpx
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 from botocore.exceptions import ClientError
 
 from crimes import contract
 from crimes.gateway.schemas import EXAMPLE
+from crimes.lake import layout
 from crimes.local.stack import core
 from tests.conftest import PROJECT_ROOT
 from tests.deploy.docker_engine import (
@@ -273,9 +276,14 @@ def _s3(url: str, key: str, secret: str) -> Any:
     )  # fmt: skip
 
 
-def _lake_objects(client: Any) -> list[str]:
-    listed = client.list_objects_v2(Bucket="data")
-    return sorted(o["Key"] for o in listed.get("Contents", []))
+def _lake_objects(client: Any, prefix: str = "") -> list[str]:
+    """What the ETL and the training wrote (the prediction log grows as the gateway answers;
+    a prefix: that part only)."""
+    listed = client.list_objects_v2(Bucket="data", Prefix=prefix)
+    keys = sorted(o["Key"] for o in listed.get("Contents", []))
+    if prefix:
+        return keys
+    return [k for k in keys if not k.startswith(layout.PREDICTION_LOG_PREFIX)]
 
 
 @pytest.mark.timeout(2400)
@@ -293,6 +301,8 @@ def test_the_compose_stack_runs_the_whole_flow(
     ports = _host_ports("GATEWAY", "AIRFLOW", "MLFLOW", "S3", "PROMETHEUS")
     settings = {f"CRIMES_{name}_HOST_PORT": str(port) for name, port in ports.items()}
     settings |= {"CRIMES_TRAIN_TRIALS": "3", "CRIMES_TRAIN_CV_FOLDS": "2"}
+    # The gateway's prediction log writes every few seconds (30 by default).
+    settings |= {"CRIMES_PREDICTION_LOG_FLUSH_SECONDS": "3"}
     gateway_url = f"http://127.0.0.1:{ports['GATEWAY']}"
     s3_url = f"http://127.0.0.1:{ports['S3']}"
     training_rows, later_rows = _real_rows(real_data)
@@ -384,6 +394,8 @@ def _flow(
             core.READER_ACCESS_KEY: reader["AWS_ACCESS_KEY_ID"],
             core.READER_SECRET_KEY: reader["AWS_SECRET_ACCESS_KEY"],
             **reader,
+            # Only the containers' answers go to the compose stack's prediction log.
+            "CRIMES_PREDICTION_LOG_ENABLED": "false",
         }
         with serving_system(tmp_path / "local", env=local_env) as local:
             local_http = httpx.Client(base_url=local["gateway"].url, timeout=60, trust_env=False)
@@ -393,6 +405,24 @@ def _flow(
                 time.sleep(1)
             in_local = local_http.post("/predict/batch", json={"features": batch})
         assert in_local.json() == in_containers.json()
+
+    with step("the gateway's prediction log reaches the lake"):
+        reader_s3 = _s3(s3_url, reader["AWS_ACCESS_KEY_ID"], reader["AWS_SECRET_ACCESS_KEY"])
+        deadline = time.monotonic() + 60
+        while len(logged := _lake_objects(reader_s3, layout.PREDICTION_LOG_PREFIX)) < 2:
+            assert time.monotonic() < deadline, (logged, compose.logs("gateway", 40))
+            time.sleep(2)
+        rows = [
+            row
+            for key in logged
+            for row in pq.read_table(
+                io.BytesIO(reader_s3.get_object(Bucket="data", Key=key)["Body"].read())
+            ).to_pylist()
+        ]
+        served = {(r["model"], r["model_version"]) for r in rows}
+        assert served == {("dtc", versions["x-model-version-dtc"]),
+                          ("lda", versions["x-model-version-lda"])}  # fmt: skip
+        assert sum(r["model"] == "dtc" for r in rows) == BATCH_ROWS + 1
 
     with step(f"{scale}: both dtc containers answer through the gateway"):
         compose.readme(scale)
@@ -410,7 +440,6 @@ def _flow(
             time.sleep(1)
 
     with step("least privilege: the reader and the gateway"):
-        reader_s3 = _s3(s3_url, reader["AWS_ACCESS_KEY_ID"], reader["AWS_SECRET_ACCESS_KEY"])
         stored = _lake_objects(reader_s3)
         assert any(key.endswith(".parquet") for key in stored), stored[:20]
         with pytest.raises(ClientError, match="AccessDenied"):
@@ -420,12 +449,19 @@ def _flow(
         with pytest.raises(ClientError, match="AccessDenied"):
             reader_s3.list_objects_v2(Bucket="mlflow")
         assert _lake_objects(reader_s3) == stored
-        # The gateway is not on the object store's network at all.
-        lookup = compose.exec(
-            "gateway", "python3", "-c", "import socket; socket.gethostbyname('seaweedfs')",
-            check=False,
-        )  # fmt: skip
-        assert "Name or service not known" in lookup or "gaierror" in lookup, lookup
+        # The gateway's identity adds to the prediction log; nothing else of the lake is its.
+        gateway_s3 = _s3(
+            s3_url,
+            profile["CRIMES_PREDICTION_LOG_ACCESS_KEY"],
+            profile["CRIMES_PREDICTION_LOG_SECRET_KEY"],
+        )
+        with pytest.raises(ClientError, match="AccessDenied"):
+            gateway_s3.get_object(Bucket="data", Key=stored[0])
+        with pytest.raises(ClientError, match="AccessDenied"):
+            gateway_s3.put_object(Bucket="data", Key=stored[0], Body=b"x")
+        with pytest.raises(ClientError, match="AccessDenied"):
+            gateway_s3.list_objects_v2(Bucket="data")
+        assert _lake_objects(reader_s3) == stored
 
     with step("a broken model service fails the check with its log tail"):
         broken = compose.project / "broken.yaml"

@@ -138,3 +138,21 @@ def test_a_challenger_is_compared_on_the_labelled_records_both_answered() -> Non
     both = paired(pd.concat([champion, challenger]), LABELS, "dtc", "3", "4")
     assert (both.records, both.champion, both.challenger) == (2, 0.5, 1.0)
     assert paired(champion, LABELS, "dtc", "3", "4").records == 0
+
+
+def test_the_table_says_what_has_no_label_yet() -> None:
+    from crimes.feedback.evaluation import accuracy_table
+
+    answers = log_rows([("a", 0, "1", None, "3", "06", 0.9), ("a", 1, "99", None, "3", "06", 0.9)])
+    header, row = accuracy_table(evaluate(answers, LABELS).versions)
+    assert header.split() == [
+        "model", "role", "version", "predictions", "labelled", "accuracy", "95%", "interval",
+        "estimate",
+    ]  # fmt: skip
+    assert row.split()[:6] == ["dtc", "champion", "3", "2", "1", "1.0000"]
+    unlabelled = log_rows([("a", 0, "99", None, "3", "06", float("nan"))])
+    (_, only) = accuracy_table(evaluate(unlabelled, LABELS).versions)
+    assert only.split()[4:] == ["0", "-", "-", "-"]
+    assert accuracy_table(evaluate(unlabelled.head(0), LABELS).versions)[1] == (
+        "no served predictions in the log yet"
+    )

@@ -91,6 +91,14 @@ def test_make_demo_then_make_down(real_data: Path, tmp_path: Path) -> None:
             assert models[kind]["challenger"]["ready"] is False
             assert f"{kind} challenger: dns:///127.0.0.1:" in demo.stdout
         assert demo.stdout.count("no challenger version yet") == 2
+        # The loop on ground truth: the file's latest records replayed with their keys, the
+        # table of realized accuracy per served version printed.
+        assert "crimes replay: 2,000 records" in demo.stdout, demo.stdout
+        table = re.findall(
+            r"^\s+(dtc|lda)\s+champion\s+\d+\s+(\d+)\s+(\d+)\s+([01]\.\d+)", demo.stdout, re.M
+        )
+        assert sorted(kind for kind, *_ in table) == ["dtc", "lda"], demo.stdout
+        assert all(int(labelled) >= 2000 for _, _, labelled, _ in table), table
         # Prometheus scrapes the gateway, each of the three model replicas and the challengers.
         monitoring = f"http://127.0.0.1:{env['CRIMES_STACK_PROMETHEUS_PORT']}"
         assert f"Prometheus    {monitoring}" in demo.stdout

@@ -201,3 +201,24 @@ def paired(
         champion=float(both["correct_champion"].mean()),
         challenger=float(both["correct_challenger"].mean()),
     )
+
+
+def accuracy_table(versions: pd.DataFrame) -> list[str]:
+    """The versions table as `crimes evaluate` and the demo print it."""
+    lines = [
+        f"{'model':<6}{'role':<12}{'version':>8}{'predictions':>13}{'labelled':>10}"
+        f"{'accuracy':>10}  {'95% interval':<15}{'estimate':>9}"
+    ]
+    for row in versions.to_dict("records"):
+        labelled = int(row["labelled"])
+        accuracy = "-" if labelled == 0 else f"{row['accuracy']:.4f}"
+        interval = "-" if labelled == 0 else f"{row['ci_low']:.3f}-{row['ci_high']:.3f}"
+        estimate = "-" if math.isnan(float(row["estimate"])) else f"{row['estimate']:.4f}"
+        lines.append(
+            f"{row['model']!s:<6}{row['role']!s:<12}{row['model_version']!s:>8}"
+            f"{int(row['predictions']):>13}{labelled:>10}{accuracy:>10}  {interval:<15}"
+            f"{estimate:>9}"
+        )
+    if len(lines) == 1:
+        lines.append("no served predictions in the log yet")
+    return lines

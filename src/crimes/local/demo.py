@@ -300,6 +300,8 @@ def run(announce: Callable[[str], None] = print) -> dict[str, Any]:
             # The gateway's own identity: it adds to the prediction log, reads the evaluation.
             **stack.prediction_log_only(os.environ),
             "CRIMES_PREDICTION_LOG_SPILL_DIR": str(state_dir / "prediction-log-spill"),
+            # Written every few seconds: the demo's replay is evaluated right after.
+            "CRIMES_PREDICTION_LOG_FLUSH_SECONDS": "2",
             "CRIMES_GATEWAY_METRICS_PORT": str(settings.gateway_port + METRICS_OFFSET),
             "CRIMES_GATEWAY_DTC_ADDRESS": "ipv4:" + ",".join(f"127.0.0.1:{p}" for p in dtc_ports),
             "CRIMES_GATEWAY_LDA_ADDRESS": f"dns:///127.0.0.1:{settings.lda_port}",
@@ -340,6 +342,7 @@ def run(announce: Callable[[str], None] = print) -> dict[str, Any]:
                 else "no challenger version yet (a retrain that loses promotion makes one)"
             )
         )
+    _replay_and_evaluate(source, gateway, announce, progress)
     scraped = [*replicas, *((name, name, port) for name, port in challengers)]
     monitoring = _monitoring(settings, state_dir, scraped, progress)
     # Drift monitoring once the gateway serves: unpaused earlier, its first scheduled run would
@@ -355,6 +358,49 @@ def run(announce: Callable[[str], None] = print) -> dict[str, Any]:
     announce(f"Prometheus    {monitoring}")
     announce(f"demo ready in {time.perf_counter() - progress.started:.1f} s; `make down` stops it")
     return {"answer": answer, "models": models}
+
+
+REPLAYED = 2000
+
+
+def _replay_and_evaluate(
+    source: str, gateway: str, announce: Callable[[str], None], progress: Callable[[str], None]
+) -> None:
+    """The loop on ground truth, in short: the latest records of the source file through the
+    gateway with their keys, then the join with the labels the ETL published (the demo's ETL
+    read the same file: here the portal's later publication is already in), and the table."""
+    path = Path(source)
+    if not path.is_file():
+        announce("")
+        announce("replay skipped: it sends a real portal file's records (CRIMES_SOURCE=FILE)")
+        return
+    from crimes.etl.replay import records_of, replay
+    from crimes.feedback import inputs
+    from crimes.feedback.evaluate_served import evaluate_served_predictions
+    from crimes.feedback.evaluation import accuracy_table
+    from crimes.lake.storage import Lake
+
+    progress(f"replaying the file's latest {REPLAYED:,} records through the gateway")
+    records = records_of(str(path), None, None).tail(REPLAYED)
+    report = replay(records, gateway, batch_size=500)
+    lake = Lake()
+    wanted = set(records["id"].astype(str))
+    _wait(
+        lambda: inputs.read_log(lake)["record_id"].isin(wanted).sum() >= 2 * len(wanted),
+        "the prediction log in the lake",
+        60,
+    )
+    progress("evaluating the served predictions against the published labels")
+    evaluation = evaluate_served_predictions(lake, tracking_settings().tracking_uri)
+    announce("")
+    announce(f"crimes replay: {report.records:,} records, served {report.served()}")
+    announce("crimes evaluate (realized accuracy per served version; `crimes evaluate` again) ->")
+    for line in accuracy_table(evaluation.versions):
+        announce(f"      {line}")
+    announce(
+        "      (the demo trained on this file: its records are partly training rows; on records "
+        "the models never saw, see tests/feedback/test_feedback_e2e.py)"
+    )
 
 
 def _monitoring(

@@ -1,0 +1,102 @@
+"""Benchmark (not a test): what the prediction log costs the answers, A/B on one run.
+
+Real processes: both model services and two gateways on them, A with the prediction log off,
+B with it on (its defaults: the log written to the stack's SeaweedFS by its thread, the model
+services asked for each row's confidence). wrk POSTs 1,000 real test records to
+`/predict/batch` (closed loop at `--connections`) and single records to `/predict` at
+concurrency 1, A and B in turn, `--rounds` times. Printed: each run, then B's median against
+A's, judged against the issue's 5 % (batch rows/s, c=1 p50).
+
+    .venv/bin/python bench/prediction_log_overhead.py [--rows N] [--seconds S] [--rounds N]
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import gateway_wrk
+from gateway import (
+    ab_parser,
+    answers,
+    counter_total,
+    serve_models,
+    trained_stack,
+    wait_until,
+    write_bodies,
+)
+
+from crimes.gateway.schemas import EXAMPLE
+from crimes.local import launch
+from crimes.local.launch import LocalProcess
+
+BUDGET = 0.05
+LOGGED = "crimes_prediction_log_rows_total"
+
+
+def main() -> None:
+    parser = ab_parser(__doc__.splitlines()[0])
+    parser.add_argument("--connections", type=int, default=2, help="batch concurrency")
+    args = parser.parse_args()
+    with trained_stack(args, "crimes-bench-log-") as folder:
+        singles, batches, rows = write_bodies(folder, 1000, 20)
+        script = gateway_wrk.write_script(folder)
+        running: dict[str, LocalProcess] = {}
+        try:
+            base = serve_models(folder, ("dtc", "lda"), running)
+            base["CRIMES_GATEWAY_MAX_BATCH_RECORDS"] = "1000"
+            gateways = {
+                "A (log off)": launch.serve(
+                    LocalProcess,
+                    "gateway",
+                    {**base, "CRIMES_PREDICTION_LOG_ENABLED": "false"},
+                    folder,
+                ),
+                "B (log on)": launch.serve(LocalProcess, "gateway", base, folder),
+            }
+            running.update({f"gateway {k}": g for k, g in gateways.items()})
+            for gateway in gateways.values():
+
+                def ready(url: str = gateway.url) -> bool:
+                    return answers(url, "/predict", {"features": EXAMPLE})
+
+                wait_until(gateway, ready)
+            time.sleep(2)
+            rate: dict[str, list[float]] = {name: [] for name in gateways}
+            p50: dict[str, list[float]] = {name: [] for name in gateways}
+            for round_ in range(1, args.rounds + 1):
+                for name, gateway in gateways.items():
+                    batch, raw = gateway_wrk.run(
+                        gateway.url + "/predict/batch", script, batches, args.connections,
+                        args.seconds, args.connections,
+                    )  # fmt: skip
+                    single, raw_single = gateway_wrk.run(
+                        gateway.url + "/predict", script, singles, 1, args.seconds, 1
+                    )
+                    for result, output in ((batch, raw), (single, raw_single)):
+                        if not result.ok:
+                            print(output)
+                    rate[name].append(batch.rate * rows)
+                    p50[name].append(single.p50_ms)
+                    logged = counter_total(gateway, LOGGED)
+                    print(f"round {round_} {name:<12} batch {batch.rate * rows:>9,.0f} rows/s  "
+                          f"c=1 p50 {single.p50_ms:.3f} ms  logged {logged:,.0f}",
+                          flush=True)  # fmt: skip
+        finally:
+            for process in running.values():
+                process.stop()
+    (a_rate, b_rate), (a_p50, b_p50) = (
+        [statistics.median(v) for v in rate.values()],
+        [statistics.median(v) for v in p50.values()],
+    )
+    slower = 1 - b_rate / a_rate
+    later = b_p50 / a_p50 - 1
+    for what, value in (("batch rows/s lower by", slower), ("c=1 p50 higher by", later)):
+        verdict = "MET" if value <= BUDGET else "MISSED"
+        print(f"median, log on against off: {what} {value:+.1%} (budget {BUDGET:.0%}): {verdict}")
+    print(f"batch rows/s: A {a_rate:,.0f}, B {b_rate:,.0f}; c=1 p50: A {a_p50:.3f} ms, "
+          f"B {b_p50:.3f} ms")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
