@@ -235,3 +235,35 @@ def test_a_sigkill_loses_only_the_latest_unwritten_rows_within_the_bound(
         assert missing[model] >= 10  # ... and those it had not written are lost
     # Never more than the memory bound (rows of both models).
     assert sum(missing.values()) <= 3000, missing
+
+
+def test_the_dag_runs_the_same_evaluation_and_audits_its_check(
+    airflow_env: dict[str, str], trained: dict[str, Any], files: dict[str, Path], tmp_path: Path
+) -> None:
+    """`evaluate_served_predictions` (as Airflow runs it on the ETL's Asset): the same join as
+    `crimes evaluate`, a new table behind the pointer, and the accuracy check in its audit log
+    (calm: the champions are right far above the threshold)."""
+    from crimes.local import airflow_runner
+    from crimes.orchestration import assets, retrain_audit
+
+    lake = Lake()
+    records = records_of(str(files["replay"]), None, None).head(400)
+    with serving_system(tmp_path, env=LOG_SETTINGS) as started:
+        replay(records, started["gateway"].url, batch_size=200)
+        started["gateway"].stop(signal.SIGTERM)
+    before = (
+        lake.read_json(layout.evaluation_pointer())["evaluated_at"]
+        if lake.exists(layout.evaluation_pointer())
+        else None
+    )
+    audited = len(retrain_audit.entries(lake, retrain_audit.ACCURACY_PREFIX))
+    result = airflow_runner.dags_test(airflow_env, assets.EVALUATION_DAG_ID, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    after = lake.read_json(layout.evaluation_pointer())
+    assert after["evaluated_at"] != before
+    published = results.read_tables(lake)["versions"]
+    assert published["labelled"].sum() >= len(records)
+    entries = retrain_audit.entries(lake, retrain_audit.ACCURACY_PREFIX)
+    assert len(entries) == audited + 1
+    assert entries[-1]["action"] == "calm", entries[-1]
+    assert set(entries[-1]["models"]) == {"dtc", "lda"}

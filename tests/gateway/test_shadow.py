@@ -22,6 +22,7 @@ class Challenger:
         self.state = ServiceState(ready=ready, model_version="9", transformation_version="tf-9")
         self.deadline_seconds = 0.2
         self.address = "challenger:1"
+        self.model_name = "dtc_model_prod"
         self.delay = delay
         self.fail = fail
         self.calls: list[tuple[int, list[str]]] = []
@@ -176,3 +177,37 @@ def test_merged_records_keep_their_order_across_rows_and_batches() -> None:
     batch = merged(parts)
     assert batch.count == 4
     assert batch.columns == {"code": ["1", "2", "3", "4"]}
+
+
+def test_the_challengers_answers_go_to_the_prediction_log_under_their_requests() -> None:
+    from crimes.feedback.keys import RecordKeys
+    from crimes.feedback.served import Served
+
+    class Kept:
+        def __init__(self) -> None:
+            self.answers: list[Served] = []
+
+        def append(self, answer: Served) -> None:
+            self.answers.append(answer)
+
+    kept = Kept()
+
+    async def scenario() -> None:
+        shade, _ = shadow(Challenger())
+        shade.log = kept  # type: ignore[assignment]
+        await shade.start()
+        single = Records({"code": "7"}, None, 1, RecordKeys(["11"], [None]))
+        shade.offer(single, {"dtc": (["07"], "3")}, "req-1")
+        keys = RecordKeys(["12", None], [None, "JA2"])
+        batch = Records(None, {"code": ["6", "7"]}, 2, keys)
+        shade.offer(batch, {"dtc": (["07", "07"], "3")}, "req-2")
+        await asyncio.sleep(0.1)
+        await shade.stop()
+
+    asyncio.run(scenario())
+    assert [(a.request_id, a.role, a.model_version, list(a.codes)) for a in kept.answers] == [
+        ("req-1", "challenger", "9", ["07"]),
+        ("req-2", "challenger", "9", ["06", "07"]),
+    ]
+    assert kept.answers[1].keys is not None
+    assert kept.answers[1].keys.case_numbers == [None, "JA2"]

@@ -34,7 +34,7 @@ def read_log(lake: Lake, since: dt.date | None = None) -> pd.DataFrame:
         for key in lake.list(layout.PREDICTION_LOG_PREFIX)
         if key.endswith(".parquet") and _on_or_after(key, since)
     ]
-    tables = [pq.read_table(io.BytesIO(lake.read_bytes(key))) for key in keys]
+    tables = [pq.read_table(io.BytesIO(lake.read_bytes(key))).cast(served.schema()) for key in keys]
     frame: pd.DataFrame = (
         pa.concat_tables(tables) if tables else served.schema().empty_table()
     ).to_pandas()

@@ -5,8 +5,8 @@ tags of the version, and as metrics of its run, one step per served day)."""
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import pandas as pd
@@ -23,7 +23,8 @@ log = get_logger(__name__)
 
 def write_tables(lake: Lake, evaluation: Evaluation, stamp: str | None = None) -> dict[str, Any]:
     """The evaluation's tables under their own prefix, then the pointer readers follow."""
-    stamp = stamp or time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    # (To the microsecond: two evaluations never share a folder.)
+    stamp = stamp or datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
     files = {
         f"{name}.parquet": storage.parquet_bytes(table)
         for name, table in evaluation.tables().items()

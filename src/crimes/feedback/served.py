@@ -8,9 +8,10 @@ one Arrow table per served day and model, off that path.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -65,57 +66,81 @@ class Served:
         return dt.datetime.fromtimestamp(self.served_at, dt.UTC).strftime("%Y-%m-%d")
 
 
-def schema() -> pa.Schema:
+# The columns whose value is a part's own (one per request and model): written dictionary-
+# encoded, as built, so that neither the writer nor Parquet hashes them row by row.
+PER_PART: Final = frozenset(
+    {"request_id", "model", "model_name", "role", "model_version", "transformation_version"}
+)
+
+
+def schema(*, written: bool = False) -> pa.Schema:
+    """The log's columns as readers get them (plain strings), or as the writer stores them."""
     import pyarrow as pa
 
+    text = pa.string()
+    per_part = pa.dictionary(pa.int32(), text) if written else text
     return pa.schema(
         [
-            ("request_id", pa.string()),
+            ("request_id", per_part),
             ("served_at", pa.timestamp("ms", tz="UTC")),
             ("row", pa.int32()),
-            ("record_id", pa.string()),
-            ("case_number", pa.string()),
-            ("model", pa.string()),
-            ("model_name", pa.string()),
-            ("role", pa.string()),
-            ("model_version", pa.string()),
-            ("transformation_version", pa.string()),
-            ("fbi_code", pa.string()),
+            ("record_id", text),
+            ("case_number", text),
+            ("model", per_part),
+            ("model_name", per_part),
+            ("role", per_part),
+            ("model_version", per_part),
+            ("transformation_version", per_part),
+            ("fbi_code", text),
             ("confidence", pa.float32()),
         ]
     )
 
 
 def table(parts: Sequence[Served]) -> pa.Table:
-    """Many answers as one table, a row per record, in the order given."""
+    """Many answers as one table, a row per record, in the order given. Built column by column:
+    a part's constant values (its request, model, versions, time) are repeated by numpy and
+    Arrow, never row by row in Python; per part, only list extensions run in Python. The log
+    runs in the gateway's process, so its cost is the answers' cost."""
     import pyarrow as pa
 
-    count = sum(part.rows for part in parts)
+    counts = np.fromiter((part.rows for part in parts), dtype=np.int64, count=len(parts))
+    owner = pa.array(np.repeat(np.arange(len(parts), dtype=np.int32), counts))
 
-    def repeated(value: Any, part: Served) -> list[Any]:
-        return [value] * part.rows
+    def constant(values: list[str]) -> pa.Array:
+        # A dictionary of one value per part (repeated values are Parquet's to fold).
+        return pa.DictionaryArray.from_arrays(owner, pa.array(values, pa.string()))
 
-    def each(of: Any) -> list[Any]:
-        return [value for part in parts for value in of(part)]
+    def flattened(values: list[Sequence[str | None]]) -> pa.Array:
+        return pa.array(list(itertools.chain.from_iterable(values)), pa.string())
 
-    confidence = np.full(count, np.nan, dtype=np.float32)
-    offset = 0
-    for part in parts:
-        if part.confidence is not None:
-            confidence[offset : offset + part.rows] = part.confidence
-        offset += part.rows
-    columns: dict[str, Any] = {
-        "request_id": each(lambda p: repeated(p.request_id, p)),
-        "served_at": each(lambda p: repeated(int(p.served_at * 1000), p)),
-        "row": each(lambda p: range(p.first_row, p.first_row + p.rows)),
-        "record_id": each(lambda p: p.keys.ids if p.keys else repeated(None, p)),
-        "case_number": each(lambda p: p.keys.case_numbers if p.keys else repeated(None, p)),
-        "model": each(lambda p: repeated(p.kind, p)),
-        "model_name": each(lambda p: repeated(p.model_name, p)),
-        "role": each(lambda p: repeated(p.role, p)),
-        "model_version": each(lambda p: repeated(p.model_version, p)),
-        "transformation_version": each(lambda p: repeated(p.transformation_version, p)),
-        "fbi_code": each(lambda p: p.codes),
-        "confidence": pa.array(confidence, from_pandas=True),  # NaN: the model gave none
-    }
-    return pa.Table.from_pydict(columns, schema=schema())
+    starts = np.repeat(np.cumsum(counts) - counts, counts)
+    first = np.repeat(np.fromiter((p.first_row for p in parts), np.int64, len(parts)), counts)
+    millis = np.fromiter((int(p.served_at * 1000) for p in parts), np.int64, len(parts))
+    columns = [
+        constant([part.request_id for part in parts]),
+        pa.array(np.repeat(millis, counts).astype("datetime64[ms]")).cast(
+            pa.timestamp("ms", tz="UTC")
+        ),
+        pa.array((np.arange(len(starts)) - starts + first).astype(np.int32)),
+        flattened([p.keys.ids if p.keys else [None] * p.rows for p in parts]),
+        flattened([p.keys.case_numbers if p.keys else [None] * p.rows for p in parts]),
+        constant([part.kind for part in parts]),
+        constant([part.model_name for part in parts]),
+        constant([part.role for part in parts]),
+        constant([part.model_version for part in parts]),
+        constant([part.transformation_version for part in parts]),
+        flattened([part.codes for part in parts]),
+        pa.array(
+            np.concatenate(
+                [
+                    np.full(p.rows, np.nan, np.float32) if p.confidence is None else p.confidence
+                    for p in parts
+                ]
+            ).astype(np.float32),
+            from_pandas=True,  # NaN: the model gave none
+        )
+        if parts
+        else pa.array([], pa.float32()),
+    ]
+    return pa.Table.from_arrays(columns, schema=schema(written=True))

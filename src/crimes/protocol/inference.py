@@ -234,7 +234,7 @@ class Answer:
     model_version: str
     transformation_version: str
     labels: npt.NDArray[Any]
-    probabilities: FloatMatrix | None
+    probabilities: npt.NDArray[np.floating[Any]] | None  # float32 or float64, as computed
     encoding: Labels
 
 

@@ -40,7 +40,7 @@ class FormRefused(ValueError):
 @dataclass(frozen=True)
 class Prediction:
     labels: npt.NDArray[Any]
-    probabilities: npt.NDArray[np.float64] | None
+    probabilities: npt.NDArray[np.floating[Any]] | None
 
 
 class OnnxClassifier:
@@ -78,7 +78,9 @@ class OnnxClassifier:
             (labels,) = self.session.run([LABEL_OUTPUT], inputs)
             return Prediction(labels=labels, probabilities=None)
         labels, scores = self.session.run([LABEL_OUTPUT, PROBABILITIES_OUTPUT], inputs)
-        return Prediction(labels=labels, probabilities=np.asarray(scores, dtype=np.float64))
+        # As the form computes them (float32 for most): widened only where a client asks for
+        # them (the protocol's FP64 output), never for the confidence alone.
+        return Prediction(labels=labels, probabilities=np.asarray(scores))
 
 
 def checked_structure(data: bytes, source: str) -> None:
