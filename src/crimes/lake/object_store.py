@@ -9,7 +9,7 @@ identity, whose only right is to administer the project's two buckets. Least pri
   lake-writer   reads and writes the data lake (the ETL and the training)
   lake-reader   reads the data lake (the model services: their fallback bundles)
   mlflow-store  reads and writes MLflow's artifacts (the MLflow server alone)
-  prediction-log  adds files to the prediction log and reads the latest evaluation (the
+  prediction-log  writes (and may delete) prediction log files, reads the latest evaluation (the
                 gateway): nothing else of the lake, not even a listing.
 """
 
