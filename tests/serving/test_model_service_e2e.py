@@ -154,7 +154,7 @@ def test_tritonclient_gets_the_registered_models_own_predictions(
     }
     assert [i["name"] for i in metadata["inputs"][1:]] == list(contract.FEATURES)
     assert all(i["shape"] == ["-1"] for i in metadata["inputs"][1:])
-    assert [o["name"] for o in metadata["outputs"]] == ["fbi_code", "probabilities"]
+    assert [o["name"] for o in metadata["outputs"]] == ["fbi_code", "probabilities", "confidence"]
 
     labels, probabilities = _offline(service.name, version, rows)
     assert answer["labels"] == labels
@@ -164,6 +164,8 @@ def test_tritonclient_gets_the_registered_models_own_predictions(
     np.testing.assert_allclose(
         served_probabilities.reshape(probabilities.shape), probabilities, rtol=0, atol=1e-5
     )
+    # Each row's top probability (FP32), what the gateway's prediction log keeps.
+    np.testing.assert_allclose(answer["confidence"], probabilities.max(axis=1), atol=1e-5)
     assert answer["model_version"] == version
     assert answer["id"] == "triton-1"
     assert answer["parameters"]["transformation_version"] == {

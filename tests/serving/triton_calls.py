@@ -27,6 +27,7 @@ def call(
     outputs = [
         triton.InferRequestedOutput("fbi_code"),
         triton.InferRequestedOutput("probabilities"),
+        triton.InferRequestedOutput("confidence"),
     ]
     result = client.infer(
         model,
@@ -47,6 +48,7 @@ def call(
         "labels": [b.decode() for b in result.as_numpy("fbi_code").tolist()],
         "probabilities_hex": probabilities.astype("<f8").tobytes().hex(),
         "probabilities_shape": list(probabilities.shape),
+        "confidence": result.as_numpy("confidence").astype(float).tolist(),
         "model_version": response["model_version"],
         "id": response.get("id", ""),
         "parameters": response.get("parameters", {}),
