@@ -104,7 +104,9 @@ def test_replicas_join_and_leave_a_running_gateway(trained: dict[str, Any], tmp_
                         response = client.post("/predict", json={"features": EXAMPLE})
                         body = response.json()
                         if response.status_code != 200 or None in body.values():
-                            failures.append(f"{response.status_code} {body}")
+                            # With the gateway's reason: the cause, when this happens.
+                            reason = response.headers.get("X-Partial-Failure", "")
+                            failures.append(f"{response.status_code} {body} {reason}")
                         answered[0] += 1
 
             threads.extend(threading.Thread(target=load) for _ in range(3))
