@@ -16,10 +16,10 @@ from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOpe
 from airflow.sdk import Param, dag, get_current_context, task
 
 from crimes.orchestration.assets import (
-    ETL_DAG_ID,
     EVALUATION_DAG_ID,
     TAGS,
     TRAINING_DAG_ID,
+    active_retrain_runs,
     final_data_asset,
 )
 
@@ -51,10 +51,7 @@ def evaluate_served_predictions() -> None:
         from crimes.orchestration import tasks
 
         context = get_current_context()
-        active = sum(
-            context["ti"].get_dr_count(dag_id=dag_id, states=["queued", "running"])
-            for dag_id in (ETL_DAG_ID, TRAINING_DAG_ID)
-        )
+        active = active_retrain_runs(context)
         return tasks.evaluate_served(context["params"], active, context["run_id"])
 
     @task.branch

@@ -18,7 +18,12 @@ from typing import Any
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import Param, dag, get_current_context, task
 
-from crimes.orchestration.assets import ETL_DAG_ID, MONITOR_DAG_ID, TAGS, TRAINING_DAG_ID
+from crimes.orchestration.assets import (
+    ETL_DAG_ID,
+    MONITOR_DAG_ID,
+    TAGS,
+    active_retrain_runs,
+)
 
 
 @dag(
@@ -46,10 +51,7 @@ def monitor_drift() -> None:
 
         context = get_current_context()
         # Deduplicated: a retrain is not started while one is queued or running.
-        active = sum(
-            context["ti"].get_dr_count(dag_id=dag_id, states=["queued", "running"])
-            for dag_id in (ETL_DAG_ID, TRAINING_DAG_ID)
-        )
+        active = active_retrain_runs(context)
         return tasks.check_drift(context["params"], active, context["run_id"])
 
     # (A branch, not a short-circuit: Airflow 3.3's ShortCircuitOperator fails when it skips.)

@@ -114,6 +114,3 @@ class RecordKeys:
 
     def __len__(self) -> int:
         return len(self.ids)
-
-    def rows(self, start: int, stop: int) -> RecordKeys:
-        return RecordKeys(self.ids[start:stop], self.case_numbers[start:stop])

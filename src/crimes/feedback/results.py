@@ -29,8 +29,7 @@ def write_tables(lake: Lake, evaluation: Evaluation, stamp: str | None = None) -
         f"{name}.parquet": storage.parquet_bytes(table)
         for name, table in evaluation.tables().items()
     }
-    prefix = layout.evaluation_key(stamp, "x").rsplit("/", 1)[0]
-    written = storage.write_files(lake, prefix, files)
+    written = storage.write_files(lake, layout.evaluation_prefix(stamp), files)
     manifest = {
         "evaluated_at": stamp,
         "rows": {name: len(table) for name, table in evaluation.tables().items()},

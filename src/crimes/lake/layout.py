@@ -69,9 +69,9 @@ def prediction_log_key(day: str, kind: str, part: str) -> str:
     return f"{PREDICTION_LOG_PREFIX}/date={day}/model={kind}/{part}.parquet"
 
 
-def evaluation_key(stamp: str, table: str) -> str:
-    """One evaluation's table (`versions`, `days`, `districts`, `confusion`)."""
-    return f"{EVALUATION_PREFIX}/{stamp}/{table}.parquet"
+def evaluation_prefix(stamp: str) -> str:
+    """One evaluation's tables (`versions`, `days`, `districts`, `confusion`.parquet)."""
+    return f"{EVALUATION_PREFIX}/{stamp}"
 
 
 def evaluation_pointer() -> str:

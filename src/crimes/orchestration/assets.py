@@ -28,6 +28,14 @@ def final_data_asset() -> Any:
     )
 
 
+def active_retrain_runs(context: Any) -> int:
+    """ETL and training runs queued or running: a monitor starts no retrain while one is."""
+    return sum(
+        context["ti"].get_dr_count(dag_id=dag_id, states=["queued", "running"])
+        for dag_id in (ETL_DAG_ID, TRAINING_DAG_ID)
+    )
+
+
 def triggering_year(context: Any, default: int) -> int:
     """The year a DAG run is about: its `year` param, else the ETL event that started it."""
     year = context["params"].get("year") or _from_events(context, "year")
