@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import re
 import shutil
 import subprocess
@@ -67,3 +68,29 @@ def test_the_layering_check_fails_when_a_production_part_imports_local_tooling(
     assert broken.returncode != 0
     assert "imported by no production part BROKEN" in broken.stdout.replace("\n", " ")
     assert "crimes.gateway.app -> crimes.local.demo" in broken.stdout
+
+
+def long_functions(folder: Path, limit: int) -> list[str]:
+    """Every function or method under `folder` longer than `limit` lines (its def to its end)."""
+    found = []
+    for path in sorted(folder.rglob("*.py")):
+        functions = (
+            node
+            for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        )
+        for node in functions:
+            if (node.end_lineno or node.lineno) - node.lineno + 1 > limit:
+                found.append(f"{path.relative_to(folder)}:{node.lineno} {node.name}")
+    return found
+
+
+def test_no_function_of_the_gateway_or_the_model_services_is_longer_than_50_lines(
+    tmp_path: Path,
+) -> None:
+    package = PROJECT_ROOT / "src" / "crimes"
+    assert long_functions(package / "gateway", 50) == []
+    assert long_functions(package / "serving", 50) == []
+    # The check sees a long one.
+    (tmp_path / "long.py").write_text("def f() -> None:\n" + "    pass\n" * 50)
+    assert long_functions(tmp_path, 50) == ["long.py:1 f"]

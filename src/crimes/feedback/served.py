@@ -1,14 +1,16 @@
 """The prediction log's rows: one per answered record and model, as the gateway served it.
 
-A `Served` is one model's answers for the records of one request (or one shadow call), kept by
-reference on the request path (no copy, no per-row work); the writer turns many of them into
-one Arrow table per served day and model, off that path.
+A `Served` is one model's answers for the records of one request (or one shadow call), as the
+gateway's core hands them over; the log holds each as a `Held`: its per-row values moved into
+Arrow arrays (a few buffers each) at once, so that no Python object per row outlives the
+answer. The writer turns many of them into one Arrow table per served day and model, off the
+request path.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
-import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
@@ -73,6 +75,50 @@ PER_PART: Final = frozenset(
 )
 
 
+@dataclass(frozen=True)
+class Held:
+    """A `Served` as the log holds it until written. Holding the answers' own lists of strings
+    (a Python object per row, alive for a flush interval) made the gateway's request path about
+    10 % slower as a whole (its memory is then never reused while still warm: fresh arenas,
+    page faults, longer collections); three Arrow arrays cost about 30 µs per 1,000 rows."""
+
+    answer: Served  # its constants; `codes` and `keys` emptied
+    codes: pa.Array
+    record_ids: pa.Array | None
+    case_numbers: pa.Array | None
+
+    @property
+    def rows(self) -> int:
+        return len(self.codes)
+
+
+class Holder:
+    """Makes `Held` parts on the event loop. A request's keys are shared by every model's
+    answers to it: converted once (the last keys seen are remembered)."""
+
+    def __init__(self) -> None:
+        import pyarrow as pa
+
+        self._pa = pa
+        self._keys: tuple[RecordKeys, pa.Array, pa.Array] | None = None
+        pa.array(["warm"], pa.string())  # the first conversion costs milliseconds: not a request's
+
+    def hold(self, answer: Served) -> Held:
+        pa = self._pa
+        codes = pa.array(answer.codes, pa.string())
+        ids = case_numbers = None
+        if answer.keys is not None:
+            if self._keys is None or self._keys[0] is not answer.keys:
+                keys = answer.keys
+                self._keys = (
+                    keys,
+                    pa.array(keys.ids, pa.string()),
+                    pa.array(keys.case_numbers, pa.string()),
+                )
+            _, ids, case_numbers = self._keys
+        return Held(dataclasses.replace(answer, codes=(), keys=None), codes, ids, case_numbers)
+
+
 def schema(*, written: bool = False) -> pa.Schema:
     """The log's columns as readers get them (plain strings), or as the writer stores them."""
     import pyarrow as pa
@@ -97,50 +143,57 @@ def schema(*, written: bool = False) -> pa.Schema:
     )
 
 
-def table(parts: Sequence[Served]) -> pa.Table:
+def table(parts: Sequence[Held]) -> pa.Table:
     """Many answers as one table, a row per record, in the order given. Built column by column:
     a part's constant values (its request, model, versions, time) are repeated by numpy and
-    Arrow, never row by row in Python; per part, only list extensions run in Python. The log
-    runs in the gateway's process, so its cost is the answers' cost."""
+    Arrow, its per-row values concatenated by Arrow; nothing runs row by row in Python. The
+    log runs in the gateway's process, so its cost is the answers' cost."""
     import pyarrow as pa
 
+    answers = [part.answer for part in parts]
     counts = np.fromiter((part.rows for part in parts), dtype=np.int64, count=len(parts))
-    owner = pa.array(np.repeat(np.arange(len(parts), dtype=np.int32), counts))
+    text = pa.string()
 
     def constant(values: list[str]) -> pa.Array:
-        # A dictionary of one value per part (repeated values are Parquet's to fold).
-        return pa.DictionaryArray.from_arrays(owner, pa.array(values, pa.string()))
+        # Each distinct value once in the dictionary: given repeated values, Parquet writes
+        # the column out in full (measured three times the cost), not as its dictionary.
+        distinct, index = np.unique(np.array(values, dtype=object), return_inverse=True)
+        indices = pa.array(np.repeat(index.astype(np.int32), counts))
+        return pa.DictionaryArray.from_arrays(indices, pa.array(distinct.tolist(), text))
 
-    def flattened(values: list[Sequence[str | None]]) -> pa.Array:
-        return pa.array(list(itertools.chain.from_iterable(values)), pa.string())
+    def joined(values: list[pa.Array | None]) -> pa.Array:
+        if not parts:
+            return pa.array([], text)
+        filled = (
+            pa.nulls(part.rows, text) if value is None else value
+            for part, value in zip(parts, values, strict=True)
+        )
+        return pa.concat_arrays(list(filled))
 
     starts = np.repeat(np.cumsum(counts) - counts, counts)
-    first = np.repeat(np.fromiter((p.first_row for p in parts), np.int64, len(parts)), counts)
-    millis = np.fromiter((int(p.served_at * 1000) for p in parts), np.int64, len(parts))
+    first = np.repeat(np.fromiter((a.first_row for a in answers), np.int64, len(parts)), counts)
+    millis = np.fromiter((int(a.served_at * 1000) for a in answers), np.int64, len(parts))
+    confidence = [
+        np.full(part.rows, np.nan, np.float32) if a.confidence is None else a.confidence
+        for part, a in zip(parts, answers, strict=True)
+    ]
     columns = [
-        constant([part.request_id for part in parts]),
+        constant([a.request_id for a in answers]),
         pa.array(np.repeat(millis, counts).astype("datetime64[ms]")).cast(
             pa.timestamp("ms", tz="UTC")
         ),
         pa.array((np.arange(len(starts)) - starts + first).astype(np.int32)),
-        flattened([p.keys.ids if p.keys else [None] * p.rows for p in parts]),
-        flattened([p.keys.case_numbers if p.keys else [None] * p.rows for p in parts]),
-        constant([part.kind for part in parts]),
-        constant([part.model_name for part in parts]),
-        constant([part.role for part in parts]),
-        constant([part.model_version for part in parts]),
-        constant([part.transformation_version for part in parts]),
-        flattened([part.codes for part in parts]),
+        joined([part.record_ids for part in parts]),
+        joined([part.case_numbers for part in parts]),
+        constant([a.kind for a in answers]),
+        constant([a.model_name for a in answers]),
+        constant([a.role for a in answers]),
+        constant([a.model_version for a in answers]),
+        constant([a.transformation_version for a in answers]),
+        joined([part.codes for part in parts]),
         pa.array(
-            np.concatenate(
-                [
-                    np.full(p.rows, np.nan, np.float32) if p.confidence is None else p.confidence
-                    for p in parts
-                ]
-            ).astype(np.float32),
+            np.concatenate(confidence).astype(np.float32) if parts else np.array([], np.float32),
             from_pandas=True,  # NaN: the model gave none
-        )
-        if parts
-        else pa.array([], pa.float32()),
+        ),
     ]
     return pa.Table.from_arrays(columns, schema=schema(written=True))

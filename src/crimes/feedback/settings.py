@@ -22,10 +22,11 @@ class PredictionLogSettings(BaseSettings):
     # (Fewer, larger files cost the gateway less: each is one PUT, and its Python is the
     # answers' process's.)
     flush_seconds: float = Field(default=30.0, gt=0, le=3600)
-    flush_rows: int = Field(default=100_000, ge=1)
+    flush_rows: int = Field(default=250_000, ge=1)
     # Rows held in memory (waiting or being written); beyond it new rows are dropped, counted
-    # and logged, never waited for (about 60 bytes a row).
-    buffer_rows: int = Field(default=400_000, ge=1)
+    # and logged, never waited for (about 26 bytes a row with its keys: the log holds
+    # each answer in Arrow arrays).
+    buffer_rows: int = Field(default=1_000_000, ge=1)
     # Where files go while the lake cannot take them (uploaded, oldest first, once it can);
     # a persistent volume in the deployments, so that a restart uploads them.
     spill_dir: Path = DEFAULT_STATE_DIR / "prediction-log-spill"

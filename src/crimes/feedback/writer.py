@@ -23,12 +23,12 @@ import time
 import uuid
 from collections import defaultdict
 from pathlib import Path
-from typing import Protocol
+from typing import Final, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from crimes.feedback import served
-from crimes.feedback.served import Served
+from crimes.feedback.served import Held, Holder, Served
 from crimes.feedback.settings import PredictionLogSettings
 from crimes.lake import layout
 from crimes.lake.storage import Lake
@@ -77,18 +77,23 @@ class LogMetrics:
         )
 
 
+DICTIONARY_COLUMNS: Final = served.PER_PART | {"fbi_code"}
+
+
 def parquet(table: object) -> bytes:
     """The cheapest Parquet to write that stays small: the per-part columns come dictionary-
-    encoded; no column statistics (the files are found by their date and model folders)."""
+    encoded, and the FBI codes (a few dozen values) are made so; LZ4 (measured 30 % less work
+    than zstd here, files about 15 % larger: the gateway's CPU is the dearer); no column
+    statistics (the files are found by their date and model folders)."""
     import pyarrow.parquet as pq
 
     buffer = io.BytesIO()
     pq.write_table(
         table,
         buffer,
-        compression="zstd",
+        compression="lz4",
         write_statistics=False,
-        use_dictionary=sorted(served.PER_PART),
+        use_dictionary=sorted(DICTIONARY_COLUMNS),
     )
     return buffer.getvalue()
 
@@ -107,7 +112,8 @@ class PredictionLog:
         # Part names: unique per process, ordered in time within it.
         self._instance = instance or uuid.uuid4().hex[:8]
         self._sequence = itertools.count()
-        self._parts: list[Served] = []
+        self._parts: list[Held] = []
+        self._holder: Holder | None = None  # made at start: it imports pyarrow
         self._waiting = 0  # rows in `_parts`
         self._held = 0  # rows appended and not yet written (lake or spill)
         self._dropped_unreported = 0
@@ -121,13 +127,16 @@ class PredictionLog:
     def append(self, answer: Served) -> None:
         """Keep one model's answers for the log; drop (and count) them when the memory bound
         is reached. Never blocks on I/O, never raises."""
+        if self._holder is None:
+            self._holder = Holder()
+        part, rows = self._holder.hold(answer), answer.rows
         with self._lock:
-            if self._held + answer.rows > self.settings.buffer_rows:
-                self._drop(answer.rows)
+            if self._held + rows > self.settings.buffer_rows:
+                self._drop(rows)
                 return
-            self._parts.append(answer)
-            self._waiting += answer.rows
-            self._held += answer.rows
+            self._parts.append(part)
+            self._waiting += rows
+            self._held += rows
             due = self._waiting >= self.settings.flush_rows
         if due:
             self._wake.set()
@@ -139,6 +148,7 @@ class PredictionLog:
     # --- the writer's thread --------------------------------------------------------------
 
     def start(self) -> None:
+        self._holder = Holder()
         self.settings.spill_dir.mkdir(parents=True, exist_ok=True)
         self._update_spill_gauge()
         self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
@@ -177,9 +187,9 @@ class PredictionLog:
         with self._lock:
             parts, self._parts, self._waiting = self._parts, [], 0
         lake_took = True
-        groups: dict[tuple[str, str], list[Served]] = defaultdict(list)
+        groups: dict[tuple[str, str], list[Held]] = defaultdict(list)
         for part in parts:
-            groups[(part.day, part.kind)].append(part)
+            groups[(part.answer.day, part.answer.kind)].append(part)
         for (day, kind), group in sorted(groups.items()):
             rows = sum(part.rows for part in group)
             key = layout.prediction_log_key(day, kind, self._part_name())

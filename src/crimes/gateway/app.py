@@ -93,16 +93,7 @@ def _lifespan(settings: GatewaySettings) -> Callable[[FastAPI], AbstractAsyncCon
         await shadow.start()
         board = ReplicaBoard(services)
         app.state.metrics, app.state.predictor, app.state.replicas = metrics, predictor, board
-        background = [
-            asyncio.create_task(_refresh_forever(predictor, settings.refresh_seconds)),
-            asyncio.create_task(
-                board.keep_fresh(settings.models_refresh_seconds, settings.refresh_seconds)
-            ),
-        ]
-        if settings.accuracy_refresh_seconds:
-            background.append(
-                asyncio.create_task(_accuracy_forever(metrics, settings.accuracy_refresh_seconds))
-            )
+        background = _background(settings, predictor, board, metrics)
         exporter = _metrics_server(settings, metrics)
         log.info(
             "gateway.started",
@@ -131,6 +122,24 @@ def _lifespan(settings: GatewaySettings) -> Callable[[FastAPI], AbstractAsyncCon
                 await service.close()
 
     return lifespan
+
+
+def _background(
+    settings: GatewaySettings, predictor: Predictor, board: ReplicaBoard, metrics: GatewayMetrics
+) -> list[asyncio.Task[None]]:
+    """The refreshes that run beside the answers: the services' metadata, the replica board,
+    and the served accuracy read from the lake."""
+    background = [
+        asyncio.create_task(_refresh_forever(predictor, settings.refresh_seconds)),
+        asyncio.create_task(
+            board.keep_fresh(settings.models_refresh_seconds, settings.refresh_seconds)
+        ),
+    ]
+    if settings.accuracy_refresh_seconds:
+        background.append(
+            asyncio.create_task(_accuracy_forever(metrics, settings.accuracy_refresh_seconds))
+        )
+    return background
 
 
 def _prediction_log(metrics: GatewayMetrics) -> PredictionLog | None:

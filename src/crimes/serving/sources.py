@@ -108,17 +108,7 @@ class MlflowRegistry:
         signing.verify(self.verify_key, statement, ref.tags.get(Tag.ONNX_SIGNATURE))
 
     def _load(self, ref: VersionRef, uri: str) -> LoadedModel:
-        tagged = ref.tags.get(Tag.TRANSFORMATION_VERSION)
-        if not tagged:
-            raise ModelLoadError(f"{uri}: the version has no '{Tag.TRANSFORMATION_VERSION}' tag")
-        if not ref.run_id:
-            raise ModelLoadError(f"{uri}: the version has no run (its transformation lives there)")
-        form_uri = ref.tags.get(Tag.ONNX_MODEL)
-        if not form_uri:
-            raise ModelLoadError(
-                f"{uri}: the version has no ONNX form (registered before the services ran "
-                f"ONNX); add it with: crimes add-onnx {ref.name} {ref.version}"
-            )
+        tagged, form_uri = _servable(ref, uri)
         with tempfile.TemporaryDirectory(prefix="crimes-serving-") as scratch:
             transformation = self._transformation(ref, uri, tagged, Path(scratch))
             form_dir = self.rest.download_tree(
@@ -226,3 +216,19 @@ def load_fallback(
 
 def save_local_copy(settings: ModelServerSettings, model: LoadedModel) -> None:
     bundles.save_bundle_dir(settings.local_copy_dir, model.bundle)
+
+
+def _servable(ref: VersionRef, uri: str) -> tuple[str, str]:
+    """The version's transformation tag and ONNX form, which a version must have to serve."""
+    tagged = ref.tags.get(Tag.TRANSFORMATION_VERSION)
+    if not tagged:
+        raise ModelLoadError(f"{uri}: the version has no '{Tag.TRANSFORMATION_VERSION}' tag")
+    if not ref.run_id:
+        raise ModelLoadError(f"{uri}: the version has no run (its transformation lives there)")
+    form_uri = ref.tags.get(Tag.ONNX_MODEL)
+    if not form_uri:
+        raise ModelLoadError(
+            f"{uri}: the version has no ONNX form (registered before the services ran "
+            f"ONNX); add it with: crimes add-onnx {ref.name} {ref.version}"
+        )
+    return tagged, form_uri
