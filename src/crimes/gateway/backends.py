@@ -30,6 +30,10 @@ log = get_logger(__name__)
 # Only UNAVAILABLE proves the call never reached a model (no connection, replica gone), so only
 # it is retried; a DEADLINE_EXCEEDED call may still be running and retrying would double it.
 RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE})
+# A retry waits this long times its number: a replica that is leaving (GOAWAY, then its socket
+# closes) stays in the channel's picker for a moment, and a retry sent at once can meet it
+# again (seen as a lost answer while a replica left under load).
+RETRY_BACKOFF_SECONDS = 0.025
 # The backoff of the refreshes that failed calls ask for (seconds).
 REFRESH_BACKOFF_MIN = 0.2
 REFRESH_BACKOFF_MAX = 5.0
@@ -177,6 +181,9 @@ class ModelService:
             except grpc.aio.AioRpcError as error:
                 if error.code() in RETRYABLE and attempt < self.retries:
                     attempt += 1
+                    await asyncio.sleep(
+                        min(RETRY_BACKOFF_SECONDS * attempt, (deadline - time.monotonic()) / 2)
+                    )
                     continue
                 raise ModelCallError(
                     from_grpc_status_name(error.code().name), error.details() or error.code().name
