@@ -8,6 +8,7 @@ ring buffer; the shares are counted only when a report is asked for (a scrape, `
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -78,7 +79,9 @@ class Window:
         self.capacity = capacity
         self.min_records = min(min_records, capacity)
         self._features = [reference.features[name] for name in contract.FEATURES]
-        self._categories = [i for i, f in enumerate(self._features) if f.kind == "category"]
+        self._categories = {
+            j: _CategoryCodes(f) for j, f in enumerate(self._features) if f.kind == "category"
+        }
         self._buckets = np.zeros((capacity, len(self._features)), dtype=np.int16)
         self._unknown = np.zeros((capacity, len(self._features)), dtype=np.bool_)
         self._sources = np.zeros(capacity, dtype=np.int32)
@@ -114,21 +117,12 @@ class Window:
         for j, feature in enumerate(self._features):
             column = columns.get(feature.name)
             values = column[start:] if column is not None else [None] * (count - start)
-            if feature.name == "location_description":  # the only feature `filled` changes
-                values = [filled(feature.name, v) for v in values]
             if feature.kind == "numeric":
                 buckets[:, j] = _numeric_buckets(feature, values)
                 continue
-            # Columns hold few distinct categories: each is bucketed once, then every row
-            # takes its category's bucket by one index (one pass over the column in C).
-            try:
-                distinct = list(dict.fromkeys(values))
-            except TypeError:  # unhashable values cannot be in a validated record
-                raise ValueError(f"feature {feature.name}: values are not plain") from None
-            index = {v: i for i, v in enumerate(distinct)}
-            codes = np.fromiter(map(index.__getitem__, values), np.intp, len(values))
-            buckets[:, j] = np.array([feature.bucket(v) for v in distinct], np.int16)[codes]
-            unknown[:, j] = np.array([feature.unknown(v) for v in distinct], np.bool_)[codes]
+            found = self._categories[j].codes(values)
+            buckets[:, j] = found >> 1
+            unknown[:, j] = found & 1
         with self._lock:
             rows = len(buckets)
             first = min(rows, self.capacity - self._next)
@@ -184,3 +178,33 @@ def _numeric_buckets(feature: FeatureReference, values: Sequence[Any]) -> npt.ND
     found = np.searchsorted(np.asarray(feature.edges, dtype=np.float64), numbers, side="right")
     found[np.isnan(numbers)] = feature.buckets - 1
     return found.astype(np.int16)
+
+
+class _CategoryCodes:
+    """A category feature's bucket and unknown flag of whole columns at once: each value the
+    reference names (its categories, every known one, the missing value) has its code
+    (bucket * 2 + unknown) ready, so a column is one dictionary lookup per value, in C; only
+    values the training never saw are judged one by one (once each), by the same
+    `FeatureReference` rules as a single record."""
+
+    def __init__(self, feature: FeatureReference) -> None:
+        self.feature = feature
+        named = [None, *feature.categories, *feature.known]
+        self._codes = {value: self._code(value) for value in named}
+
+    def _code(self, value: Any) -> int:
+        value = filled(self.feature.name, value)
+        return self.feature.bucket(value) * 2 + int(self.feature.unknown(value))
+
+    def codes(self, values: Sequence[Any]) -> npt.NDArray[np.int16]:
+        try:
+            found = np.fromiter(
+                map(self._codes.get, values, itertools.repeat(-1)), np.int16, len(values)
+            )
+        except TypeError:  # unhashable values cannot be in a validated record
+            raise ValueError(f"feature {self.feature.name}: values are not plain") from None
+        unseen = np.flatnonzero(found < 0).tolist()
+        if unseen:
+            judged = {v: self._code(v) for v in dict.fromkeys(values[i] for i in unseen)}
+            found[unseen] = [judged[values[i]] for i in unseen]
+        return found
