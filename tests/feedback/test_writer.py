@@ -3,6 +3,7 @@ writes, where it spills, what it drops and counts, and that a graceful stop lose
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import threading
 import time
@@ -94,6 +95,55 @@ def test_a_flush_writes_a_file_per_day_and_model_with_every_row(tmp_path: Path) 
     )
     assert dtc == [("r1", 0, "100", "06"), ("r1", 1, "101", "07"), ("r2", 0, "100", "14")]
     assert {round(float(r["confidence"]), 2) for r in rows if r["request_id"] == "r1"} == {0.5, 0.9}
+
+
+def one_by_one(whole: Served) -> list[Served]:
+    """The same answers as single-record answers (as single requests give them)."""
+    assert whole.keys is not None
+    assert whole.confidence is not None
+    return [
+        dataclasses.replace(
+            whole,
+            codes=[code],
+            confidence=whole.confidence[i : i + 1],
+            keys=RecordKeys(whole.keys.ids[i : i + 1], whole.keys.case_numbers[i : i + 1]),
+            first_row=i,
+        )
+        for i, code in enumerate(whole.codes)
+    ]
+
+
+def test_few_record_answers_are_written_as_many_record_answers_are(tmp_path: Path) -> None:
+    """Answers of a few records are kept in lists, larger ones in Arrow arrays: the same
+    rows either way, and both kinds in one file per day and model."""
+    whole = answer("r1", ["06", "07", "08B", "14"] * 10)  # 40 records: held as arrays
+    whole = dataclasses.replace(whole, keys=RecordKeys(whole.keys.ids, ["JH1"] * 40))  # type: ignore[union-attr]
+    unsure = dataclasses.replace(answer("r3", ["26"]), confidence=None, keys=None)
+    written: list[list[dict[str, Any]]] = []
+    for parts in ([whole], one_by_one(whole)):
+        sink = Folder()
+        log = PredictionLog(sink, settings(tmp_path))
+        for part in parts:
+            log.append(part)
+        assert log.flush()
+        written.append(sorted(sink.rows(), key=lambda r: r["row"]))
+    assert written[0] == written[1]
+    assert [r["record_id"] for r in written[0]][:2] == ["100", "101"]
+    assert {r["case_number"] for r in written[0]} == {"JH1"}
+
+    sink = Folder()
+    log = PredictionLog(sink, settings(tmp_path))
+    for part in [whole, *one_by_one(answer("r2", ["03", "04B"])), unsure]:
+        log.append(part)
+    assert log.flush()
+    assert len(sink.files) == 1
+    rows = sink.rows()
+    assert len(rows) == 43
+    (alone,) = [r for r in rows if r["request_id"] == "r3"]
+    assert alone["record_id"] is None
+    assert alone["fbi_code"] == "26"
+    assert alone["confidence"] is None  # the model gave none
+    assert [r["row"] for r in rows if r["request_id"] == "r2"] == [0, 1]
 
 
 def test_the_lake_down_spills_and_the_spill_is_uploaded_once_it_is_back(tmp_path: Path) -> None:

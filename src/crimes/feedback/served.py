@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -73,6 +74,7 @@ class Served:
 PER_PART: Final = frozenset(
     {"request_id", "model", "model_name", "role", "model_version", "transformation_version"}
 )
+PER_ROW_TEXT: Final = ("record_id", "case_number", "fbi_code")
 
 
 @dataclass(frozen=True)
@@ -117,6 +119,85 @@ class Holder:
                 )
             _, ids, case_numbers = self._keys
         return Held(dataclasses.replace(answer, codes=(), keys=None), codes, ids, case_numbers)
+
+
+# An answer of at most this many records (a single request's, mostly) is kept as its values
+# in `Few`'s lists: Arrow arrays of one value cost more to make and to join than the answer
+# (measured here: 10.5 µs a record to hold and 16 µs to write, against 3 µs and under 1 µs).
+FEW_ROWS: Final = 16
+
+
+class Few:
+    """Answers of few records each, of one served day and model, kept column by column in
+    lists of the values the answers hold (the codes and ids are the answers' own strings):
+    an append is a few list operations. Every CHUNK_ROWS rows the lists become an Arrow table
+    (about 1.3 µs a row, on the event loop): in lists a row costs about 280 bytes, in Arrow
+    about 90 (its request id and keys are its own), so the log's bound in rows stays one in
+    bytes."""
+
+    CHUNK_ROWS: Final = 2048
+
+    def __init__(self) -> None:
+        self.rows = 0
+        self._chunks: list[pa.Table] = []
+        self._values = self._empty()
+
+    @staticmethod
+    def _empty() -> dict[str, list[Any]]:
+        return {name: [] for name in COLUMNS}
+
+    def add(self, answer: Served) -> None:
+        count, values = answer.rows, self._values
+        for name, value in (
+            ("request_id", answer.request_id),
+            ("served_at", answer.served_at),
+            ("model", answer.kind),
+            ("model_name", answer.model_name),
+            ("role", answer.role),
+            ("model_version", answer.model_version),
+            ("transformation_version", answer.transformation_version),
+        ):
+            values[name].extend([value] * count)
+        values["row"].extend(range(answer.first_row, answer.first_row + count))
+        keys = answer.keys
+        values["record_id"].extend([None] * count if keys is None else keys.ids)
+        values["case_number"].extend([None] * count if keys is None else keys.case_numbers)
+        values["fbi_code"].extend(answer.codes)
+        confidence = answer.confidence
+        values["confidence"].extend(
+            [math.nan] * count if confidence is None else confidence.tolist()
+        )
+        self.rows += count
+        if len(values["row"]) >= self.CHUNK_ROWS:
+            self._chunks.append(self._listed())
+            self._values = self._empty()
+
+    def table(self) -> pa.Table:
+        import pyarrow as pa
+
+        tables = [*self._chunks, self._listed()] if self._values["row"] else self._chunks
+        return tables[0] if len(tables) == 1 else pa.concat_tables(tables)
+
+    def _listed(self) -> pa.Table:
+        """The rows in the lists as a table."""
+        import pyarrow as pa
+
+        values, text = self._values, pa.string()
+        millis = (np.array(values["served_at"], np.float64) * 1000).astype(np.int64)
+        columns = {
+            "served_at": pa.array(millis.astype("datetime64[ms]")).cast(
+                pa.timestamp("ms", tz="UTC")
+            ),
+            "row": pa.array(values["row"], pa.int32()),
+            "confidence": pa.array(
+                np.array(values["confidence"], np.float32), from_pandas=True
+            ),  # NaN: the model gave none
+            **{name: pa.array(values[name], text).dictionary_encode() for name in PER_PART},
+            **{name: pa.array(values[name], text) for name in PER_ROW_TEXT},
+        }
+        return pa.Table.from_arrays(
+            [columns[name] for name in COLUMNS], schema=schema(written=True)
+        )
 
 
 def schema(*, written: bool = False) -> pa.Schema:
@@ -197,3 +278,11 @@ def table(parts: Sequence[Held]) -> pa.Table:
         ),
     ]
     return pa.Table.from_arrays(columns, schema=schema(written=True))
+
+
+def day_table(parts: Sequence[Held], few: Few | None) -> pa.Table:
+    """One served day and model's answers as one table: the held parts', then the few's."""
+    import pyarrow as pa
+
+    tables = ([table(parts)] if parts else []) + ([few.table()] if few is not None else [])
+    return tables[0] if len(tables) == 1 else pa.concat_tables(tables)

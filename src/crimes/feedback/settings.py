@@ -24,8 +24,8 @@ class PredictionLogSettings(BaseSettings):
     flush_seconds: float = Field(default=30.0, gt=0, le=3600)
     flush_rows: int = Field(default=250_000, ge=1)
     # Rows held in memory (waiting or being written); beyond it new rows are dropped, counted
-    # and logged, never waited for (about 26 bytes a row with its keys: the log holds
-    # each answer in Arrow arrays).
+    # and logged, never waited for (the log holds the answers in Arrow arrays: about 26 bytes
+    # a row of a batch with its keys, about 90 a single request's, whose id is its own).
     buffer_rows: int = Field(default=1_000_000, ge=1)
     # Where files go while the lake cannot take them (uploaded, oldest first, once it can);
     # a persistent volume in the deployments, so that a restart uploads them.

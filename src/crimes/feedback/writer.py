@@ -15,6 +15,7 @@ once their file is written, to the lake or the spill folder).
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import itertools
 import os
@@ -28,7 +29,7 @@ from typing import Final, Protocol
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from crimes.feedback import served
-from crimes.feedback.served import Held, Holder, Served
+from crimes.feedback.served import Few, Held, Holder, Served
 from crimes.feedback.settings import PredictionLogSettings
 from crimes.lake import layout
 from crimes.lake.storage import Lake
@@ -78,6 +79,7 @@ class LogMetrics:
 
 
 DICTIONARY_COLUMNS: Final = served.PER_PART | {"fbi_code"}
+SECONDS_A_DAY: Final = 86_400
 
 
 def parquet(table: object) -> bytes:
@@ -113,6 +115,8 @@ class PredictionLog:
         self._instance = instance or uuid.uuid4().hex[:8]
         self._sequence = itertools.count()
         self._parts: list[Held] = []
+        self._few: dict[tuple[str, str], Few] = {}  # answers of few records, by day and model
+        self._today = (0.0, "")
         self._holder: Holder | None = None  # made at start: it imports pyarrow
         self._waiting = 0  # rows in `_parts`
         self._held = 0  # rows appended and not yet written (lake or spill)
@@ -127,19 +131,40 @@ class PredictionLog:
     def append(self, answer: Served) -> None:
         """Keep one model's answers for the log; drop (and count) them when the memory bound
         is reached. Never blocks on I/O, never raises."""
-        if self._holder is None:
-            self._holder = Holder()
-        part, rows = self._holder.hold(answer), answer.rows
+        rows = answer.rows
+        if rows <= served.FEW_ROWS:
+            part: Held | None = None
+            group = (self._day(answer.served_at), answer.kind)
+        else:
+            if self._holder is None:
+                self._holder = Holder()
+            part = self._holder.hold(answer)
         with self._lock:
             if self._held + rows > self.settings.buffer_rows:
                 self._drop(rows)
                 return
-            self._parts.append(part)
+            if part is not None:
+                self._parts.append(part)
+            else:
+                few = self._few.get(group)
+                if few is None:
+                    few = self._few[group] = Few()
+                few.add(answer)
             self._waiting += rows
             self._held += rows
             due = self._waiting >= self.settings.flush_rows
         if due:
             self._wake.set()
+
+    def _day(self, served_at: float) -> str:
+        """The UTC day of a time, remembered for the rest of that day (no formatting per
+        answer)."""
+        start, day = self._today
+        if not start <= served_at < start + SECONDS_A_DAY:
+            start = served_at - served_at % SECONDS_A_DAY
+            day = dt.datetime.fromtimestamp(start, dt.UTC).strftime("%Y-%m-%d")
+            self._today = (start, day)
+        return day
 
     def _drop(self, rows: int) -> None:
         self._dropped_unreported += rows
@@ -186,14 +211,16 @@ class PredictionLog:
         """Write what waits, a file per served day and model; False if the lake refused one."""
         with self._lock:
             parts, self._parts, self._waiting = self._parts, [], 0
+            few, self._few = self._few, {}
         lake_took = True
         groups: dict[tuple[str, str], list[Held]] = defaultdict(list)
         for part in parts:
             groups[(part.answer.day, part.answer.kind)].append(part)
-        for (day, kind), group in sorted(groups.items()):
-            rows = sum(part.rows for part in group)
+        for day, kind in sorted(groups.keys() | few.keys()):
+            table = served.day_table(groups.get((day, kind), []), few.get((day, kind)))
+            rows = table.num_rows
             key = layout.prediction_log_key(day, kind, self._part_name())
-            data = parquet(served.table(group))
+            data = parquet(table)
             if lake_took and self._write(key, data):
                 self.metrics.rows.labels("written").inc(rows)
             else:
