@@ -1,10 +1,10 @@
 """The prediction log's rows: one per answered record and model, as the gateway served it.
 
 A `Served` is one model's answers for the records of one request (or one shadow call), as the
-gateway's core hands them over; the log holds each as a `Held`: its per-row values moved into
-Arrow arrays (a few buffers each) at once, so that no Python object per row outlives the
-answer. The writer turns many of them into one Arrow table per served day and model, off the
-request path.
+gateway's core hands them over. The log holds an answer of many records as a `Held` (its
+per-row values moved into Arrow arrays at once, so that no Python object per row outlives it),
+and answers of a few records in a `Few` (a tuple per record, made Arrow every few thousand).
+The writer turns them into one Arrow table per served day and model, off the request path.
 """
 
 from __future__ import annotations
@@ -66,7 +66,12 @@ class Served:
 
     @property
     def day(self) -> str:
-        return dt.datetime.fromtimestamp(self.served_at, dt.UTC).strftime("%Y-%m-%d")
+        return day_of(self.served_at)
+
+
+def day_of(served_at: float) -> str:
+    """The UTC day of a time, as the log's folders name it."""
+    return dt.datetime.fromtimestamp(served_at, dt.UTC).strftime("%Y-%m-%d")
 
 
 # The columns whose value is a part's own (one per request and model): written dictionary-
@@ -130,14 +135,13 @@ FEW_ROWS: Final = 16
 class Few:
     """Answers of few records each, of one served day and model, kept as a tuple of the log's
     columns per record (the codes and ids are the answers' own strings): an append is one
-    tuple. Every CHUNK_ROWS records the tuples become an Arrow table (about 0.6 µs a record,
-    on the event loop): as tuples a record costs about 280 bytes, in Arrow about 90 (its
+    tuple. Every CHUNK_ROWS records the tuples become an Arrow table (about 0.9 µs a record,
+    on the event loop): as a tuple a record costs a few hundred bytes, in Arrow about 90 (its
     request id and keys are its own), so the log's bound in rows stays one in bytes."""
 
     CHUNK_ROWS: Final = 2048
 
     def __init__(self) -> None:
-        self.rows = 0
         self._chunks: list[pa.Table] = []
         self._records: list[tuple[Any, ...]] = []
 
@@ -160,7 +164,6 @@ class Few:
                     math.nan if confidence is None else float(confidence[i]),
                 )
             )
-        self.rows += len(answer.codes)
         if len(self._records) >= self.CHUNK_ROWS:
             self._chunks.append(self._listed())
             self._records = []
@@ -179,13 +182,9 @@ class Few:
         text = pa.string()
         millis = (np.array(values["served_at"], np.float64) * 1000).astype(np.int64)
         columns = {
-            "served_at": pa.array(millis.astype("datetime64[ms]")).cast(
-                pa.timestamp("ms", tz="UTC")
-            ),
+            "served_at": _timestamps(millis),
             "row": pa.array(values["row"], pa.int32()),
-            "confidence": pa.array(
-                np.array(values["confidence"], np.float32), from_pandas=True
-            ),  # NaN: the model gave none
+            "confidence": _confidence(np.array(values["confidence"], np.float32)),
             **{name: pa.array(values[name], text).dictionary_encode() for name in PER_PART},
             **{name: pa.array(values[name], text) for name in PER_ROW_TEXT},
         }
@@ -254,9 +253,7 @@ def table(parts: Sequence[Held]) -> pa.Table:
     ]
     columns = [
         constant([a.request_id for a in answers]),
-        pa.array(np.repeat(millis, counts).astype("datetime64[ms]")).cast(
-            pa.timestamp("ms", tz="UTC")
-        ),
+        _timestamps(np.repeat(millis, counts)),
         pa.array((np.arange(len(starts)) - starts + first).astype(np.int32)),
         joined([part.record_ids for part in parts]),
         joined([part.case_numbers for part in parts]),
@@ -266,9 +263,8 @@ def table(parts: Sequence[Held]) -> pa.Table:
         constant([a.model_version for a in answers]),
         constant([a.transformation_version for a in answers]),
         joined([part.codes for part in parts]),
-        pa.array(
-            np.concatenate(confidence).astype(np.float32) if parts else np.array([], np.float32),
-            from_pandas=True,  # NaN: the model gave none
+        _confidence(
+            np.concatenate(confidence).astype(np.float32) if parts else np.array([], np.float32)
         ),
     ]
     return pa.Table.from_arrays(columns, schema=schema(written=True))
@@ -280,3 +276,17 @@ def day_table(parts: Sequence[Held], few: Few | None) -> pa.Table:
 
     tables = ([table(parts)] if parts else []) + ([few.table()] if few is not None else [])
     return tables[0] if len(tables) == 1 else pa.concat_tables(tables)
+
+
+def _timestamps(millis: npt.NDArray[np.int64]) -> pa.Array:
+    """Milliseconds since the epoch as the log's `served_at` column."""
+    import pyarrow as pa
+
+    return pa.array(millis.astype("datetime64[ms]")).cast(pa.timestamp("ms", tz="UTC"))
+
+
+def _confidence(values: npt.NDArray[np.float32]) -> pa.Array:
+    """Top probabilities as the log's `confidence` column: NaN (the model gave none) as null."""
+    import pyarrow as pa
+
+    return pa.array(values, from_pandas=True)

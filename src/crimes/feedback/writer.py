@@ -15,7 +15,6 @@ once their file is written, to the lake or the spill folder).
 
 from __future__ import annotations
 
-import datetime as dt
 import io
 import itertools
 import os
@@ -162,7 +161,7 @@ class PredictionLog:
         start, day = self._today
         if not start <= served_at < start + SECONDS_A_DAY:
             start = served_at - served_at % SECONDS_A_DAY
-            day = dt.datetime.fromtimestamp(start, dt.UTC).strftime("%Y-%m-%d")
+            day = served.day_of(start)
             self._today = (start, day)
         return day
 
