@@ -86,6 +86,28 @@ def test_each_record_gets_its_own_row_from_shared_calls() -> None:
     assert in_flight == 0
 
 
+def test_while_a_shared_call_is_in_flight_records_wait_for_the_next_one() -> None:
+    async def scenario() -> FakeService:
+        service = FakeService(delay=0.05)
+        merger = coalescer(service)  # two calls in flight at most
+        first = [asyncio.ensure_future(merger.infer(row(i), "tf-1", False)) for i in range(3)]
+        await asyncio.sleep(0.07)  # 0 and 1 answered alone; 2 left in a shared call
+        assert service.calls == [1, 1, 1]
+        assert merger.in_flight == 1
+        # A slot is free, but a shared call is in flight: these two wait for the next one.
+        later = [asyncio.ensure_future(merger.infer(row(i), "tf-1", False)) for i in (3, 4)]
+        answers = await asyncio.gather(*first, *later)
+        assert [a.labels for a in answers] == [[str(i)] for i in range(5)]
+        # Idle again: a record goes out alone.
+        assert (await merger.infer(row(5), "tf-1", False)).labels == ["5"]
+        assert merger.in_flight == 0
+        assert not merger.shared_in_flight
+        return service
+
+    service = asyncio.run(scenario())
+    assert service.calls == [1, 1, 1, 2, 1]
+
+
 def test_at_most_max_rows_per_call_and_versions_never_mix() -> None:
     async def scenario() -> tuple[list[inference.InferOutput], FakeService]:
         service = FakeService()
