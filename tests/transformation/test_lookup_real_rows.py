@@ -36,6 +36,17 @@ def test_every_test_row_is_identical(real_splits: Split) -> None:
     per_batch_row = (time.perf_counter() - started) / len(rows)
     assert np.array_equal(batch, expected)
     assert batch_unknown == unknown
+    # In float32 (for a model that computes on it): float64's values cast, on both paths.
+    by_column = contract.feature_columns(rows)
+    single = np.dtype(np.float32)
+    narrow, narrow_unknown = fast.transform_columns(by_column, len(rows), single)
+    few, _ = fast.transform_columns(
+        {k: v[:PER_ROW_MAX] for k, v in by_column.items()}, PER_ROW_MAX, single
+    )
+    assert narrow.dtype == few.dtype == single
+    assert np.array_equal(narrow, expected.astype(np.float32))
+    assert np.array_equal(few, expected[:PER_ROW_MAX].astype(np.float32))
+    assert narrow_unknown == unknown
     assert fast.output_columns == list(fitting.transform(fitted, parts.test.head(1)).columns)
     assert fast.version == fitting.export(fitted).version
     # Categories only the test split has (a rare IUCR, say) are reported, never an error.

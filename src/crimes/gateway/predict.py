@@ -28,6 +28,7 @@ from crimes.ops import requests, tracing
 from crimes.ops.logs import get_logger
 from crimes.protocol import inference
 from crimes.protocol.outcomes import Outcome
+from crimes.protocol.tensors import DATATYPES
 from crimes.transformation.lookup import LookupTransformer
 
 log = get_logger(__name__)
@@ -143,18 +144,25 @@ class TransformedRecords:
         self.row = row
         self.count = count
         self.transformations = transformations
-        self._matrices: dict[str, np.ndarray] = {}
+        # Per transformation version and datatype (a model computing on FP32 gets float32:
+        # made once, shared by the models that need it).
+        self._matrices: dict[tuple[str, str], np.ndarray] = {}
         self._unknown: dict[str, list[list[str]]] = {}
 
     @classmethod
     def one(cls, row: dict[str, Any], transformations: TransformationStore) -> TransformedRecords:
         return cls(None, 1, transformations, row=row)
 
-    def _transform(self, transformer: LookupTransformer) -> tuple[np.ndarray, list[list[str]]]:
+    def _transform(
+        self, transformer: LookupTransformer, datatype: str
+    ) -> tuple[np.ndarray, list[list[str]]]:
+        dtype = DATATYPES[datatype].dtype
+        assert dtype is not None, "a matrix datatype (FP64 or FP32)"
         if self.row is not None:
-            return transformer.transform([self.row])
+            matrix, unknown = transformer.transform([self.row])
+            return matrix.astype(dtype, copy=False), unknown
         assert self.columns is not None
-        return transformer.transform_columns(self.columns, self.count)
+        return transformer.transform_columns(self.columns, self.count, dtype)
 
     async def for_service(self, service: ModelClient) -> tuple[str, np.ndarray]:
         """The transformation version the service's model needs, and the records made with it."""
@@ -164,7 +172,8 @@ class TransformedRecords:
         version = state.transformation_version
         if not version:
             raise ModelCallError(Outcome.UNAVAILABLE, state.error or "model service not ready")
-        if version not in self._matrices:
+        made = (version, state.input_datatype)
+        if made not in self._matrices:
             try:
                 transformer = await self.transformations.get(
                     version, service.model_name, state.model_version or ""
@@ -172,10 +181,12 @@ class TransformedRecords:
             except TransformationUnavailable as error:
                 raise ModelCallError(Outcome.UNAVAILABLE, str(error)) from error
             # The other model's call may have transformed while this one waited.
-            if version not in self._matrices:
+            if made not in self._matrices:
                 with tracing.span("transform", records=self.count, transformation=version):
-                    self._matrices[version], self._unknown[version] = self._transform(transformer)
-        return version, self._matrices[version]
+                    self._matrices[made], self._unknown[version] = self._transform(
+                        transformer, state.input_datatype
+                    )
+        return version, self._matrices[made]
 
     def unknown(self) -> list[list[str]]:
         """Each record's unknown categories, under every transformation version used."""

@@ -125,11 +125,11 @@ class LoadedModel:
 
     def transform_records(
         self, columns: dict[str, list[Any]], rows: int
-    ) -> tuple[FloatMatrix, list[list[str]]]:
-        """Validated records through this version's own transformation; each row's unknown
-        categories."""
+    ) -> tuple[inference.Features, list[list[str]]]:
+        """Validated records through this version's own transformation, in what its form
+        computes on; each row's unknown categories."""
         assert self.transformer is not None, "prepare() builds it"
-        return self.transformer.transform_columns(columns, rows)
+        return self.transformer.transform_columns(columns, rows, self.classifier.dtype)
 
     def predict(self, features: Features, probabilities: bool) -> Prediction:
         return self.classifier.predict(features, probabilities)

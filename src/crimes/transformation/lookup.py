@@ -25,6 +25,9 @@ from crimes import contract
 from crimes.transformation.document import TransformationDocument
 
 Vector = npt.NDArray[np.float64]
+# What the batch path writes: float64, or float32 for a model that computes on it.
+Matrix = npt.NDArray[np.float64] | npt.NDArray[np.float32]
+FLOAT64: np.dtype[np.float64] = np.dtype(np.float64)
 
 # Up to this many rows the per-row path is faster; above it, the column-wise batch path.
 PER_ROW_MAX = 16
@@ -42,6 +45,9 @@ class _Table:
     # the last row for an unknown category.
     position: dict[Any, int] = field(init=False)
     stacked: npt.NDArray[np.float64] = field(init=False)
+    # The same, cast to float32 once: for a model that computes on float32, the batch path
+    # writes half the bytes (and a cast of each looked-up value is the looked-up cast value).
+    stacked32: npt.NDArray[np.float32] = field(init=False)
     # The output columns as a slice when they are contiguous (they are, in the fitted
     # transformations): a slice assignment is cheaper than a fancy column index.
     target: slice | npt.NDArray[np.intp] = field(init=False)
@@ -58,6 +64,7 @@ class _Table:
         target = slice(int(columns[0]), int(columns[-1]) + 1) if contiguous else columns
         object.__setattr__(self, "position", position)
         object.__setattr__(self, "stacked", stacked)
+        object.__setattr__(self, "stacked32", stacked.astype(np.float32))
         object.__setattr__(self, "target", target)
 
     @property
@@ -91,32 +98,34 @@ class LookupTransformer:
 
     def transform(self, rows: Sequence[Mapping[Any, Any]]) -> tuple[Vector, list[list[str]]]:
         """Transformed rows, and for each row the features whose category was unknown."""
-        if len(rows) > PER_ROW_MAX:
-            return self._transform_columns(contract.feature_columns(rows), len(rows))
         out = np.empty((len(rows), self.n_outputs), dtype=np.float64)
+        if len(rows) > PER_ROW_MAX:
+            return out, self._transform_columns(contract.feature_columns(rows), len(rows), out)
         unknown: list[list[str]] = []
         for i, row in enumerate(rows):
             unknown.append(self._fill(out[i], row))
         return out, unknown
 
     def transform_columns(
-        self, columns: Mapping[str, Sequence[Any]], count: int
-    ) -> tuple[Vector, list[list[str]]]:
+        self, columns: Mapping[str, Sequence[Any]], count: int, dtype: np.dtype[Any] = FLOAT64
+    ) -> tuple[Matrix, list[list[str]]]:
         """Records given column by column (what a raw-record gRPC request carries): the same
         answers as `transform` on the same records, whichever path it takes."""
         if count > PER_ROW_MAX:
-            return self._transform_columns(columns, count)
+            out: Matrix = np.empty((count, self.n_outputs), dtype=dtype)
+            return out, self._transform_columns(columns, count, out)
         names = list(columns)
         rows = [dict(zip(names, row, strict=True)) for row in zip(*columns.values(), strict=True)]
-        return self.transform(rows)
+        matrix, unknown = self.transform(rows)
+        return matrix.astype(dtype, copy=False), unknown
 
     def _transform_columns(
-        self, columns: Mapping[str, Sequence[Any]], count: int
-    ) -> tuple[Vector, list[list[str]]]:
-        """The batch path: column by column, one fancy-index per feature. The same lookups
-        (the same dictionaries) and the same float64 operations as the per-row path, so the
-        same bits."""
-        out = np.empty((count, self.n_outputs), dtype=np.float64)
+        self, columns: Mapping[str, Sequence[Any]], count: int, out: Matrix
+    ) -> list[list[str]]:
+        """The batch path, into `out`: column by column, one fancy-index per feature. The same
+        lookups (the same dictionaries) and the same float64 operations as the per-row path,
+        so the same bits (in float32: float64's values cast)."""
+        single = out.dtype == np.float32
         # None becomes NaN in a float64 array, as in the per-row path.
         out[:, self._numeric_columns] = self._numeric(
             np.array([columns[name] for name in contract.NUMERIC_FEATURES], dtype=np.float64).T
@@ -131,10 +140,10 @@ class LookupTransformer:
                 dtype=np.intp,
                 count=count,
             )
-            out[:, table.target] = table.stacked[positions]
+            out[:, table.target] = (table.stacked32 if single else table.stacked)[positions]
             for i in np.flatnonzero(positions == table.unknown_position).tolist():
                 unknown[i].append(table.feature)
-        return out, unknown
+        return unknown
 
     def _numeric(self, coordinates: Vector) -> Vector:
         """The imputer and the scaler on numeric coordinates (one row, or one row per record):
