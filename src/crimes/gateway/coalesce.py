@@ -6,9 +6,9 @@ are in flight and none of them is shared, a record goes out alone (no added late
 load); beyond that, arriving records wait in a queue, and the queue leaves as one shared call
 (up to `max_rows` rows) once no other shared call is in flight. One shared call at a time:
 under sustained load the records of a whole call's time leave together. Measured at 32
-concurrent requests (gateway CPU-bound): 340 against 400 µs of gateway CPU per request, and the
-model services' 60 against 95, than with two shared calls in flight; at 2 concurrent requests
-both still go out at once.
+concurrent requests (gateway CPU-bound), against two shared calls in flight: about 360 against
+400 µs of gateway CPU per request and each model service's 65 against 95; 2 concurrent
+requests still go out at once (even).
 Every record gets exactly its own row of the answer, or the call's error; a caller that gives up
 (its deadline) leaves the queue, and never cancels a call other records share.
 """
