@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from typing import Any, cast
 
 import numpy as np
 
@@ -37,7 +38,7 @@ def test_every_test_row_is_identical(real_splits: Split) -> None:
     assert np.array_equal(batch, expected)
     assert batch_unknown == unknown
     # In float32 (for a model that computes on it): float64's values cast, on both paths.
-    by_column = contract.feature_columns(rows)
+    by_column = contract.feature_columns(cast(list[dict[str, Any]], rows))
     single = np.dtype(np.float32)
     narrow, narrow_unknown = fast.transform_columns(by_column, len(rows), single)
     few, _ = fast.transform_columns(
