@@ -25,7 +25,6 @@ from crimes.transformation.lookup import LookupTransformer
 
 # Triton's name for the platform: the services run ONNX forms with onnxruntime.
 PLATFORM: Final = "onnxruntime_onnx"
-FloatMatrix = inference.FloatMatrix
 Features = inference.Features
 
 
@@ -125,7 +124,7 @@ class LoadedModel:
 
     def transform_records(
         self, columns: dict[str, list[Any]], rows: int
-    ) -> tuple[inference.Features, list[list[str]]]:
+    ) -> tuple[Features, list[list[str]]]:
         """Validated records through this version's own transformation, in what its form
         computes on; each row's unknown categories."""
         assert self.transformer is not None, "prepare() builds it"
