@@ -30,3 +30,7 @@ def test_a_status_this_project_never_sends_is_the_other_sides_error() -> None:
         grpc.StatusCode.DATA_LOSS,
     ):
         assert from_grpc_status_name(code.name) is Outcome.ERROR
+
+
+def test_a_call_the_model_service_cancelled_is_nothing_answered() -> None:
+    assert from_grpc_status_name(grpc.StatusCode.CANCELLED.name) is Outcome.UNAVAILABLE

@@ -27,9 +27,12 @@ from crimes.protocol.outcomes import Outcome, from_grpc_status_name
 
 log = get_logger(__name__)
 
-# Only UNAVAILABLE proves the call never reached a model (no connection, replica gone), so only
-# it is retried; a DEADLINE_EXCEEDED call may still be running and retrying would double it.
-RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE})
+# Retried: UNAVAILABLE (no connection, replica gone) and CANCELLED as an AioRpcError, which only
+# the other side sends (a replica that stops cancels its calls); the gateway's own cancellations
+# (its shutdown, a client gone) raise asyncio.CancelledError instead and are never retried. Both
+# leave nothing running on the replica; a DEADLINE_EXCEEDED call may still run, and a retry
+# would double it.
+RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED})
 # A retry waits this long times its number: a replica that is leaving (GOAWAY, then its socket
 # closes) stays in the channel's picker for a moment, and a retry sent at once can meet it
 # again (seen as a lost answer while a replica left under load).

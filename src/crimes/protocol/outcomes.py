@@ -35,7 +35,11 @@ _GRPC: Final[dict[Outcome, str]] = {
     Outcome.TIMEOUT: "DEADLINE_EXCEEDED",
     Outcome.ERROR: "INTERNAL",
 }
-_FROM_GRPC: Final = {code: outcome for outcome, code in _GRPC.items()}
+# CANCELLED never comes from this project's model services on purpose: a replica that stops
+# cancels the calls it still holds, so nothing answered.
+_FROM_GRPC: Final = {code: outcome for outcome, code in _GRPC.items()} | {
+    "CANCELLED": Outcome.UNAVAILABLE
+}
 
 _HTTP: Final[dict[Outcome, int]] = {
     Outcome.OK: 200,
