@@ -12,12 +12,13 @@ import hashlib
 import json
 import operator
 import re
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Annotated, Any, Final, Literal, cast
+from typing import TYPE_CHECKING, Annotated, Any, Final, Literal, cast, overload
 
 import annotated_types
 import numpy as np
+import numpy.typing as npt
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool
 
 if TYPE_CHECKING:  # pandas is imported where frames are made: the services never load it
@@ -347,15 +348,60 @@ class ContractViolation(ValueError):
         self.row = row
 
 
-def validate_columns(columns: Mapping[str, Any], rows: int) -> dict[str, list[Any]]:
+class Categories(Sequence[Any]):
+    """A column of a categorical feature as its distinct values and each row's index into
+    them: a batch holds few distinct categories, so whatever looks values up (the
+    transformation, the drift window) does it once per distinct value, not once per row.
+    A sequence of the row values like any other column (equal to a list of the same values)."""
+
+    __slots__ = ("codes", "values")
+
+    def __init__(self, values: list[Any], codes: npt.NDArray[np.intp]) -> None:
+        self.values = values
+        self.codes = codes
+
+    def per_row(self, found: npt.NDArray[Any]) -> npt.NDArray[Any]:
+        """What was found for each distinct value (an array in `values`' order), per row."""
+        return found.take(self.codes)
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    @overload
+    def __getitem__(self, index: int) -> Any: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Categories: ...
+
+    def __getitem__(self, index: int | slice) -> Any:
+        if isinstance(index, slice):
+            return Categories(self.values, self.codes[index])
+        return self.values[self.codes[index]]
+
+    def __iter__(self) -> Iterator[Any]:
+        return map(self.values.__getitem__, self.codes.tolist())
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Sequence) or isinstance(other, str | bytes):
+            return NotImplemented
+        return list(self) == list(other)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, like the list it stands for
+
+    def __repr__(self) -> str:
+        return f"Categories({list(self)!r})"
+
+
+def validate_columns(columns: Mapping[str, Any], rows: int) -> dict[str, Sequence[Any]]:
     """Records given column by column (text as str or None, bools, ints, floats with NaN for
     missing), checked by the same rules as `CrimeFeatures` and normalised as it normalises;
-    plain Python values per feature. Optional features may be absent (all missing).
+    plain Python values per feature: a categorical feature's column as `Categories`, a numeric
+    one's as a list. Optional features may be absent (all missing).
 
-    A column is judged by its smallest and largest values (builtins over a list: cheap for
-    one record and for thousands); only a column that breaks a rule is searched for its first
+    A column is judged by its distinct values, or its smallest and largest (cheap for one
+    record and for thousands); only a column that breaks a rule is searched for its first
     bad row, which the ContractViolation names."""
-    checked: dict[str, list[Any]] = {}
+    checked: dict[str, Sequence[Any]] = {}
     for spec in FEATURE_SPECS:
         values = columns.get(spec.name)
         if values is None:
@@ -365,19 +411,62 @@ def validate_columns(columns: Mapping[str, Any], rows: int) -> dict[str, list[An
             continue
         if len(values) != rows:
             raise ContractViolation(spec.name, 0, f"{len(values)} values for {rows} rows")
-        plain = values.tolist() if isinstance(values, np.ndarray) else list(values)
-        checked[spec.name] = _checked_column(spec, plain)
+        plain = values.tolist() if isinstance(values, np.ndarray) else values
+        checked[spec.name] = (
+            _checked_numbers(spec, list(plain))
+            if spec.encoding == "numeric"
+            else _checked_categories(spec, plain)
+        )
     return checked
+
+
+def _checked_numbers(spec: FeatureSpec, values: list[Any]) -> list[Any]:
+    """A numeric column, judged in numpy: missing values (None, NaN) are None."""
+    if spec.kind != "float":
+        return _checked_column(spec, values)
+    try:
+        numbers = np.array(values, dtype=np.float64)  # None is NaN
+    except (TypeError, ValueError):  # not all numbers: judged one by one
+        return _checked_column(spec, values)
+    missing = np.isnan(numbers)
+    gaps = int(np.count_nonzero(missing))
+    if gaps > values.count(None):  # some NaN given: missing too
+        values = [None if v != v else v for v in values]
+    if gaps and not spec.nullable:
+        raise ContractViolation(spec.name, int(np.argmax(missing)), "is missing (NaN)")
+    if gaps < len(values):
+        present = numbers[~missing] if gaps else numbers
+        if _breaks(spec, float(present.min()), float(present.max())):
+            _raise_first(spec, values)
+    return values
+
+
+def _checked_categories(spec: FeatureSpec, values: Sequence[Any]) -> Sequence[Any]:
+    """A categorical column checked and normalised once per distinct value, as `Categories`
+    (keyed as the transformation's tables are: by value, so 1 and True are one key)."""
+    try:
+        index = dict.fromkeys(values, 0)
+    except TypeError:  # values that cannot be a key are judged one by one (none is valid)
+        return _checked_column(spec, list(values))
+    for position, value in enumerate(index):
+        index[value] = position
+    try:
+        distinct = _checked_column(spec, list(index))
+    except ContractViolation:
+        _checked_column(spec, list(values))  # raises, naming the first bad row of the column
+        raise
+    codes = np.fromiter(map(index.__getitem__, values), dtype=np.intp, count=len(values))
+    return Categories(distinct, codes)
 
 
 def _checked_column(spec: FeatureSpec, values: list[Any]) -> list[Any]:
     if spec.kind == "bool":
-        return [bool(v) for v in values]
+        return list(map(bool, values))
     if spec.kind == "text":
-        values, distinct = _normalised(values)
-        if not spec.nullable and None in distinct:
+        values = [normalise_text(v) for v in values]
+        if not spec.nullable and None in values:
             raise ContractViolation(spec.name, values.index(None), "is empty or only whitespace")
-        present = [len(v) for v in distinct if v is not None]
+        present = [len(v) for v in values if v is not None]
         longest = max(present, default=0)
         if longest > MAX_TEXT_LENGTH:
             row = next(i for i, v in enumerate(values) if v is not None and len(v) == longest)
@@ -394,18 +483,6 @@ def _checked_column(spec: FeatureSpec, values: list[Any]) -> list[Any]:
     if present and _breaks(spec, min(present), max(present)):
         _raise_first(spec, values)
     return values
-
-
-def _normalised(values: list[Any]) -> tuple[list[Any], Collection[Any]]:
-    """`normalise_text` over a column, once per distinct value (a column of categories holds
-    few), and the distinct normalised values; values that cannot be a dictionary key are
-    normalised one by one."""
-    try:
-        distinct = {value: normalise_text(value) for value in set(values)}
-    except TypeError:
-        column = [normalise_text(v) for v in values]
-        return column, column
-    return list(map(distinct.__getitem__, values)), set(distinct.values())
 
 
 def _breaks(spec: FeatureSpec, value: Any, other: Any | None = None) -> bool:

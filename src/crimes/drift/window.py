@@ -197,6 +197,8 @@ class _CategoryCodes:
         return self.feature.bucket(value) * 2 + int(self.feature.unknown(value))
 
     def codes(self, values: Sequence[Any]) -> npt.NDArray[np.int16]:
+        if isinstance(values, contract.Categories):  # once per distinct value
+            return values.per_row(self.codes(values.values))
         try:
             found = np.fromiter(
                 map(self._codes.get, values, itertools.repeat(-1)), np.int16, len(values)

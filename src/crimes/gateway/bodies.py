@@ -41,18 +41,20 @@ _TYPES: Final[dict[str, type]] = {"text": str, "bool": bool, "int": int, "float"
 def _record_type() -> type[msgspec.Struct]:
     """The contract's features as a msgspec record: its types (bounds, lengths and
     normalisation are the column check's), optional features defaulting to missing, no other
-    key."""
+    key; not tracked by the garbage collector (its values are never containers)."""
     fields: list[tuple[str, Any] | tuple[str, Any, Any]] = [
         (spec.name, _TYPES[spec.kind] | None, None)
         if spec.nullable
         else (spec.name, _TYPES[spec.kind])
         for spec in contract.FEATURE_SPECS
     ]
-    return msgspec.defstruct("Record", fields, kw_only=True, forbid_unknown_fields=True)
+    return msgspec.defstruct("Record", fields, kw_only=True, forbid_unknown_fields=True, gc=False)
 
 
 _Record: Final[Any] = _record_type()
 _RECORD: Final[msgspec.json.Decoder[Any]] = msgspec.json.Decoder(_Record)
+# A whole batch of records in one call (no Python per record): the common case, all strict.
+_RECORDS: Final[msgspec.json.Decoder[list[Any]]] = msgspec.json.Decoder(list[_Record])
 # A batch's envelope: its keys, then its records as raw JSON (a scan, no record decoded).
 _TOP: Final = msgspec.json.Decoder(dict[str, msgspec.Raw])
 _RAW_LIST: Final = msgspec.json.Decoder(list[msgspec.Raw])
@@ -90,10 +92,19 @@ _KEYS: Final = msgspec.json.Decoder(list[_Key])
 _ENVELOPE: Final = frozenset({"features", "keys"})
 
 
-def batch_raws(body: bytes) -> tuple[list[msgspec.Raw], msgspec.Raw | None]:
-    """The records of a `{"features": [...], "keys": [...]?}` body as raw JSON, counted before
-    any is read, and its keys (raw); RequestValidationError for other keys or no `features`;
-    NotABatch for anything else."""
+@dataclass(frozen=True)
+class RawBatch:
+    """A batch body's envelope read: its records as raw JSON (all of them, and one by one,
+    counted before any is read), and its keys (raw)."""
+
+    records: msgspec.Raw
+    each: list[msgspec.Raw]
+    keys: msgspec.Raw | None
+
+
+def batch_raws(body: bytes) -> RawBatch:
+    """The records of a `{"features": [...], "keys": [...]?}` body as raw JSON, and its keys;
+    RequestValidationError for other keys or no `features`; NotABatch for anything else."""
     try:
         top = _TOP.decode(body)
         raws = _RAW_LIST.decode(top["features"]) if "features" in top else None
@@ -107,7 +118,7 @@ def batch_raws(body: bytes) -> tuple[list[msgspec.Raw], msgspec.Raw | None]:
         if raws is not None:
             reduced["features"] = [contract.EXAMPLE_RECORD]
         raise _problems(reduced, BatchRequest)
-    return raws, top.get("keys")
+    return RawBatch(top["features"], raws, top.get("keys"))
 
 
 def batch_keys(raw: msgspec.Raw | None, count: int) -> RecordKeys | None:
@@ -186,11 +197,36 @@ def check_count(count: int, maximum: int) -> None:
         )
 
 
-def records_columns(raws: list[msgspec.Raw]) -> tuple[dict[str, list[Any]], int]:
+def records_columns(
+    raws: list[msgspec.Raw], records: msgspec.Raw | None = None
+) -> tuple[dict[str, Sequence[Any]], int]:
     """Raw records as validated, normalised columns and their count (the values `model_dump`
     gives, column by column), each record validated once: by msgspec into the contract's
-    types, or, when its types are lax, by pydantic's; then the contract's rules column-wise.
+    types (`records`, the same records as one JSON array: all in one call when every one is
+    strict), or, when its types are lax, by pydantic's; then the contract's rules column-wise.
     RequestValidationError names the first problems (at most MAX_PROBLEMS)."""
+    strict = _strict_records(records) if records is not None else None
+    if strict is not None and len(strict) == len(raws):
+        columns = _columns(list(map(msgspec.structs.astuple, strict)))
+    else:
+        columns = _columns(_record_values(raws))
+    try:
+        return contract.validate_columns(columns, len(raws)), len(raws)
+    except contract.ContractViolation as violation:
+        raise _record_problems(raws, violation.row) from None
+
+
+def _strict_records(records: msgspec.Raw) -> list[Any] | None:
+    """Every record in the contract's own types, or None when any is lax or bad."""
+    try:
+        return _RECORDS.decode(records)
+    except msgspec.DecodeError:
+        return None
+
+
+def _record_values(raws: list[msgspec.Raw]) -> list[tuple[Any, ...]]:
+    """Each record's values in the contract's order, one record at a time: strict, else lax;
+    RequestValidationError at the first record neither takes."""
     values: list[tuple[Any, ...]] = []
     for row, raw in enumerate(raws):
         try:
@@ -201,10 +237,7 @@ def records_columns(raws: list[msgspec.Raw]) -> tuple[dict[str, list[Any]], int]
                 # The records before it may break a rule: named first, in order.
                 raise _record_problems(raws, min(row, _first_breaking(values, row))) from None
             values.append(tuple(lax.get(name) for name in contract.FEATURES))
-    try:
-        return contract.validate_columns(_columns(values), len(raws)), len(raws)
-    except contract.ContractViolation as violation:
-        raise _record_problems(raws, violation.row) from None
+    return values
 
 
 def _columns(values: list[tuple[Any, ...]]) -> dict[str, list[Any]]:
@@ -227,7 +260,7 @@ def _first_breaking(values: list[tuple[Any, ...]], count: int) -> int:
 class Batch:
     """A batch's records as validated, normalised columns, their count, and their keys."""
 
-    columns: dict[str, list[Any]]
+    columns: dict[str, Sequence[Any]]
     count: int
     keys: RecordKeys | None = None
 
@@ -237,10 +270,10 @@ def read_batch(body: bytes, maximum: int) -> Batch:
     order that keeps a bad one cheap: the envelope, the count against `maximum`, then each
     record, then the keys. RequestValidationError names the problems; NotABatch for a body
     that is no batch."""
-    raws, keys = batch_raws(body)
-    check_count(len(raws), maximum)
-    columns, count = records_columns(raws)
-    return Batch(columns, count, batch_keys(keys, count))
+    raw = batch_raws(body)
+    check_count(len(raw.each), maximum)
+    columns, count = records_columns(raw.each, raw.records)
+    return Batch(columns, count, batch_keys(raw.keys, count))
 
 
 def batch_records(body: bytes) -> Batch | None:

@@ -38,7 +38,7 @@ from crimes.protocol.tensors import (
 class RecordsInput:
     """A decoded record request: each feature's values (validated, normalised), its size."""
 
-    columns: dict[str, list[Any]]
+    columns: dict[str, Sequence[Any]]
     rows: int
     outputs: tuple[str, ...]
     raw: bool

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -123,7 +124,7 @@ class LoadedModel:
             )
 
     def transform_records(
-        self, columns: dict[str, list[Any]], rows: int
+        self, columns: Mapping[str, Sequence[Any]], rows: int
     ) -> tuple[Features, list[list[str]]]:
         """Validated records through this version's own transformation, in what its form
         computes on; each row's unknown categories."""

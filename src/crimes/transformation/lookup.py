@@ -71,6 +71,19 @@ class _Table:
     def unknown_position(self) -> int:
         return len(self.position)
 
+    def positions(self, values: Sequence[Any]) -> npt.NDArray[np.intp]:
+        """Each value's row of `stacked` (the last row for a category the table lacks): once
+        per distinct value for a column given as `Categories`."""
+        if isinstance(values, contract.Categories):
+            return values.per_row(self.positions(values.values))
+        if self.missing is not None:
+            values = [self.missing if value is None else value for value in values]
+        return np.fromiter(
+            map(self.position.get, values, repeat(self.unknown_position)),
+            dtype=np.intp,
+            count=len(values),
+        )
+
 
 class LookupTransformer:
     def __init__(self, document: TransformationDocument) -> None:
@@ -132,15 +145,11 @@ class LookupTransformer:
         )
         unknown: list[list[str]] = [[] for _ in range(count)]
         for table in self._tables:
-            values = columns[table.feature]
-            if table.missing is not None:
-                values = [table.missing if value is None else value for value in values]
-            positions = np.fromiter(
-                map(table.position.get, values, repeat(table.unknown_position)),
-                dtype=np.intp,
-                count=count,
+            positions = table.positions(columns[table.feature])
+            # `take` rather than a fancy index: the same rows, about half the time.
+            out[:, table.target] = (table.stacked32 if single else table.stacked).take(
+                positions, axis=0
             )
-            out[:, table.target] = (table.stacked32 if single else table.stacked)[positions]
             for i in np.flatnonzero(positions == table.unknown_position).tolist():
                 unknown[i].append(table.feature)
         return unknown
