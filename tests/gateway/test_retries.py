@@ -112,3 +112,40 @@ def test_a_call_the_gateway_cancelled_is_never_sent_again() -> None:
         return replica.calls
 
     assert asyncio.run(scenario()) == 1
+
+
+class OlderReplica(Replica):
+    """A model service from before the labels' indices: refuses the output as such a service
+    did (an unknown output name), answers the labels themselves."""
+
+    def __init__(self) -> None:
+        super().__init__(grpc.StatusCode.OK, failures=0)
+        self.asked: list[tuple[str, ...]] = []
+
+    async def ModelInfer(  # type: ignore[override]  # the stub's signature spans sync and aio
+        self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.ModelInferResponse:
+        self.asked.append(tuple(o.name for o in request.outputs))
+        if inference.LABEL_INDEX in self.asked[-1]:
+            self.calls += 1
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"unknown output '{inference.LABEL_INDEX}': outputs are 'fbi_code', "
+                "'probabilities', 'confidence'",
+            )
+        return await super().ModelInfer(request, context)
+
+
+def test_a_replica_older_than_the_metadata_read_gets_asked_for_the_labels_themselves() -> None:
+    async def scenario() -> tuple[list[str], bool, list[tuple[str, ...]]]:
+        replica = OlderReplica()
+        async with serving(replica, retries=0) as service:
+            service.state.label_index = True  # what another, newer replica advertised
+            first = await service.infer(np.zeros((2, 3)), "tf-1", False, confidence=False)
+            await service.infer(np.zeros((1, 3)), "tf-1", False)
+        return list(first.labels), service.state.label_index, replica.asked
+
+    labels, indexed, asked = asyncio.run(scenario())
+    assert labels == ["07", "07"]
+    assert not indexed  # until a refresh says otherwise
+    assert asked == [("fbi_code_index",), (), ()]

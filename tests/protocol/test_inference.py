@@ -3,6 +3,8 @@ and back (no model involved)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -44,6 +46,51 @@ def test_model_metadata_reads_back_as_it_was_written() -> None:
         *[(name, "INT64", [-1]) for name in ("mes", "dia_mes", "dia_semana", "hora")],
     ]
     assert inference.decode_model_metadata(response) == info
+    assert not info.label_index  # an older service: no label indices advertised
+    indexed = dataclasses.replace(info, label_index=True)
+    response = inference.encode_model_metadata(indexed)
+    assert ("fbi_code_index", "INT32", [-1]) in [
+        (t.name, t.datatype, list(t.shape)) for t in response.outputs
+    ]
+    assert inference.decode_model_metadata(response) == indexed
+
+
+@pytest.mark.parametrize("raw", [True, False])
+def test_labels_asked_as_indices_read_back_as_the_labels(raw: bool) -> None:
+    labels = inference.Labels(["06", "08B", "14"])
+    answered = np.array(["14", "06", "08B", "14"])
+    request = inference.infer_request(
+        "m", np.zeros((4, 2), dtype=np.float32), "tf-x", raw=raw, confidence=True,
+        datatype="FP32", label_index=True,
+    )  # fmt: skip
+    decoded = inference.decode_infer_request(request, max_rows=10)
+    assert decoded.outputs == ("fbi_code_index", "confidence")
+    answer = inference.Answer(
+        model_name="m",
+        model_version="2",
+        transformation_version="tf-x",
+        labels=answered,
+        probabilities=np.full((4, 3), 1 / 3),
+        encoding=labels,
+    )
+    response = inference.encode_infer_response(request, decoded, answer)
+    (indices,) = [o for o in response.outputs if o.name == "fbi_code_index"]
+    assert indices.datatype == "INT32"
+    output = inference.decode_infer_response(response)
+    assert output.labels == ["14", "06", "08B", "14"]
+    assert output.confidence is not None
+    assert len(output.confidence) == 4
+
+
+def test_a_label_index_outside_the_classes_named_is_a_malformed_answer() -> None:
+    classes = '["06", "08B"]'
+    assert inference.indexed_labels(classes, np.array([1, 0], dtype=np.int32)) == ["08B", "06"]
+    assert inference.indexed_labels(classes, np.array([], dtype=np.int32)) == []
+    for bad in ([2], [-1]):
+        with pytest.raises(ValueError, match="outside the 2 classes"):
+            inference.indexed_labels(classes, np.array(bad, dtype=np.int32))
+    with pytest.raises(ValueError, match="not a list"):
+        inference.indexed_labels('{"06": 1}', np.array([0], dtype=np.int32))
 
 
 def test_answers_read_back_as_the_server_gave_them() -> None:

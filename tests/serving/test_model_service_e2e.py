@@ -154,7 +154,12 @@ def test_tritonclient_gets_the_registered_models_own_predictions(
     }
     assert [i["name"] for i in metadata["inputs"][1:]] == list(contract.FEATURES)
     assert all(i["shape"] == ["-1"] for i in metadata["inputs"][1:])
-    assert [o["name"] for o in metadata["outputs"]] == ["fbi_code", "probabilities", "confidence"]
+    assert [o["name"] for o in metadata["outputs"]] == [
+        "fbi_code",
+        "probabilities",
+        "confidence",
+        "fbi_code_index",
+    ]
 
     labels, probabilities = _offline(service.name, version, rows)
     assert answer["labels"] == labels

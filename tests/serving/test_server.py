@@ -214,6 +214,7 @@ def test_metadata_names_the_transformation_run_and_classes(tmp_path: Path, lda: 
         ("fbi_code", "BYTES", [-1]),
         ("probabilities", "FP64", [-1, len(lda.model.classes_)]),
         ("confidence", "FP32", [-1]),
+        ("fbi_code_index", "INT32", [-1]),
     ]
     parameters = inference.parameters_dict(metadata.parameters)
     assert parameters["transformation_version"] == lda.transformation_version

@@ -162,15 +162,21 @@ class ModelService:
     ) -> inference.InferOutput:
         """The model's answer for the rows of `features`; `request_ids`: the gateway requests
         they belong to (one per record of a coalesced call), for the service's logs."""
-        request = inference.infer_request(
-            self.model_name,
-            features,
-            transformation_version,
-            probabilities=probabilities,
-            confidence=confidence,
-            request_id=",".join(request_ids),
-            datatype=self.state.input_datatype,
-        )
+
+        def request_for(label_index: bool) -> pb.ModelInferRequest:
+            return inference.infer_request(
+                self.model_name,
+                features,
+                transformation_version,
+                probabilities=probabilities,
+                confidence=confidence,
+                request_id=",".join(request_ids),
+                datatype=self.state.input_datatype,
+                label_index=label_index,
+            )
+
+        indexed = self.state.label_index
+        request = request_for(indexed)
         deadline = time.monotonic() + self.deadline_seconds
         attempt = 0
         while True:
@@ -182,6 +188,12 @@ class ModelService:
                     request, timeout=remaining, metadata=requests.metadata(request_ids)
                 )
             except grpc.aio.AioRpcError as error:
+                if indexed and _refused_label_index(error):
+                    # A replica older than the metadata that was read (a rolling update):
+                    # the labels themselves, from now until the next refresh says otherwise.
+                    indexed = self.state.label_index = False
+                    request = request_for(indexed)
+                    continue
                 if error.code() in RETRYABLE and attempt < self.retries:
                     attempt += 1
                     await asyncio.sleep(
@@ -202,6 +214,12 @@ class ModelService:
                     f"the model answered {len(output.labels)} rows for {len(features)}",
                 )
             return output
+
+
+def _refused_label_index(error: grpc.aio.AioRpcError) -> bool:
+    return error.code() == grpc.StatusCode.INVALID_ARGUMENT and (
+        f"unknown output '{inference.LABEL_INDEX}'" in (error.details() or "")
+    )
 
 
 async def metadata_state(
@@ -227,6 +245,7 @@ async def metadata_state(
         model_class=info.model_class or None,
         max_batch_rows=info.max_batch_rows or None,
         input_datatype=info.input_datatype,
+        label_index=info.label_index,
     )
 
 

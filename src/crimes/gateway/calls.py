@@ -48,6 +48,9 @@ class ServiceState:
     # What its model computes on (its metadata's input datatype): FP32 features give a model
     # that computes on float32 exactly the same answers with half the bytes on the wire.
     input_datatype: str = "FP64"
+    # Whether it answers the labels as indices (its metadata lists that output): the cheaper
+    # answer to read; a service that does not gets asked for the labels themselves.
+    label_index: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return {

@@ -8,14 +8,16 @@ on neither side: a model service's own part (what it says about its loaded model
 The model's one input is `features`, a FP64 (or FP32) tensor [N, F] of transformed features,
 with the request parameter `transformation_version` naming the transformation that made them.
 Its outputs are `fbi_code`, BYTES [N] (returned when no output is named), `probabilities`,
-FP64 [N, classes], and `confidence`, FP32 [N], each row's top probability (the last two only
-when asked for). Data may come
+FP64 [N, classes], `confidence`, FP32 [N], each row's top probability, and `fbi_code_index`,
+INT32 [N], the labels as indices into the classes it names (the last three only when asked
+for). Data may come
 typed (`contents`) or raw (`raw_input_contents`); the response uses the same form as the request,
 because clients such as tritonclient send raw data and read back raw data only.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -31,6 +33,7 @@ from crimes.protocol.tensors import (
     CONFIDENCE,
     DATATYPES,
     INPUT,
+    LABEL_INDEX,
     LABELS,
     MATRIX_DATATYPES,
     PROBABILITIES,
@@ -51,6 +54,7 @@ __all__ = [
     "CONFIDENCE",
     "INPUT",
     "LABELS",
+    "LABEL_INDEX",
     "PROBABILITIES",
     "RECORD_DATATYPES",
     "InvalidInput",
@@ -216,8 +220,14 @@ class Labels:
 
     def __init__(self, classes: Iterable[str]) -> None:
         self.classes = tuple(classes)
+        self.classes_json = json.dumps(list(self.classes))
         self._elements = {c: c.encode() for c in self.classes}
         self._raw = {c: length_prefixed(e) for c, e in self._elements.items()}
+        self._index = {c: i for i, c in enumerate(self.classes)}
+
+    def indices(self, labels: Sequence[str] | npt.NDArray[Any]) -> npt.NDArray[np.int32]:
+        """Each label's index into `classes`."""
+        return np.fromiter(map(self._index.__getitem__, labels), dtype="<i4", count=len(labels))
 
     def elements(self, labels: Iterable[str]) -> list[bytes]:
         return [self._elements[label] for label in labels]
@@ -266,6 +276,15 @@ def encode_infer_response(
                 response.raw_output_contents.append(answer.encoding.raw(answer.labels))
             else:
                 output.contents.bytes_contents.extend(answer.encoding.elements(answer.labels))
+        elif name == LABEL_INDEX:
+            indices = answer.encoding.indices(answer.labels)
+            output.datatype = "INT32"
+            output.shape.append(rows)
+            output.parameters[CLASSES].string_param = answer.encoding.classes_json
+            if decoded.raw:
+                response.raw_output_contents.append(indices.tobytes())
+            else:
+                output.contents.int_contents.extend(indices.tolist())
         elif name == CONFIDENCE:
             assert answer.probabilities is not None, "the confidence needs the probabilities"
             confidence = answer.probabilities.max(axis=1).astype("<f4")
@@ -280,7 +299,7 @@ def encode_infer_response(
             assert probabilities is not None, "probabilities were requested"
             output.datatype = "FP64"
             output.shape.extend(probabilities.shape)
-            output.parameters[CLASSES].string_param = json.dumps(answer.encoding.classes)
+            output.parameters[CLASSES].string_param = answer.encoding.classes_json
             if decoded.raw:
                 response.raw_output_contents.append(probabilities.astype("<f8").tobytes())
             else:
@@ -308,6 +327,8 @@ class ModelInfo:
     max_batch_rows: int
     # What the model computes on (FP32 or FP64): the features' cheapest exact wire form.
     input_datatype: str = "FP64"
+    # Whether it answers the labels as indices too (LABEL_INDEX): older services do not.
+    label_index: bool = False
 
 
 def encode_model_metadata(info: ModelInfo) -> pb.ModelMetadataResponse:
@@ -321,6 +342,8 @@ def encode_model_metadata(info: ModelInfo) -> pb.ModelMetadataResponse:
     response.outputs.add(name=LABELS, datatype="BYTES", shape=[-1])
     response.outputs.add(name=PROBABILITIES, datatype="FP64", shape=[-1, len(info.classes)])
     response.outputs.add(name=CONFIDENCE, datatype="FP32", shape=[-1])
+    if info.label_index:
+        response.outputs.add(name=LABEL_INDEX, datatype="INT32", shape=[-1])
     values: dict[str, bool | int | float | str] = {
         TRANSFORMATION_VERSION: info.transformation_version,
         RUN_ID: info.run_id,
@@ -375,6 +398,7 @@ def decode_model_metadata(response: pb.ModelMetadataResponse) -> ModelInfo:
         input_datatype=tensor.datatype
         if tensor is not None and tensor.datatype in MATRIX_DATATYPES
         else "FP64",
+        label_index=any(output.name == LABEL_INDEX for output in response.outputs),
     )
 
 
@@ -391,8 +415,10 @@ def infer_request(
     raw: bool = True,
     request_id: str = "",
     datatype: str = "FP64",
+    label_index: bool = False,
 ) -> pb.ModelInferRequest:
-    """A ModelInfer request for transformed features ([N, F], FP64 or FP32)."""
+    """A ModelInfer request for transformed features ([N, F], FP64 or FP32); the labels come
+    back as indices when `label_index` (a service that advertises LABEL_INDEX)."""
     if datatype not in MATRIX_DATATYPES:
         raise ValueError(f"datatype must be one of {MATRIX_DATATYPES}, got {datatype}")
     matrix = np.ascontiguousarray(features, dtype=DATATYPES[datatype].dtype)
@@ -405,7 +431,9 @@ def infer_request(
         request.raw_input_contents.append(matrix.tobytes())
     else:
         getattr(tensor.contents, DATATYPES[datatype].contents).extend(matrix.ravel().tolist())
-    ask_outputs(request, probabilities=probabilities, confidence=confidence)
+    ask_outputs(
+        request, probabilities=probabilities, confidence=confidence, label_index=label_index
+    )
     return request
 
 
@@ -439,6 +467,13 @@ def decode_infer_response(response: pb.ModelInferResponse) -> InferOutput:
             )
             probabilities = data.reshape(list(output.shape)).astype(np.float64)
             classes = tuple(json.loads(output.parameters[CLASSES].string_param))
+        elif output.name == LABEL_INDEX:
+            indices = (
+                np.frombuffer(response.raw_output_contents[index], dtype="<i4")
+                if raw
+                else np.asarray(output.contents.int_contents, dtype=np.int32)
+            )
+            labels = indexed_labels(output.parameters[CLASSES].string_param, indices)
         elif output.name == CONFIDENCE:
             confidence = (
                 np.frombuffer(response.raw_output_contents[index], dtype="<f4")
@@ -453,3 +488,23 @@ def decode_infer_response(response: pb.ModelInferResponse) -> InferOutput:
         classes=classes,
         confidence=confidence,
     )
+
+
+@functools.lru_cache(maxsize=64)
+def _class_labels(classes_json: str) -> npt.NDArray[np.object_]:
+    """The classes an answer names, as an array to take labels from (a version's classes
+    are decoded once)."""
+    classes = json.loads(classes_json)
+    if not isinstance(classes, list):
+        raise ValueError("the classes are not a list")
+    return np.array([str(c) for c in classes], dtype=object)
+
+
+def indexed_labels(classes_json: str, indices: npt.NDArray[np.int32]) -> list[str]:
+    """Labels given as indices into the classes named (JSON); ValueError for an index out of
+    them (a malformed answer)."""
+    classes = _class_labels(classes_json)
+    if len(indices) and (int(indices.min()) < 0 or int(indices.max()) >= len(classes)):
+        raise ValueError(f"a label index is outside the {len(classes)} classes")
+    labels: list[str] = classes.take(indices).tolist()
+    return labels

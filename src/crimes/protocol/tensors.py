@@ -23,7 +23,12 @@ PROBABILITIES: Final = "probabilities"
 # The top probability of each row (FP32 [N]): what the prediction log keeps of a model's
 # certainty, for a tenth of `probabilities`' bytes.
 CONFIDENCE: Final = "confidence"
-OUTPUTS: Final = (LABELS, PROBABILITIES, CONFIDENCE)
+# Each row's label as its index into the classes the output's `classes` parameter lists
+# (JSON): INT32, what a client reading many rows decodes fastest (the labels as BYTES cost the
+# gateway about 0.4 ms a 1,000-row batch per model, one element a row). Advertised in
+# ModelMetadata; a client asks for it only where a service advertises it.
+LABEL_INDEX: Final = "fbi_code_index"
+OUTPUTS: Final = (LABELS, PROBABILITIES, CONFIDENCE, LABEL_INDEX)
 DEFAULT_OUTPUTS: Final = (LABELS,)
 # Protocol features some clients can ask for and this server does not offer.
 _UNSUPPORTED_PARAMETERS: Final = {
@@ -59,11 +64,18 @@ def requested_outputs(
     return tuple(names) or DEFAULT_OUTPUTS
 
 
-def ask_outputs(request: pb.ModelInferRequest, *, probabilities: bool, confidence: bool) -> None:
-    """Name the outputs a request wants beyond the default (the labels alone)."""
-    if not (probabilities or confidence):
+def ask_outputs(
+    request: pb.ModelInferRequest,
+    *,
+    probabilities: bool,
+    confidence: bool,
+    label_index: bool = False,
+) -> None:
+    """Name the outputs a request wants beyond the default (the labels alone as BYTES): the
+    labels as indices when `label_index`."""
+    if not (probabilities or confidence or label_index):
         return
-    request.outputs.add(name=LABELS)
+    request.outputs.add(name=LABEL_INDEX if label_index else LABELS)
     if probabilities:
         request.outputs.add(name=PROBABILITIES)
     if confidence:

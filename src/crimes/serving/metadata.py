@@ -25,4 +25,5 @@ def model_info(model: LoadedModel, max_rows: int) -> inference.ModelInfo:
         loaded_at=datetime.fromtimestamp(model.loaded_at, UTC).isoformat(),
         max_batch_rows=max_rows,
         input_datatype=model.input_datatype,
+        label_index=True,
     )
