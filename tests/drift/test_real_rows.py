@@ -80,3 +80,11 @@ def test_real_rows_by_columns_fill_the_window_as_one_by_one(
     assert (one_by_one._buckets == by_columns._buckets).all()
     assert (one_by_one._unknown == by_columns._unknown).all()
     assert one_by_one.report() == by_columns.report()
+    # The same through validation, whose categorical columns are Categories (each distinct
+    # value coded once), as the gateway's batches reach the window.
+    validated = Window(reference, WINDOW, 1)
+    columns = contract.validate_columns(contract.feature_columns(records), len(records))
+    assert any(isinstance(c, contract.Categories) for c in columns.values())
+    validated.add_columns(columns, len(records))
+    assert (one_by_one._buckets == validated._buckets).all()
+    assert (one_by_one._unknown == validated._unknown).all()

@@ -48,6 +48,13 @@ def test_every_test_row_is_identical(real_splits: Split) -> None:
     assert np.array_equal(narrow, expected.astype(np.float32))
     assert np.array_equal(few, expected[:PER_ROW_MAX].astype(np.float32))
     assert narrow_unknown == unknown
+    # Validated columns, as the gateway's batches come: categorical ones as Categories (each
+    # distinct value looked up once), the same bits and unknowns.
+    validated = contract.validate_columns(by_column, len(rows))
+    assert isinstance(validated["iucr"], contract.Categories)
+    checked, checked_unknown = fast.transform_columns(validated, len(rows), single)
+    assert np.array_equal(checked, expected.astype(np.float32))
+    assert checked_unknown == unknown
     assert fast.output_columns == list(fitting.transform(fitted, parts.test.head(1)).columns)
     assert fast.version == fitting.export(fitted).version
     # Categories only the test split has (a rare IUCR, say) are reported, never an error.

@@ -82,6 +82,8 @@ class Window:
         self._categories = {
             j: _CategoryCodes(f) for j, f in enumerate(self._features) if f.kind == "category"
         }
+        # Per feature, what codes one value: its category codes, or None for a numeric one.
+        self._coders = [self._categories.get(j) for j in range(len(self._features))]
         self._buckets = np.zeros((capacity, len(self._features)), dtype=np.int16)
         self._unknown = np.zeros((capacity, len(self._features)), dtype=np.bool_)
         self._sources = np.zeros(capacity, dtype=np.int32)
@@ -96,9 +98,17 @@ class Window:
 
     def add_row(self, row: Mapping[str, Any], source: int = 0) -> None:
         """One validated record (a dict of the contract's features), from client `source`."""
-        values = [filled(f.name, row.get(f.name)) for f in self._features]
-        buckets = [f.bucket(v) for f, v in zip(self._features, values, strict=True)]
-        unknown = [f.unknown(v) for f, v in zip(self._features, values, strict=True)]
+        buckets: list[int] = []
+        unknown: list[int] = []
+        for feature, coder in zip(self._features, self._coders, strict=True):
+            value = row.get(feature.name)
+            if coder is None:
+                buckets.append(feature.bucket(value))
+                unknown.append(0)
+            else:
+                code = coder.code(value)
+                buckets.append(code >> 1)
+                unknown.append(code & 1)
         with self._lock:
             self._buckets[self._next] = buckets
             self._unknown[self._next] = unknown
@@ -195,6 +205,11 @@ class _CategoryCodes:
     def _code(self, value: Any) -> int:
         value = filled(self.feature.name, value)
         return self.feature.bucket(value) * 2 + int(self.feature.unknown(value))
+
+    def code(self, value: Any) -> int:
+        """One value's code: a lookup for every value the reference names."""
+        found = self._codes.get(value)
+        return self._code(value) if found is None else found
 
     def codes(self, values: Sequence[Any]) -> npt.NDArray[np.int16]:
         if isinstance(values, contract.Categories):  # once per distinct value
