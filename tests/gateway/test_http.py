@@ -304,3 +304,37 @@ def test_the_reports_count_in_the_in_flight_bound_and_the_probes_do_not() -> Non
 
 
 PATHS = ("/models", "/drift", "/health/live", "/health/ready")
+
+
+class Broken:
+    """Stands in for a part of the gateway with a bug: every call raises."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        raise ZeroDivisionError("a bug")
+
+
+def test_a_bug_answers_the_apps_json_500_on_edge_served_and_routed_paths() -> None:
+    """A prediction route (served by the edge itself) and a routed report with a bug both
+    answer the app's JSON 500 with the request id, and say nothing of the bug."""
+    nowhere = f"ipv4:127.0.0.1:{free_port()}"
+    settings = GatewaySettings(dtc_address=nowhere, lda_address=nowhere, deadline_seconds=0.3)
+    app = create_app(settings)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        predictor = app.state.predictor
+
+        async def broken_prediction(*args: Any, **kwargs: Any) -> Any:
+            raise ZeroDivisionError("a bug")
+
+        predictor.predict_one = broken_prediction
+        predictor.drift = SimpleNamespace(worst=Broken, report=Broken)
+        for method, path in (("POST", "/predict"), ("GET", "/drift"), ("GET", "/models")):
+            answer = client.request(
+                method, path, json={"features": EXAMPLE}, headers={"X-Request-ID": "req-1"}
+            )
+            assert answer.status_code == 500, path
+            assert answer.json() == {"detail": "internal error"}, path
+            assert answer.headers["x-request-id"] == "req-1", path
+    # The edge-served route answers it without the error reaching the server.
+    with TestClient(app) as strict:
+        app.state.predictor.predict_one = broken_prediction
+        assert strict.post("/predict", json={"features": EXAMPLE}).status_code == 500

@@ -14,6 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from prometheus_client import start_http_server
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from crimes import registry
 from crimes.feedback.exporter import AccuracyBoard, AccuracyCollector
@@ -38,9 +39,30 @@ from crimes.registry import artifacts
 log = get_logger(__name__)
 
 
+class GatewayApp(FastAPI):
+    """FastAPI with the edge outermost: every request meets the edge first, and the prediction
+    routes it serves itself skip Starlette's own layers (its error middleware wraps every
+    message sent: about 6 % of a single-record request); the other routes go through FastAPI
+    as usual. When traced, the edge is the app's first middleware instead, inside the tracing
+    one, so that a request's span covers it."""
+
+    def __init__(self, *, traced: bool, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if traced:
+            self.add_middleware(Edge)
+            self.edge: ASGIApp = super().__call__
+        else:
+            self.edge = Edge(super().__call__)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope["app"] = self
+        await self.edge(scope, receive, send)
+
+
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     settings = settings or GatewaySettings()
-    app = FastAPI(
+    app = GatewayApp(
+        traced=tracing.enabled(),
         title="Chicago crimes: FBI code prediction",
         description=(
             "Validates a crime record with the feature contract, transforms it once and asks "
@@ -59,7 +81,6 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         app.include_router(health.metrics_router)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(Exception, _unexpected_error)
-    app.add_middleware(Edge)
     if tracing.enabled():
         from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
