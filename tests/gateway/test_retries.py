@@ -72,30 +72,28 @@ def test_a_call_the_replica_cancelled_or_could_not_take_is_sent_again(
     assert calls == 2
 
 
-def test_a_call_cancelled_past_its_retries_is_the_model_unavailable() -> None:
+@pytest.mark.parametrize(
+    ("code", "failures", "retries", "outcome", "calls"),
+    [
+        # Cancelled past its retries: nothing answered, the model unavailable.
+        (grpc.StatusCode.CANCELLED, 5, 1, Outcome.UNAVAILABLE, 2),
+        # Failed for another reason: the other side's error, never sent again.
+        (grpc.StatusCode.INTERNAL, 1, 2, Outcome.ERROR, 1),
+    ],
+)
+def test_a_failed_call_is_sent_again_only_while_retrying_may_help(
+    code: grpc.StatusCode, failures: int, retries: int, outcome: Outcome, calls: int
+) -> None:
     async def scenario() -> tuple[ModelCallError, int]:
-        replica = Replica(grpc.StatusCode.CANCELLED, failures=5)
-        async with serving(replica, retries=1) as service:
+        replica = Replica(code, failures=failures)
+        async with serving(replica, retries=retries) as service:
             with pytest.raises(ModelCallError) as raised:
                 await service.infer(np.zeros((1, 3)), "tf-1", False)
         return raised.value, replica.calls
 
-    error, calls = asyncio.run(scenario())
-    assert error.outcome is Outcome.UNAVAILABLE
-    assert calls == 2
-
-
-def test_a_call_that_failed_for_another_reason_is_not_sent_again() -> None:
-    async def scenario() -> tuple[ModelCallError, int]:
-        replica = Replica(grpc.StatusCode.INTERNAL, failures=1)
-        async with serving(replica, retries=2) as service:
-            with pytest.raises(ModelCallError) as raised:
-                await service.infer(np.zeros((1, 3)), "tf-1", False)
-        return raised.value, replica.calls
-
-    error, calls = asyncio.run(scenario())
-    assert error.outcome is Outcome.ERROR
-    assert calls == 1
+    error, made = asyncio.run(scenario())
+    assert error.outcome is outcome
+    assert made == calls
 
 
 def test_a_call_the_gateway_cancelled_is_never_sent_again() -> None:
