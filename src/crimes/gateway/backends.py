@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -175,6 +175,25 @@ class ModelService:
                 label_index=label_index,
             )
 
+        response = await self._call(request_for, requests.metadata(request_ids))
+        try:
+            output = inference.decode_infer_response(response)
+        except Exception as error:  # a malformed answer fails this model, not the request
+            raise ModelCallError(Outcome.ERROR, f"unreadable answer: {error!r}") from error
+        if len(output.labels) != len(features):
+            # Never answers misaligned with their records: this model's call failed.
+            raise ModelCallError(
+                Outcome.ERROR,
+                f"the model answered {len(output.labels)} rows for {len(features)}",
+            )
+        return output
+
+    async def _call(
+        self,
+        request_for: Callable[[bool], pb.ModelInferRequest],
+        metadata: Sequence[tuple[str, str]],
+    ) -> pb.ModelInferResponse:
+        """ModelInfer within the deadline, retried while that may help (see RETRYABLE)."""
         indexed = self.state.label_index
         request = request_for(indexed)
         deadline = time.monotonic() + self.deadline_seconds
@@ -184,9 +203,7 @@ class ModelService:
             if remaining <= 0:
                 raise ModelCallError(Outcome.TIMEOUT, "deadline exceeded")
             try:
-                response = await self.stub.ModelInfer(
-                    request, timeout=remaining, metadata=requests.metadata(request_ids)
-                )
+                return await self.stub.ModelInfer(request, timeout=remaining, metadata=metadata)
             except grpc.aio.AioRpcError as error:
                 if indexed and _refused_label_index(error):
                     # A replica older than the metadata that was read (a rolling update):
@@ -203,17 +220,6 @@ class ModelService:
                 raise ModelCallError(
                     from_grpc_status_name(error.code().name), error.details() or error.code().name
                 ) from error
-            try:
-                output = inference.decode_infer_response(response)
-            except Exception as error:  # a malformed answer fails this model, not the request
-                raise ModelCallError(Outcome.ERROR, f"unreadable answer: {error!r}") from error
-            if len(output.labels) != len(features):
-                # Never answers misaligned with their records: this model's call failed.
-                raise ModelCallError(
-                    Outcome.ERROR,
-                    f"the model answered {len(output.labels)} rows for {len(features)}",
-                )
-            return output
 
 
 def _refused_label_index(error: grpc.aio.AioRpcError) -> bool:
