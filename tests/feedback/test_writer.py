@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import json
 import threading
 import time
 from pathlib import Path
@@ -15,10 +16,12 @@ import pyarrow.parquet as pq
 import pytest
 from prometheus_client import CollectorRegistry
 
+from crimes.feedback import served
 from crimes.feedback.keys import RecordKeys
 from crimes.feedback.served import CHAMPION, COLUMNS, Served
 from crimes.feedback.settings import PredictionLogSettings
 from crimes.feedback.writer import PredictionLog
+from crimes.protocol.inference import IndexedLabels
 
 DAY = 1_733_400_000.0  # 2024-12-05 (UTC)
 
@@ -144,6 +147,34 @@ def test_few_record_answers_are_written_as_many_record_answers_are(tmp_path: Pat
     assert alone["fbi_code"] == "26"
     assert alone["confidence"] is None  # the model gave none
     assert [r["row"] for r in rows if r["request_id"] == "r2"] == [0, 1]
+
+
+def test_labels_sent_as_indices_are_written_as_the_labels(tmp_path: Path) -> None:
+    """Answers whose labels came as indices into their version's classes (two versions with
+    different classes in one file), beside labels sent as text (an older model service)."""
+    codes = {"3": ["07", "06", "07", "14"] * 10, "4": ["26", "07", "01A", "07"] * 10}
+    classes = {"3": ["06", "07", "14"], "4": ["01A", "07", "26"]}
+    sent = []
+    for version, labels in codes.items():
+        indices = np.array([classes[version].index(c) for c in labels], dtype=np.int32)
+        indexed = IndexedLabels(indices, json.dumps(classes[version]))
+        sent.append(
+            dataclasses.replace(
+                answer(f"r{version}", labels), model_version=version, indexed=indexed
+            )
+        )
+    sent.append(answer("r5", ["05", "07"] * 10))
+    sink = Folder()
+    log = PredictionLog(sink, settings(tmp_path))
+    for part in sent:
+        log.append(part)
+    assert log.flush()
+    (data,) = sink.files.values()
+    table = pq.read_table(io.BytesIO(data)).cast(served.schema())  # as the evaluation reads
+    rows = table.to_pylist()
+    for part in sent:
+        written = [r["fbi_code"] for r in rows if r["request_id"] == part.request_id]
+        assert written == list(part.codes)
 
 
 def test_the_lake_down_spills_and_the_spill_is_uploaded_once_it_is_back(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ and back (no model involved)."""
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -80,6 +81,11 @@ def test_labels_asked_as_indices_read_back_as_the_labels(raw: bool) -> None:
     assert output.labels == ["14", "06", "08B", "14"]
     assert output.confidence is not None
     assert len(output.confidence) == 4
+    # As sent, for the prediction log: the indices and the classes they index.
+    assert output.indexed is not None
+    assert output.indexed.indices.tolist() == [2, 0, 1, 2]
+    assert json.loads(output.indexed.classes_json) == ["06", "08B", "14"]
+    assert output.indexed.part(slice(1, 3)).indices.tolist() == [0, 1]
 
 
 def test_a_label_index_outside_the_classes_named_is_a_malformed_answer() -> None:

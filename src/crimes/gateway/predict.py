@@ -47,6 +47,7 @@ class ModelResult:
     transformation_version: str | None = None
     latency_ms: float | None = None
     confidence: npt.NDArray[np.float32] | None = None  # each record's top probability
+    indexed: inference.IndexedLabels | None = None  # the labels as the service sent them
 
     def to_dict(self) -> dict[str, Any]:
         """What the cache keeps of a successful answer (never probabilities or timings)."""
@@ -319,6 +320,7 @@ class Predictor:
                         codes=model.labels,
                         confidence=model.confidence,
                         keys=keys,
+                        indexed=model.indexed,
                     )
                 )
 
@@ -393,6 +395,7 @@ class Predictor:
             transformation_version=output.transformation_version,
             latency_ms=elapsed * 1000,
             confidence=output.confidence,
+            indexed=output.indexed,
         )
 
     async def _infer(

@@ -241,6 +241,7 @@ class Shadow:
                     codes=output.labels[rows],
                     confidence=None if output.confidence is None else output.confidence[rows],
                     keys=answered.records.keys,
+                    indexed=None if output.indexed is None else output.indexed.part(rows),
                 )
             )
 

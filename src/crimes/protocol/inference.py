@@ -437,6 +437,19 @@ def infer_request(
     return request
 
 
+@dataclass(frozen=True, slots=True)
+class IndexedLabels:
+    """Labels as a service sent them: indices into its classes, and those classes (the JSON
+    text of the output's `classes` parameter, as sent). The prediction log keeps them so,
+    without a Python string per row."""
+
+    indices: npt.NDArray[np.int32]
+    classes_json: str
+
+    def part(self, rows: slice) -> IndexedLabels:
+        return IndexedLabels(self.indices[rows], self.classes_json)
+
+
 @dataclass(frozen=True)
 class InferOutput:
     model_version: str
@@ -445,6 +458,7 @@ class InferOutput:
     probabilities: FloatMatrix | None
     classes: tuple[str, ...] | None
     confidence: npt.NDArray[np.float32] | None = None
+    indexed: IndexedLabels | None = None  # the labels as sent, when sent as indices
 
 
 def decode_infer_response(response: pb.ModelInferResponse) -> InferOutput:
@@ -452,6 +466,7 @@ def decode_infer_response(response: pb.ModelInferResponse) -> InferOutput:
     probabilities: FloatMatrix | None = None
     classes: tuple[str, ...] | None = None
     confidence: npt.NDArray[np.float32] | None = None
+    indexed: IndexedLabels | None = None
     raw = len(response.raw_output_contents) > 0
     for index, output in enumerate(response.outputs):
         if output.name == LABELS:
@@ -473,7 +488,9 @@ def decode_infer_response(response: pb.ModelInferResponse) -> InferOutput:
                 if raw
                 else np.asarray(output.contents.int_contents, dtype=np.int32)
             )
-            labels = indexed_labels(output.parameters[CLASSES].string_param, indices)
+            classes_json = output.parameters[CLASSES].string_param
+            labels = indexed_labels(classes_json, indices)
+            indexed = IndexedLabels(indices, classes_json)
         elif output.name == CONFIDENCE:
             confidence = (
                 np.frombuffer(response.raw_output_contents[index], dtype="<f4")
@@ -487,6 +504,7 @@ def decode_infer_response(response: pb.ModelInferResponse) -> InferOutput:
         probabilities=probabilities,
         classes=classes,
         confidence=confidence,
+        indexed=indexed,
     )
 
 
