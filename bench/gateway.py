@@ -22,6 +22,10 @@ services and gateway beside this commit's, each point on both in turn, `--rounds
 
     .venv/bin/python bench/gateway.py --before <commit> --rounds 3 --skip-baseline
 
+In that A/B each round also sends single records at concurrency 1 to both gateways from one
+client, each record to each in turn (bench/interleaved.py): run one after the other, two c=1
+figures differ by more than the code does, as this machine's speed drifts within a minute.
+
 It also reports each system's model services: peak resident memory after the runs, and the time
 from process start to SERVING on the local copy each left (MLflow unreachable: the fallback).
 """
@@ -45,6 +49,7 @@ from typing import Any
 import before
 import gateway_wrk
 import httpx
+import interleaved
 from _stack import data_file, throwaway_stack
 from gateway_wrk import WrkResult
 
@@ -333,6 +338,23 @@ def comparison(points: list[Point]) -> list[str]:
     return lines
 
 
+def interleave(
+    urls: dict[str, str],
+    systems: dict[str, dict[str, LocalProcess]],
+    singles: Path,
+    seconds: float,
+    p50: dict[str, list[float]],
+) -> None:
+    """c=1 on every system at once, each record to each in turn (bench/interleaved.py): the
+    latencies of both sides from the same seconds of the machine."""
+    run = interleaved.run({name: urls[name] for name in systems}, "/predict", singles, seconds)
+    for name, latencies in run.items():
+        p50[name].append(latencies.p50_ms)
+        print(f"  {name:<8} /predict c=1 interleaved         p50 {latencies.p50_ms:7.2f} ms  "
+              f"({len(latencies.seconds):,} requests, errors {latencies.errors})",
+              flush=True)  # fmt: skip
+
+
 def model_services(
     systems: dict[str, dict[str, LocalProcess]],
     environments: dict[str, dict[str, str]],
@@ -409,15 +431,19 @@ def main() -> None:
                 (f"/predict/batch {batch_rows:,} rows c={args.batch_connections}",
                  "/predict/batch", batches, args.batch_connections, batch_rows)
             ]  # fmt: skip
-            # Round by round, each point on every system in turn: a slower minute of the
-            # machine weighs on both sides alike.
-            for _ in range(args.rounds):
+            # Round by round, each point on every system in turn (which goes first alternates
+            # from round to round): a slower minute of the machine weighs on both sides alike.
+            interleaved_p50: dict[str, list[float]] = {name: [] for name in systems}
+            for round_ in range(args.rounds):
+                order = list(urls) if round_ % 2 == 0 else list(urls)[::-1]
                 for what, path, bodies, connections, rows in jobs:
-                    for name, url in urls.items():
+                    for name in order:
                         points.append(
-                            measure(name, what, url + path, bodies, connections, rows,
+                            measure(name, what, urls[name] + path, bodies, connections, rows,
                                     watched[name], script, args)
                         )  # fmt: skip
+                if args.before:
+                    interleave(urls, systems, singles, args.seconds, interleaved_p50)
             services_lines = model_services(systems, environments, folder, max(args.rounds, 3))
     print()
     python = os.path.relpath(sys.executable) if sys.executable.startswith(os.getcwd()) else "python"
@@ -430,6 +456,11 @@ def main() -> None:
     print("\n".join(verdicts(points)))
     if args.before:
         print("\n".join(comparison(points)))
+        ours, theirs = interleaved_p50["gateway"], interleaved_p50["before"]
+        ratio = statistics.median(ours) / statistics.median(theirs)
+        print(f"/predict c=1 p50 ms, interleaved (one client, each record to both in turn): "
+              f"this commit {before.spread(ours)}, before {before.spread(theirs)} (min / median "
+              f"/ max of {len(ours)} rounds; medians {ratio:.2f}x)")  # fmt: skip
     print("\n".join(services_lines))
     print(f"\nwhole bench: {time.perf_counter() - began:.0f} s; load average at the end "
           f"{os.getloadavg()[0]:.2f} (over 2 means other work shared the cores)")  # fmt: skip

@@ -2,10 +2,14 @@
 
 Real processes: both model services and two gateways on them, A with the prediction log off,
 B with it on (its defaults: the log written to the stack's SeaweedFS by its thread, the model
-services asked for each row's confidence). wrk POSTs 1,000 real test records to
-`/predict/batch` (closed loop at `--connections`) and single records to `/predict` at
-concurrency 1, A and B in turn, `--rounds` times. Printed: each run, then B's median against
-A's, judged against the issue's 5 % (batch rows/s, c=1 p50).
+services asked for each row's confidence), `--rounds` times:
+- wrk POSTs 1,000 real test records to `/predict/batch` (closed loop at `--connections`), on
+  A and on B in turn (which side goes first alternates from round to round);
+- single records go to `/predict` at concurrency 1 from one client that sends each record to
+  A and to B in turn (bench/interleaved.py): both sides' latencies come from the same seconds
+  of the machine, whose speed drifts more within a minute than the log costs.
+Printed: each run, then B's median against A's, judged against the issue's 5 % (batch rows/s,
+c=1 p50).
 
     .venv/bin/python bench/prediction_log_overhead.py [--rows N] [--seconds S] [--rounds N]
 """
@@ -16,6 +20,7 @@ import statistics
 import time
 
 import gateway_wrk
+import interleaved
 from gateway import (
     ab_parser,
     answers,
@@ -69,7 +74,10 @@ def main() -> None:
             rate: dict[str, list[float]] = {name: [] for name in gateways}
             p50: dict[str, list[float]] = {name: [] for name in gateways}
             for round_ in range(1, args.rounds + 1):
-                for name, gateway in gateways.items():
+                # A, B in turn, then B, A: neither side always runs on the later seconds.
+                order = list(gateways) if round_ % 2 else list(gateways)[::-1]
+                for name in order:
+                    gateway = gateways[name]
                     spent = [p.cpu_seconds() for p in (gateway, *models)]
                     batch, raw = gateway_wrk.run(
                         gateway.url + "/predict/batch", script, batches, args.connections,
@@ -78,21 +86,23 @@ def main() -> None:
                     used = [
                         p.cpu_seconds() - s for p, s in zip((gateway, *models), spent, strict=True)
                     ]
+                    if not batch.ok:
+                        print(raw)
                     served = batch.requests * rows / 1000
                     cpu[name].append(sum(used) / served * 1000)
-                    single, raw_single = gateway_wrk.run(
-                        gateway.url + "/predict", script, singles, 1, args.seconds, 1
-                    )
-                    for result, output in ((batch, raw), (single, raw_single)):
-                        if not result.ok:
-                            print(output)
                     rate[name].append(batch.rate * rows)
-                    p50[name].append(single.p50_ms)
-                    logged = counter_total(gateway, LOGGED)
                     print(f"round {round_} {name:<12} batch {batch.rate * rows:>9,.0f} rows/s  "
                           f"CPU {cpu[name][-1]:.2f} ms/1,000 rows (gateway "
-                          f"{used[0] / served * 1000:.2f})  c=1 p50 {single.p50_ms:.3f} ms  "
-                          f"logged {logged:,.0f}", flush=True)  # fmt: skip
+                          f"{used[0] / served * 1000:.2f})", flush=True)  # fmt: skip
+                # c=1: one client sends each record to both gateways in turn (interleaved.py).
+                urls = {name: gateway.url for name, gateway in gateways.items()}
+                singles_run = interleaved.run(urls, "/predict", singles, args.seconds)
+                for name, latencies in singles_run.items():
+                    p50[name].append(latencies.p50_ms)
+                    logged = counter_total(gateways[name], LOGGED)
+                    print(f"round {round_} {name:<12} c=1 p50 {latencies.p50_ms:.3f} ms "
+                          f"({len(latencies.seconds):,} requests, interleaved, errors "
+                          f"{latencies.errors})  logged {logged:,.0f}", flush=True)  # fmt: skip
         finally:
             for process in running.values():
                 process.stop()
