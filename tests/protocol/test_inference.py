@@ -92,7 +92,9 @@ def test_a_label_index_outside_the_classes_named_is_a_malformed_answer() -> None
     classes = '["06", "08B"]'
     assert inference.indexed_labels(classes, np.array([1, 0], dtype=np.int32)) == ["08B", "06"]
     assert inference.indexed_labels(classes, np.array([], dtype=np.int32)) == []
-    for bad in ([2], [-1]):
+    many = np.array([0, 1] * 20, dtype=np.int32)  # past the few rows decoded without numpy
+    assert inference.indexed_labels(classes, many) == ["06", "08B"] * 20
+    for bad in ([2], [-1], [0] * 30 + [2], [-1] + [1] * 30):
         with pytest.raises(ValueError, match="outside the 2 classes"):
             inference.indexed_labels(classes, np.array(bad, dtype=np.int32))
     with pytest.raises(ValueError, match="not a list"):

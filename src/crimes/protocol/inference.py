@@ -522,7 +522,15 @@ def indexed_labels(classes_json: str, indices: npt.NDArray[np.int32]) -> list[st
     """Labels given as indices into the classes named (JSON); ValueError for an index out of
     them (a malformed answer)."""
     classes = _class_labels(classes_json)
-    if len(indices) and (int(indices.min()) < 0 or int(indices.max()) >= len(classes)):
+    if len(indices) <= _FEW_LABELS:  # numpy's calls cost more than a few rows' work
+        positions = indices.tolist()
+        if not all(0 <= i < len(classes) for i in positions):
+            raise ValueError(f"a label index is outside the {len(classes)} classes")
+        return [classes[i] for i in positions]
+    if int(indices.min()) < 0 or int(indices.max()) >= len(classes):
         raise ValueError(f"a label index is outside the {len(classes)} classes")
     labels: list[str] = classes.take(indices).tolist()
     return labels
+
+
+_FEW_LABELS: Final = 8

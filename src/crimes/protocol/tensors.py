@@ -43,6 +43,8 @@ class InvalidInput(ValueError):
 
 def unsupported_parameter(parameters: Mapping[str, pb.InferParameter], where: str) -> None:
     """InvalidInput when a tensor asks for a protocol feature this server does not offer."""
+    if not parameters:  # the usual case: a map's length is cheaper than a lookup per key
+        return
     for key, why in _UNSUPPORTED_PARAMETERS.items():
         if key in parameters:
             raise InvalidInput(f"{where}: {why}")
