@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import json
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,6 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from crimes.feedback.keys import RecordKeys
+from crimes.protocol import inference
 from crimes.protocol.inference import IndexedLabels
 
 if TYPE_CHECKING:  # pyarrow is imported by the writer's thread, never on a request
@@ -116,7 +117,6 @@ class Holder:
 
         self._pa = pa
         self._keys: tuple[RecordKeys, pa.Array, pa.Array] | None = None
-        self._classes: dict[str, pa.Array] = {}  # by the classes' JSON text, as sent
         pa.array(["warm"], pa.string())  # the first conversion costs milliseconds: not a request's
 
     def hold(self, answer: Served) -> Held:
@@ -140,13 +140,16 @@ class Holder:
         indexed = answer.indexed
         if indexed is None:  # labels sent as text (an older model service)
             return pa.array(answer.codes, pa.string()).dictionary_encode()
-        classes = self._classes.get(indexed.classes_json)
-        if classes is None:
-            if len(self._classes) >= 64:  # versions come and go: never an unbounded cache
-                self._classes.clear()
-            classes = pa.array(json.loads(indexed.classes_json), pa.string())
-            self._classes[indexed.classes_json] = classes
+        classes = _arrow_classes(indexed.classes_json)
         return pa.DictionaryArray.from_arrays(pa.array(indexed.indices), classes)
+
+
+@functools.lru_cache(maxsize=64)  # versions come and go: a bounded cache
+def _arrow_classes(classes_json: str) -> pa.Array:
+    """The classes an answer names (as the protocol decodes them), as a dictionary."""
+    import pyarrow as pa
+
+    return pa.array(inference.class_labels(classes_json).tolist(), pa.string())
 
 
 # An answer of at most this many records (a single request's, mostly) is kept by `Few`, a

@@ -509,7 +509,7 @@ def decode_infer_response(response: pb.ModelInferResponse) -> InferOutput:
 
 
 @functools.lru_cache(maxsize=64)
-def _class_labels(classes_json: str) -> npt.NDArray[np.object_]:
+def class_labels(classes_json: str) -> npt.NDArray[np.object_]:
     """The classes an answer names, as an array to take labels from (a version's classes
     are decoded once)."""
     classes = json.loads(classes_json)
@@ -521,7 +521,7 @@ def _class_labels(classes_json: str) -> npt.NDArray[np.object_]:
 def indexed_labels(classes_json: str, indices: npt.NDArray[np.int32]) -> list[str]:
     """Labels given as indices into the classes named (JSON); ValueError for an index out of
     them (a malformed answer)."""
-    classes = _class_labels(classes_json)
+    classes = class_labels(classes_json)
     if len(indices) <= _FEW_LABELS:  # numpy's calls cost more than a few rows' work
         positions = indices.tolist()
         if not all(0 <= i < len(classes) for i in positions):
