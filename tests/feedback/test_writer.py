@@ -177,6 +177,27 @@ def test_labels_sent_as_indices_are_written_as_the_labels(tmp_path: Path) -> Non
         assert written == list(part.codes)
 
 
+def test_answers_of_one_version_are_written_as_their_labels_in_order(tmp_path: Path) -> None:
+    """Parts that share their classes (one version: the usual flush) are joined as indices
+    before they become Arrow: each row keeps its own label, in the order answered."""
+    classes = ["01A", "06", "07", "26"]
+    sent = []
+    for request, labels in {"a": ["07", "26"] * 10, "b": ["01A", "06", "06"] * 7}.items():
+        indices = np.array([classes.index(c) for c in labels], dtype=np.int32)
+        indexed = IndexedLabels(indices, json.dumps(classes))
+        sent.append(dataclasses.replace(answer(request, labels), indexed=indexed))
+    sink = Folder()
+    log = PredictionLog(sink, settings(tmp_path))
+    for part in sent:
+        log.append(part)
+    assert log.flush()
+    (data,) = sink.files.values()
+    rows = pq.read_table(io.BytesIO(data)).cast(served.schema()).to_pylist()
+    assert [(r["request_id"], r["fbi_code"]) for r in rows] == [
+        (part.request_id, code) for part in sent for code in part.codes
+    ]
+
+
 def test_the_lake_down_spills_and_the_spill_is_uploaded_once_it_is_back(tmp_path: Path) -> None:
     sink, registry = Folder(), CollectorRegistry()
     log = PredictionLog(sink, settings(tmp_path), registry)
