@@ -20,7 +20,7 @@ def test_clients_share_one_tls_context(monkeypatch: pytest.MonkeyPatch) -> None:
         made.append(real())
         return made[-1]
 
-    monkeypatch.setattr(mlflow_rest.httpx, "create_ssl_context", counted)
+    monkeypatch.setattr(httpx, "create_ssl_context", counted)
     mlflow_rest._tls_context.cache_clear()
     rest = mlflow_rest.MlflowRest("https://mlflow.example:5000", 1.0, 0)
     for _ in range(3):
