@@ -153,13 +153,15 @@ def serve(
     folder: Path,
     port: int | None = None,
     *extra: str,
+    runner: Sequence[str] = (),
     **fields: Any,
 ) -> P:
     """`crimes serve <kind>` on a free port (unless given), and a free metrics port: model
     services also get their own local model copy folder (unless `env` names one), and the
-    object store's reader credentials instead of the writer's (as in compose)."""
+    object store's reader credentials instead of the writer's (as in compose). `runner`: a
+    command that runs it (a profiler, say), given the interpreter and the script."""
     port = port or free_port()
-    argv = [CRIMES, "serve", kind, "--port", str(port)]
+    argv = [*runner, CRIMES, "serve", kind, "--port", str(port)]
     service_env = dict(env)
     if kind == "gateway":
         # The local tooling runs on one machine: a gateway without a key is its to allow.
