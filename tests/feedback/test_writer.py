@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from prometheus_client import CollectorRegistry
@@ -149,28 +150,35 @@ def test_few_record_answers_are_written_as_many_record_answers_are(tmp_path: Pat
     assert [r["row"] for r in rows if r["request_id"] == "r2"] == [0, 1]
 
 
-def test_labels_sent_as_indices_are_written_as_the_labels(tmp_path: Path) -> None:
-    """Answers whose labels came as indices into their version's classes (two versions with
-    different classes in one file), beside labels sent as text (an older model service)."""
-    codes = {"3": ["07", "06", "07", "14"] * 10, "4": ["26", "07", "01A", "07"] * 10}
-    classes = {"3": ["06", "07", "14"], "4": ["01A", "07", "26"]}
-    sent = []
-    for version, labels in codes.items():
-        indices = np.array([classes[version].index(c) for c in labels], dtype=np.int32)
-        indexed = IndexedLabels(indices, json.dumps(classes[version]))
-        sent.append(
-            dataclasses.replace(
-                answer(f"r{version}", labels), model_version=version, indexed=indexed
-            )
-        )
-    sent.append(answer("r5", ["05", "07"] * 10))
+def indexed_answer(request: str, labels: list[str], classes: list[str], **changes: Any) -> Served:
+    """An answer whose labels came as indices into `classes` (as model services send them)."""
+    indices = np.array([classes.index(c) for c in labels], dtype=np.int32)
+    indexed = IndexedLabels(indices, json.dumps(classes))
+    return dataclasses.replace(answer(request, labels), indexed=indexed, **changes)
+
+
+def written_file(tmp_path: Path, sent: list[Served]) -> pa.Table:
+    """The answers appended and flushed: the one file written, as stored."""
     sink = Folder()
     log = PredictionLog(sink, settings(tmp_path))
     for part in sent:
         log.append(part)
     assert log.flush()
     (data,) = sink.files.values()
-    table = pq.read_table(io.BytesIO(data)).cast(served.schema())  # as the evaluation reads
+    return pq.read_table(io.BytesIO(data))
+
+
+def test_labels_sent_as_indices_are_written_as_the_labels(tmp_path: Path) -> None:
+    """Answers whose labels came as indices into their version's classes (two versions with
+    different classes in one file), beside labels sent as text (an older model service)."""
+    codes = {"3": ["07", "06", "07", "14"] * 10, "4": ["26", "07", "01A", "07"] * 10}
+    classes = {"3": ["06", "07", "14"], "4": ["01A", "07", "26"]}
+    sent = [
+        indexed_answer(f"r{version}", labels, classes[version], model_version=version)
+        for version, labels in codes.items()
+    ]
+    sent.append(answer("r5", ["05", "07"] * 10))
+    table = written_file(tmp_path, sent).cast(served.schema())  # as the evaluation reads
     rows = table.to_pylist()
     for part in sent:
         written = [r["fbi_code"] for r in rows if r["request_id"] == part.request_id]
@@ -181,18 +189,11 @@ def test_answers_of_one_version_are_written_as_their_labels_in_order(tmp_path: P
     """Parts that share their classes (one version: the usual flush) are joined as indices
     before they become Arrow: each row keeps its own label, in the order answered."""
     classes = ["01A", "06", "07", "26"]
-    sent = []
-    for request, labels in {"a": ["07", "26"] * 10, "b": ["01A", "06", "06"] * 7}.items():
-        indices = np.array([classes.index(c) for c in labels], dtype=np.int32)
-        indexed = IndexedLabels(indices, json.dumps(classes))
-        sent.append(dataclasses.replace(answer(request, labels), indexed=indexed))
-    sink = Folder()
-    log = PredictionLog(sink, settings(tmp_path))
-    for part in sent:
-        log.append(part)
-    assert log.flush()
-    (data,) = sink.files.values()
-    written = pq.read_table(io.BytesIO(data))
+    sent = [
+        indexed_answer(request, labels, classes)
+        for request, labels in {"a": ["07", "26"] * 10, "b": ["01A", "06", "06"] * 7}.items()
+    ]
+    written = written_file(tmp_path, sent)
     # Stored without definition levels where a value never lacks (the cheaper file to write).
     assert {f.name for f in written.schema if f.nullable} == served.NULLABLE
     rows = written.cast(served.schema()).to_pylist()
