@@ -151,26 +151,27 @@ def _arrow_codes(parts: Sequence[Held]) -> pa.Array:
     import pyarrow as pa
 
     codes = [part.codes for part in parts]
-    first = codes[0]
-    if isinstance(first, IndexedLabels) and all(
-        isinstance(c, IndexedLabels) and c.classes_json == first.classes_json for c in codes
-    ):
-        indices = np.concatenate([c.indices for c in codes if isinstance(c, IndexedLabels)])
-        # In bounds: the protocol checked every index against its classes when decoding.
-        return pa.DictionaryArray.from_arrays(
-            pa.array(indices.astype(np.int32, copy=False)),
-            _arrow_classes(first.classes_json),
-            safe=False,
-        )
+    indexed = [c for c in codes if isinstance(c, IndexedLabels)]
+    classes = {c.classes_json for c in indexed}
+    if len(indexed) == len(codes) and len(classes) == 1:
+        return _dictionary(np.concatenate([c.indices for c in indexed]), classes.pop())
     # Dictionary arrays over different classes (versions) are concatenated by Arrow, which
     # joins their dictionaries.
     return pa.concat_arrays(
         [
-            pa.DictionaryArray.from_arrays(pa.array(c.indices), _arrow_classes(c.classes_json))
-            if isinstance(c, IndexedLabels)
-            else c
+            _dictionary(c.indices, c.classes_json) if isinstance(c, IndexedLabels) else c
             for c in codes
         ]
+    )
+
+
+def _dictionary(indices: npt.NDArray[np.int32], classes_json: str) -> pa.Array:
+    """Label indices as a dictionary array over the classes they index."""
+    import pyarrow as pa
+
+    # In bounds: the protocol checked every index against its classes when decoding.
+    return pa.DictionaryArray.from_arrays(
+        pa.array(indices.astype(np.int32, copy=False)), _arrow_classes(classes_json), safe=False
     )
 
 
