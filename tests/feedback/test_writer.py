@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import math
 import threading
 import time
 from pathlib import Path
@@ -21,7 +22,7 @@ from crimes.feedback import served
 from crimes.feedback.keys import RecordKeys
 from crimes.feedback.served import CHAMPION, COLUMNS, Served
 from crimes.feedback.settings import PredictionLogSettings
-from crimes.feedback.writer import PredictionLog
+from crimes.feedback.writer import Answered, PredictionLog
 from crimes.protocol.inference import IndexedLabels
 
 DAY = 1_733_400_000.0  # 2024-12-05 (UTC)
@@ -217,6 +218,54 @@ def test_the_lake_down_spills_and_the_spill_is_uploaded_once_it_is_back(tmp_path
     assert len(sink.rows()) == 10
     assert counted(registry, "uploaded") == 10
     assert list((tmp_path / "spill").glob("*.parquet")) == []
+
+
+def as_record(part: Served) -> tuple[str, float, tuple[str | None, str | None], list[Answered]]:
+    """A one-record answer as `append_record` takes it."""
+    keys, confidence = part.keys, part.confidence
+    key = (None, None) if keys is None else (keys.ids[0], keys.case_numbers[0])
+    value = math.nan if confidence is None else float(confidence[0])
+    code = (part.kind, part.model_name, part.model_version, part.transformation_version)
+    return part.request_id, part.served_at, key, [(*code, part.codes[0], value)]
+
+
+def test_a_record_appended_alone_is_written_as_its_served_answer(tmp_path: Path) -> None:
+    """`append_record` (the single-record path) writes the rows `append` writes for the same
+    answers: with a key and a confidence, without either, two models in one call."""
+    keyed = dataclasses.replace(answer("r1", ["06"]), keys=RecordKeys(["100"], ["JH1"]))
+    bare = dataclasses.replace(answer("r2", ["26"]), confidence=None, keys=None)
+    other = dataclasses.replace(answer("r1", ["07"], kind="lda"), keys=keyed.keys)
+    written: list[list[dict[str, Any]]] = []
+    for record_by_record in (False, True):
+        sink = Folder()
+        log = PredictionLog(sink, settings(tmp_path))
+        if record_by_record:
+            request, when, key, answers = as_record(keyed)
+            log.append_record(request, when, key, answers + as_record(other)[3])
+            log.append_record(*as_record(bare))
+        else:
+            for part in (keyed, other, bare):
+                log.append(part)
+        assert log.flush()
+        written.append(sorted(sink.rows(), key=lambda r: (r["request_id"], r["model"])))
+    assert written[0] == written[1]
+    assert [(r["request_id"], r["fbi_code"], r["record_id"]) for r in written[1]] == [
+        ("r1", "06", "100"),
+        ("r1", "07", "100"),
+        ("r2", "26", None),
+    ]
+    assert written[1][2]["confidence"] is None
+
+
+def test_records_appended_alone_are_dropped_and_counted_at_the_bound(tmp_path: Path) -> None:
+    sink, registry = Folder(), CollectorRegistry()
+    log = PredictionLog(sink, settings(tmp_path, flush_rows=2, buffer_rows=3), registry)
+    request, when, key, answers = as_record(answer("r1", ["06"]))
+    log.append_record(request, when, key, answers * 2)
+    log.append_record(request, when, key, answers * 2)  # the second answer passes the bound
+    assert counted(registry, "dropped") == 1
+    assert log.flush()
+    assert len(sink.rows()) == 3
 
 
 def test_rows_are_dropped_and_counted_only_when_memory_or_spill_is_full(tmp_path: Path) -> None:

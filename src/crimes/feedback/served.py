@@ -205,7 +205,7 @@ class Few:
     def add(self, answer: Served) -> None:
         keys, confidence = answer.keys, answer.confidence
         for i, code in enumerate(answer.codes):
-            self._records.append(
+            self.add_row(
                 (
                     answer.request_id,
                     answer.served_at,
@@ -221,7 +221,12 @@ class Few:
                     math.nan if confidence is None else float(confidence[i]),
                 )
             )
-        if len(self._records) >= self.CHUNK_ROWS:
+
+    def add_row(self, row: tuple[Any, ...]) -> None:
+        """One record's row, its values in the order of COLUMNS."""
+        records = self._records
+        records.append(row)
+        if len(records) >= self.CHUNK_ROWS:
             self._chunks.append(self._listed())
             self._records = []
 

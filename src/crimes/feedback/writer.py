@@ -22,6 +22,7 @@ import threading
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Final, Protocol
 
@@ -78,6 +79,11 @@ class LogMetrics:
 
 
 SECONDS_A_DAY: Final = 86_400
+
+# One model's answer to one record, as `PredictionLog.append_record` takes it: the model's
+# kind, registered name, version and transformation version, the code, its confidence (NaN:
+# none).
+Answered = tuple[str, str, str, str, str, float]
 
 
 def parquet(table: object) -> bytes:
@@ -150,6 +156,50 @@ class PredictionLog:
                 few.add(answer)
             self._waiting += rows
             self._held += rows
+            due = self._waiting >= self.settings.flush_rows
+        if due:
+            self._wake.set()
+
+    def append_record(
+        self,
+        request_id: str,
+        served_at: float,
+        key: tuple[str | None, str | None],
+        answers: Sequence[Answered],
+    ) -> None:
+        """`append` for the champions' answers to one record (a single-record request, the
+        commonest): a row per answer straight from its values, under one lock, no `Served`
+        made (about half the work per request). `key`: the record's id and case number."""
+        if not answers:
+            return
+        day = self._day(served_at)
+        record_id, case_number = key
+        with self._lock:
+            for kind, model_name, version, transformation, code, confidence in answers:
+                if self._held >= self.settings.buffer_rows:
+                    self._drop(1)
+                    continue
+                few = self._few.get((day, kind))
+                if few is None:
+                    few = self._few[(day, kind)] = Few()
+                few.add_row(
+                    (
+                        request_id,
+                        served_at,
+                        0,
+                        record_id,
+                        case_number,
+                        kind,
+                        model_name,
+                        served.CHAMPION,
+                        version,
+                        transformation,
+                        code,
+                        confidence,
+                    )
+                )
+                self._waiting += 1
+                self._held += 1
             due = self._waiting >= self.settings.flush_rows
         if due:
             self._wake.set()

@@ -5,6 +5,7 @@ answers per model into a typed result."""
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections import Counter
 from collections.abc import Collection, Mapping, Sequence
@@ -249,7 +250,7 @@ class Predictor:
     ) -> BatchResult:
         """One record, through the cache when there is one (never with probabilities)."""
         result = await self._predict_one(row, probabilities, record_key)
-        self._log(result, record_key)
+        self._log_one(result, record_key)
         return result
 
     async def _predict_one(
@@ -323,6 +324,25 @@ class Predictor:
                         indexed=model.indexed,
                     )
                 )
+
+    def _log_one(self, result: BatchResult, key: RecordKeys | None) -> None:
+        """`_log` for the answers to one record: a row per answer, no `Served` made."""
+        if self.log is None:
+            return
+        answers = [
+            (
+                kind,
+                self.services[kind].model_name,
+                model.model_version or "",
+                model.transformation_version or "",
+                model.labels[0],
+                math.nan if model.confidence is None else float(model.confidence[0]),
+            )
+            for kind, model in result.models.items()
+            if model.outcome is Outcome.OK and model.labels
+        ]
+        record = (None, None) if key is None else (key.ids[0], key.case_numbers[0])
+        self.log.append_record(requests.current.get(), time.time(), record, answers)
 
     async def _predict(
         self, records: TransformedRecords, probabilities: bool, keys: RecordKeys | None = None
