@@ -38,6 +38,7 @@ from crimes.protocol.tensors import (
     MATRIX_DATATYPES,
     PROBABILITIES,
     RECORD_DATATYPES,
+    Datatype,
     InvalidInput,
     ask_outputs,
     check_raw_size,
@@ -118,16 +119,19 @@ def _shape_text(shape: Sequence[int]) -> str:
 
 def decode_infer_request(request: pb.ModelInferRequest, max_rows: int) -> InferInput:
     """The request's features and options; InvalidInput names what is malformed."""
-    if len(request.inputs) != 1:
+    # Each read of a protobuf field makes a new Python object: each is read once.
+    inputs = request.inputs
+    if len(inputs) != 1:
         raise InvalidInput(
-            f"request has {len(request.inputs)} input tensors: send exactly one, "
+            f"request has {len(inputs)} input tensors: send exactly one, "
             f"'{INPUT}', FP64 of shape [N, features], or the records' features, one tensor "
             "each (see ModelMetadata)"
         )
-    tensor = request.inputs[0]
-    if tensor.name != INPUT:
+    tensor = inputs[0]
+    name = tensor.name
+    if name != INPUT:
         raise InvalidInput(
-            f"unknown input tensor '{tensor.name}': the model's inputs are '{INPUT}' or the "
+            f"unknown input tensor '{name}': the model's inputs are '{INPUT}' or the "
             "records' features (see ModelMetadata)"
         )
     unsupported_parameter(tensor.parameters, f"input '{INPUT}'")
@@ -137,14 +141,15 @@ def decode_infer_request(request: pb.ModelInferRequest, max_rows: int) -> InferI
             f"input '{INPUT}': datatype '{datatype}' is not supported, use FP64 (or FP32)"
         )
     rows, columns = _matrix_shape(list(tensor.shape), max_rows)
-    array = _matrix_data(request, tensor, rows * columns)
+    raw_contents = request.raw_input_contents
+    array = _matrix_data(raw_contents, tensor, DATATYPES[datatype], rows * columns)
     # The wire dtype is kept: a tree's FP32 features are computed on as float32 anyway.
     features: Features = array.reshape(rows, columns)
     return InferInput(
         features=features,
         transformation_version=_transformation_version(request),
         outputs=requested_outputs(request.outputs),
-        raw=len(request.raw_input_contents) > 0,
+        raw=len(raw_contents) > 0,
     )
 
 
@@ -169,39 +174,41 @@ def _matrix_shape(shape: list[int], max_rows: int) -> tuple[int, int]:
 
 
 def _matrix_data(
-    request: pb.ModelInferRequest, tensor: pb.ModelInferRequest.InferInputTensor, count: int
+    raw_contents: Sequence[bytes],
+    tensor: pb.ModelInferRequest.InferInputTensor,
+    datatype: Datatype,
+    count: int,
 ) -> npt.NDArray[Any]:
-    """The matrix's `count` elements, raw or typed, in its wire dtype."""
-    datatype = DATATYPES[tensor.datatype]
-    if len(request.raw_input_contents) == 0:
+    """The one input's `count` elements, raw or typed, in its wire dtype."""
+    entries = len(raw_contents)
+    if entries == 0:
         return np.asarray(typed_values(INPUT, tensor, count), dtype=datatype.dtype)
-    if len(request.raw_input_contents) != len(request.inputs):
-        raise InvalidInput(
-            f"raw_input_contents has {len(request.raw_input_contents)} entries for "
-            f"{len(request.inputs)} input tensor"
-        )
+    if entries != 1:
+        raise InvalidInput(f"raw_input_contents has {entries} entries for 1 input tensor")
     if tensor.HasField("contents"):
         raise InvalidInput(
             f"input '{INPUT}' has both contents and raw_input_contents: use one of them"
         )
-    data = request.raw_input_contents[0]
+    data = raw_contents[0]
     check_raw_size(INPUT, data, datatype, count)
     return np.frombuffer(data, dtype=datatype.dtype)
 
 
 def _transformation_version(request: pb.ModelInferRequest) -> str | None:
-    if TRANSFORMATION_VERSION not in request.parameters:
+    parameters = request.parameters
+    if TRANSFORMATION_VERSION not in parameters:
         return None
-    parameter = request.parameters[TRANSFORMATION_VERSION]
+    parameter = parameters[TRANSFORMATION_VERSION]
     kind = parameter.WhichOneof("parameter_choice")
     if kind != "string_param":
         raise InvalidInput(
             f"request parameter '{TRANSFORMATION_VERSION}' must be a string_param, "
             f"got {kind or 'no value'}"
         )
-    if not parameter.string_param:
+    version = str(parameter.string_param)
+    if not version:
         raise InvalidInput(f"request parameter '{TRANSFORMATION_VERSION}' is empty")
-    return str(parameter.string_param)
+    return version
 
 
 def decode_request(
@@ -209,6 +216,9 @@ def decode_request(
 ) -> InferInput | records.RecordsInput:
     """A ModelInfer request in either input form: raw records (a tensor per feature), or the
     features' matrix; InvalidInput names what is malformed."""
+    inputs = request.inputs
+    if len(inputs) == 1 and inputs[0].name == INPUT:  # the matrix: the gateway's form
+        return decode_infer_request(request, max_rows)
     if records.is_record_request(request):
         return records.decode(request, max_rows)
     return decode_infer_request(request, max_rows)
@@ -467,36 +477,39 @@ def decode_infer_response(response: pb.ModelInferResponse) -> InferOutput:
     classes: tuple[str, ...] | None = None
     confidence: npt.NDArray[np.float32] | None = None
     indexed: IndexedLabels | None = None
-    raw = len(response.raw_output_contents) > 0
+    # Each read of a protobuf field makes a new Python object: each is read once.
+    raw_contents = response.raw_output_contents
+    raw = len(raw_contents) > 0
     for index, output in enumerate(response.outputs):
-        if output.name == LABELS:
-            if raw:
-                labels = [b.decode() for b in split_bytes(response.raw_output_contents[index])]
-            else:
-                labels = [b.decode() for b in output.contents.bytes_contents]
-        elif output.name == PROBABILITIES:
-            data = (
-                np.frombuffer(response.raw_output_contents[index], dtype="<f8")
-                if raw
-                else np.asarray(output.contents.fp64_contents, dtype=np.float64)
-            )
-            probabilities = data.reshape(list(output.shape)).astype(np.float64)
-            classes = tuple(json.loads(output.parameters[CLASSES].string_param))
-        elif output.name == LABEL_INDEX:
+        name = output.name
+        if name == LABEL_INDEX:
             indices = (
-                np.frombuffer(response.raw_output_contents[index], dtype="<i4")
+                np.frombuffer(raw_contents[index], dtype="<i4")
                 if raw
                 else np.asarray(output.contents.int_contents, dtype=np.int32)
             )
             classes_json = output.parameters[CLASSES].string_param
             labels = indexed_labels(classes_json, indices)
             indexed = IndexedLabels(indices, classes_json)
-        elif output.name == CONFIDENCE:
+        elif name == CONFIDENCE:
             confidence = (
-                np.frombuffer(response.raw_output_contents[index], dtype="<f4")
+                np.frombuffer(raw_contents[index], dtype="<f4")
                 if raw
                 else np.asarray(output.contents.fp32_contents, dtype=np.float32)
             )
+        elif name == LABELS:
+            if raw:
+                labels = [b.decode() for b in split_bytes(raw_contents[index])]
+            else:
+                labels = [b.decode() for b in output.contents.bytes_contents]
+        elif name == PROBABILITIES:
+            data = (
+                np.frombuffer(raw_contents[index], dtype="<f8")
+                if raw
+                else np.asarray(output.contents.fp64_contents, dtype=np.float64)
+            )
+            probabilities = data.reshape(list(output.shape)).astype(np.float64)
+            classes = tuple(json.loads(output.parameters[CLASSES].string_param))
     return InferOutput(
         model_version=response.model_version,
         transformation_version=response.parameters[TRANSFORMATION_VERSION].string_param,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 import numpy as np
@@ -55,14 +55,16 @@ def requested_outputs(
 ) -> tuple[str, ...]:
     names: list[str] = []
     for output in requested:
-        if output.name not in OUTPUTS:
+        # Each read of a protobuf field makes a new Python object: read once.
+        name = output.name
+        if name not in OUTPUTS:
             raise InvalidInput(
-                f"unknown output '{output.name}': outputs are {', '.join(map(repr, OUTPUTS))}"
+                f"unknown output '{name}': outputs are {', '.join(map(repr, OUTPUTS))}"
             )
-        if output.name in names:
-            raise InvalidInput(f"output '{output.name}' is requested twice")
-        unsupported_parameter(output.parameters, f"output '{output.name}'")
-        names.append(output.name)
+        if name in names:
+            raise InvalidInput(f"output '{name}' is requested twice")
+        unsupported_parameter(output.parameters, f"output '{name}'")
+        names.append(name)
     return tuple(names) or DEFAULT_OUTPUTS
 
 
@@ -90,10 +92,10 @@ class Datatype:
     contents: str  # the typed field of InferTensorContents
     code: str  # the struct format character of a raw element ("" for BYTES)
     dtype: np.dtype[Any] | None  # numpy's little-endian dtype (None for BYTES)
+    itemsize: int = field(init=False)  # bytes of a raw element (0 for BYTES)
 
-    @property
-    def itemsize(self) -> int:
-        return struct.calcsize(self.code) if self.code else 0
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "itemsize", struct.calcsize(self.code) if self.code else 0)
 
 
 DATATYPES: Final[dict[str, Datatype]] = {
