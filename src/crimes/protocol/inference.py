@@ -136,6 +136,13 @@ def decode_infer_request(request: pb.ModelInferRequest, max_rows: int) -> InferI
             f"unknown input tensor '{name}': the model's inputs are '{INPUT}' or the "
             "records' features (see ModelMetadata)"
         )
+    return _decoded_matrix(request, tensor, max_rows)
+
+
+def _decoded_matrix(
+    request: pb.ModelInferRequest, tensor: pb.ModelInferRequest.InferInputTensor, max_rows: int
+) -> InferInput:
+    """The request whose one input is `tensor`, the features' matrix."""
     unsupported_parameter(tensor.parameters, f"input '{INPUT}'")
     datatype = tensor.datatype
     if datatype not in MATRIX_DATATYPES:
@@ -219,8 +226,10 @@ def decode_request(
     """A ModelInfer request in either input form: raw records (a tensor per feature), or the
     features' matrix; InvalidInput names what is malformed."""
     inputs = request.inputs
-    if len(inputs) == 1 and inputs[0].name == INPUT:  # the matrix: the gateway's form
-        return decode_infer_request(request, max_rows)
+    if len(inputs) == 1:
+        tensor = inputs[0]
+        if tensor.name == INPUT:  # the matrix: the gateway's form, read once
+            return _decoded_matrix(request, tensor, max_rows)
     if records.is_record_request(request):
         return records.decode(request, max_rows)
     return decode_infer_request(request, max_rows)
