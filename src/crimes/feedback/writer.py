@@ -150,10 +150,7 @@ class PredictionLog:
             if part is not None:
                 self._parts.append(part)
             else:
-                few = self._few.get(group)
-                if few is None:
-                    few = self._few[group] = Few()
-                few.add(answer)
+                self._few_of(group).add(answer)
             self._waiting += rows
             self._held += rows
             due = self._waiting >= self.settings.flush_rows
@@ -179,10 +176,7 @@ class PredictionLog:
                 if self._held >= self.settings.buffer_rows:
                     self._drop(1)
                     continue
-                few = self._few.get((day, kind))
-                if few is None:
-                    few = self._few[(day, kind)] = Few()
-                few.add_row(
+                self._few_of((day, kind)).add_row(
                     (
                         request_id,
                         served_at,
@@ -203,6 +197,13 @@ class PredictionLog:
             due = self._waiting >= self.settings.flush_rows
         if due:
             self._wake.set()
+
+    def _few_of(self, group: tuple[str, str]) -> Few:
+        """The few-record answers held for a served day and model (under the lock)."""
+        few = self._few.get(group)
+        if few is None:
+            few = self._few[group] = Few()
+        return few
 
     def _day(self, served_at: float) -> str:
         """The UTC day of a time, remembered for the rest of that day (no formatting per
