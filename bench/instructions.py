@@ -27,7 +27,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -146,14 +146,19 @@ def answering(gateway: LocalProcess) -> Callable[[], bool]:
     return lambda: answers(gateway.url, "/predict", {"features": EXAMPLE})
 
 
-def ratios(counts: list[Count], base: str) -> list[str]:
-    """Each other system's count over `base`'s, per kind of request."""
+def against(counts: list[Count], base: str) -> Iterator[tuple[Count, Count]]:
+    """Each other system's count with `base`'s count of the same kind of request."""
     reference = {c.what: c for c in counts if c.system == base}
-    lines = []
     for counted in counts:
         other = reference.get(counted.what)
-        if counted.system == base or other is None:
-            continue
+        if counted.system != base and other is not None:
+            yield counted, other
+
+
+def ratios(counts: list[Count], base: str) -> list[str]:
+    """Each other system's count over `base`'s, per kind of request."""
+    lines = []
+    for counted, other in against(counts, base):
         ratio = (counted.instructions / counted.requests) / (other.instructions / other.requests)
         plain = ((counted.instructions - counted.copies) / counted.requests) / (
             (other.instructions - other.copies) / other.requests
@@ -166,12 +171,8 @@ def ratios(counts: list[Count], base: str) -> list[str]:
 
 def differences(counts: list[Count], base: str, top: int) -> list[str]:
     """The functions whose own instructions per request differ most from `base`'s."""
-    reference = {c.what: c for c in counts if c.system == base}
     lines = []
-    for counted in counts:
-        other = reference.get(counted.what)
-        if counted.system == base or other is None:
-            continue
+    for counted, other in against(counts, base):
         lines.append(f"\n{counted.system} - {base}, {counted.what}: instructions per request")
         names = set(counted.functions) | set(other.functions)
         mine, theirs = counted.functions, other.functions
