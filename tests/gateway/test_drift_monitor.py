@@ -125,3 +125,52 @@ def _no_real_mlflow(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def _refuse(*args: Any) -> Any:
     raise AssertionError("the doubles answer; MLflow is never called here")
+
+
+def test_started_once_every_served_reference_was_looked_for_and_never_unstarted() -> None:
+    """The gateway's readiness waits for it (`started`): found, absent or failed, each served
+    version's first fetch is over; a later version's fetch never makes it false again."""
+    gate = asyncio.Event()
+    one = drift_reference.of_features(training_frame(), "ds-1")
+    fetched: dict[Any, Any] = {
+        ("dtc_model_prod", "3"): None,
+        ("lda_model_prod", "1"): ConnectionError("mlflow down"),
+        ("dtc_model_prod", "4"): one,
+    }
+    watched = monitor(fetched)
+    fetch = watched._fetch
+
+    def held(name: str, version: str) -> Reference | None:
+        # The first fetches wait for the gate (in their thread).
+        asyncio.run_coroutine_threadsafe(gate.wait(), loop).result()
+        return fetch(name, version)
+
+    watched._fetch = held  # type: ignore[method-assign]
+
+    async def scenario() -> None:
+        assert not watched.started()  # nothing served is known yet
+        watched.refresh()
+        await asyncio.sleep(0.05)
+        assert not watched.started()
+        gate.set()
+        await asyncio.gather(*list(watched._loading.values()))
+        assert watched.started()
+        watched.services["dtc"].state.model_version = "4"  # a new champion, loading
+        watched.refresh()
+        assert watched.served["dtc"].status == "loading"
+        assert watched.started()
+        await asyncio.gather(*list(watched._loading.values()))
+
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(scenario())
+    finally:
+        loop.close()
+
+
+def test_no_version_served_is_not_started() -> None:
+    watched = monitor({})
+    for service in watched.services.values():
+        service.state.model_version = None
+    watched.refresh()
+    assert not watched.started()

@@ -253,6 +253,36 @@ def test_health_metrics_docs_and_welcome(http: httpx.Client, gateway: LocalProce
     assert "Bienvenido" in http.get("/").json()["message"]
 
 
+DRIFT_OUTCOMES = ("drift.measuring", "drift.no_reference", "drift.reference_unavailable")
+
+
+def test_ready_only_once_the_start_up_fetches_are_over(
+    models: dict[str, LocalProcess], tmp_path: Any
+) -> None:
+    """The served versions' drift references are looked for before the gateway says ready:
+    their fetch holds the interpreter for up to half a second, and a first request then
+    missed its deadline on a slow machine (both models: 503)."""
+    env = {
+        "CRIMES_GATEWAY_DTC_ADDRESS": f"dns:///{models['dtc'].address}",
+        "CRIMES_GATEWAY_LDA_ADDRESS": f"dns:///{models['lda'].address}",
+        "CRIMES_GATEWAY_TRACKING_URI": TrackingSettings().tracking_uri,
+    }
+    fresh = launch.serve(LocalProcess, "gateway", env, tmp_path)
+    try:
+        fresh.wait_healthy(ready=False)
+        deadline = time.monotonic() + 90
+        with httpx.Client(base_url=fresh.url, timeout=10, trust_env=False) as client:
+            # Asked often: the log is read the moment the answer turns ready.
+            while client.get("/health/ready").status_code != 200:
+                assert time.monotonic() < deadline, fresh.tail()
+                time.sleep(0.005)
+            looked_for = {e["model"] for e in fresh.logs() if e.get("event") in DRIFT_OUTCOMES}
+            assert looked_for == {"dtc", "lda"}, fresh.tail()
+            assert client.post("/predict", json={"features": EXAMPLE}).status_code == 200
+    finally:
+        fresh.stop()
+
+
 def test_the_cache_answers_repeats_and_never_fails(http: httpx.Client) -> None:
     record = {**EXAMPLE, "hora": 6}
     http.post("/predict", json={"features": record})

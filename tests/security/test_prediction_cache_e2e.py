@@ -56,7 +56,7 @@ def test_a_malformed_cache_entry_is_a_miss_not_a_500(
     url = cached_gateway.url + "/predict"
     body = {"features": EXAMPLE}
     fresh = httpx.post(url, json=body, trust_env=False)
-    assert fresh.status_code == 200
+    assert fresh.status_code == 200, fresh.text
     keys = store.keys("crimes:predict:*")
     assert len(keys) == 1, keys
     for path in ("/predict", "/v2/predict"):

@@ -46,7 +46,8 @@ def _latencies(client: httpx.Client, count: int) -> list[float]:
     times = []
     for _ in range(count):
         started = time.perf_counter()
-        assert client.post("/predict", json=body).status_code == 200
+        answer = client.post("/predict", json=body)
+        assert answer.status_code == 200, answer.text
         times.append(time.perf_counter() - started)
     return times
 

@@ -67,6 +67,20 @@ class DriftMonitor:
         self._loading: dict[str, asyncio.Task[None]] = {}
         self._sources: dict[str, int] = {}
         self.errors = 0
+        self._started = False
+
+    def started(self) -> bool:
+        """Whether the references of the versions served at start have each been looked for
+        (found, absent or failed). Until then their fetch (its first imports, compiled from
+        source where no bytecode is kept, and the object store's first client) holds the
+        interpreter for up to half a second here: a request then can miss its deadline. Once
+        true, it stays true: a later version's fetch never makes the gateway unready."""
+        if not self._started:
+            known = [kind for kind, s in self.services.items() if s.state.model_version]
+            self._started = bool(known) and all(
+                kind in self.served and self.served[kind].status != "loading" for kind in known
+            )
+        return self._started
 
     # The answer path: no I/O, no await, and never an error that would fail a request.
     def source(self, client: str) -> int:

@@ -38,15 +38,17 @@ async def ready(predictor: PredictorDep) -> Any:
 
 
 def _not_ready_because(predictor: Predictor) -> str | None:
-    """None when at least one model can answer: its service is ready and the transformation
-    it names is loaded (fetched in the background)."""
+    """None when at least one model can answer (its service is ready and the transformation
+    it names is loaded, fetched in the background) and the start-up fetches that compete with
+    answers are over (the drift references)."""
     reason = "no_model_service"
     for service in predictor.services.values():
         if not service.state.ready:
             continue
         version = service.state.transformation_version
         if version and predictor.transformations.cached(version):
-            return None
+            drift = predictor.drift
+            return None if drift is None or drift.started() else "starting"
         reason = "no_transformation"
     return reason
 
