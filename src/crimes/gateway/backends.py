@@ -40,6 +40,8 @@ RETRY_BACKOFF_SECONDS = 0.025
 # The backoff of the refreshes that failed calls ask for (seconds).
 REFRESH_BACKOFF_MIN = 0.2
 REFRESH_BACKOFF_MAX = 5.0
+# Refreshes in a row that may time out before a ready service is taken for not ready.
+LATE_REFRESHES_KEPT = 2
 
 
 def channel_options() -> list[tuple[str, Any]]:
@@ -124,6 +126,7 @@ class ModelService:
         # service stays unavailable (a burst of UNAVAILABLE answers is one refresh, not many).
         self._backoff = REFRESH_BACKOFF_MIN
         self._next_refresh_after = 0.0
+        self._late = 0  # refreshes in a row that timed out while it was ready
 
     async def close(self) -> None:
         await self.channel.close(grace=None)
@@ -136,7 +139,15 @@ class ModelService:
         return await asyncio.shield(self._refreshing)
 
     async def _refresh(self) -> ServiceState:
-        self.state = await metadata_state(self.stub, self.model_name, self.deadline_seconds)
+        fresh = await metadata_state(self.stub, self.model_name, self.deadline_seconds)
+        if fresh.timed_out and self.state.ready and self._late < LATE_REFRESHES_KEPT:
+            # A late answer is not a changed service: what it said last holds a while longer
+            # (its calls still fail on their own if it is gone), so a stalled machine does not
+            # fail the requests that come in until the next refresh.
+            self._late += 1
+            return self.state
+        self._late = 0
+        self.state = fresh
         if self.state.ready:
             self._backoff = REFRESH_BACKOFF_MIN
         return self.state
@@ -239,7 +250,11 @@ async def metadata_state(
             pb.ModelMetadataRequest(name=model_name), timeout=deadline_seconds
         )
     except grpc.aio.AioRpcError as error:
-        return ServiceState(ready=False, error=error.details() or error.code().name)
+        return ServiceState(
+            ready=False,
+            error=error.details() or error.code().name,
+            timed_out=error.code() == grpc.StatusCode.DEADLINE_EXCEEDED,
+        )
     info = inference.decode_model_metadata(metadata)
     return ServiceState(
         ready=bool(ready.ready),

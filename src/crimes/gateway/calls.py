@@ -51,6 +51,8 @@ class ServiceState:
     # Whether it answers the labels as indices (its metadata lists that output): the cheaper
     # answer to read; a service that does not gets asked for the labels themselves.
     label_index: bool = False
+    # It did not answer within the deadline: this says nothing new about it (a busy machine).
+    timed_out: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return {
