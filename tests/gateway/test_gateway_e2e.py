@@ -21,7 +21,12 @@ from crimes.local import launch
 from crimes.local.launch import LocalProcess
 from crimes.settings import TrackingSettings
 from tests.support.stack import YEAR
-from tests.support.system import every_replica_ready, gateway_metrics, listed_models
+from tests.support.system import (
+    every_replica_ready,
+    gateway_env,
+    gateway_metrics,
+    listed_models,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -241,7 +246,7 @@ def test_models_shows_each_service(http: httpx.Client, models: dict[str, LocalPr
 def test_health_metrics_docs_and_welcome(http: httpx.Client, gateway: LocalProcess) -> None:
     assert http.get("/health/live").json() == {"status": "live"}
     ready = http.get("/health/ready")
-    assert ready.status_code == 200
+    assert ready.status_code == 200, ready.text
     assert ready.json() == {"status": "ready"}
     # Prometheus' own port, as in every deployment: the API's has no /metrics.
     assert http.get("/metrics").status_code == 404
@@ -262,12 +267,7 @@ def test_ready_only_once_the_start_up_fetches_are_over(
     """The served versions' drift references are looked for before the gateway says ready:
     their fetch holds the interpreter for up to half a second, and a first request then
     missed its deadline on a slow machine (both models: 503)."""
-    env = {
-        "CRIMES_GATEWAY_DTC_ADDRESS": f"dns:///{models['dtc'].address}",
-        "CRIMES_GATEWAY_LDA_ADDRESS": f"dns:///{models['lda'].address}",
-        "CRIMES_GATEWAY_TRACKING_URI": TrackingSettings().tracking_uri,
-    }
-    fresh = launch.serve(LocalProcess, "gateway", env, tmp_path)
+    fresh = launch.serve(LocalProcess, "gateway", gateway_env(models), tmp_path)
     try:
         fresh.wait_healthy(ready=False)
         deadline = time.monotonic() + 90
