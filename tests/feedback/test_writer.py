@@ -7,6 +7,7 @@ import dataclasses
 import io
 import json
 import math
+import os
 import threading
 import time
 from pathlib import Path
@@ -329,6 +330,32 @@ def test_a_stop_with_the_lake_down_keeps_everything_in_the_spill(tmp_path: Path)
         time.sleep(0.02)
     assert after.stop()
     assert len(sink.rows()) == 7
+
+
+class Niceness(Folder):
+    """A sink that notes the CPU priority (nice) of the thread that writes to it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.nice: list[int] = []
+
+    def write(self, key: str, data: bytes) -> None:
+        self.nice.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        super().write(key, data)
+
+
+@pytest.mark.parametrize("nice", [19, 7])
+def test_the_writer_runs_below_the_answers(tmp_path: Path, nice: int) -> None:
+    before = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    assert before < nice, "the suite must run at a higher priority than the one asked"
+    sink = Niceness()
+    log = PredictionLog(sink, settings(tmp_path, writer_nice=nice))
+    log.start()
+    log.append(answer("r1", ["06"] * 20))
+    assert log.stop()
+    assert sink.nice == [nice]
+    # Only the writer's own thread: the appending thread (the event loop's) keeps its own.
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == before
 
 
 def test_the_buffer_must_hold_a_flush(tmp_path: Path) -> None:

@@ -52,6 +52,18 @@ class LakeSink:
         self.lake.write_bytes(key, data)
 
 
+def _lower_priority(nice: int) -> None:
+    """The calling thread's CPU priority lowered to `nice` (never raised: that needs a
+    privilege). Linux gives each thread its own nice value; elsewhere it stays as it is."""
+    thread = threading.get_native_id()
+    try:
+        current = os.getpriority(os.PRIO_PROCESS, thread)
+        if nice > current:
+            os.setpriority(os.PRIO_PROCESS, thread, nice)
+    except (AttributeError, OSError) as error:
+        log.warning("prediction_log.priority_unchanged", nice=nice, error=repr(error))
+
+
 class LogMetrics:
     def __init__(self, registry: CollectorRegistry | None) -> None:
         self.rows = Counter(
@@ -243,6 +255,7 @@ class PredictionLog:
         return finished
 
     def _run(self) -> None:
+        _lower_priority(self.settings.writer_nice)
         while True:
             self._wake.wait(self.settings.flush_seconds)
             self._wake.clear()
