@@ -204,6 +204,20 @@ def test_answers_of_one_version_are_written_as_their_labels_in_order(tmp_path: P
     ]
 
 
+def test_each_row_is_numbered_by_its_place_in_the_request(tmp_path: Path) -> None:
+    """A part that starts further into its request (`first_row`) numbers its rows from there;
+    parts of one flush number theirs apart."""
+    classes = ["06", "07"]
+    sent = [
+        indexed_answer("a", ["06"] * 20, classes),
+        dataclasses.replace(indexed_answer("b", ["07"] * 30, classes), first_row=40),
+    ]
+    rows = written_file(tmp_path, sent).to_pylist()
+    assert [(r["request_id"], r["row"]) for r in rows] == [("a", i) for i in range(20)] + [
+        ("b", i) for i in range(40, 70)
+    ]
+
+
 def test_the_lake_down_spills_and_the_spill_is_uploaded_once_it_is_back(tmp_path: Path) -> None:
     sink, registry = Folder(), CollectorRegistry()
     log = PredictionLog(sink, settings(tmp_path), registry)

@@ -296,20 +296,24 @@ def table(parts: Sequence[Held]) -> pa.Table:
 
     answers = [part.answer for part in parts]
     counts = np.fromiter((part.rows for part in parts), dtype=np.int64, count=len(parts))
+    total = int(counts.sum())
     text = pa.string()
 
     def constant(values: list[str]) -> pa.Array:
         # Each distinct value once in the dictionary: given repeated values, Parquet writes
         # the column out in full (measured three times the cost), not as its dictionary.
         distinct, index = np.unique(np.array(values, dtype=object), return_inverse=True)
-        indices = pa.array(np.repeat(index.astype(np.int32), counts))
+        if len(distinct) == 1:  # one model, version, ... in a flush: no repeat to make
+            indices = pa.array(np.zeros(total, np.int32))
+        else:
+            indices = pa.array(np.repeat(index.astype(np.int32), counts))
         return pa.DictionaryArray.from_arrays(
             indices, pa.array(distinct.tolist(), text), safe=False
         )
 
     def joined(values: list[pa.Array | None]) -> pa.Array:
-        if not parts:
-            return pa.array([], text)
+        if all(value is None for value in values):  # no part sent keys (or no part)
+            return pa.nulls(total, text)
         filled = (
             pa.nulls(part.rows, text) if value is None else value
             for part, value in zip(parts, values, strict=True)
@@ -321,8 +325,13 @@ def table(parts: Sequence[Held]) -> pa.Table:
             return pa.array([], text).dictionary_encode()
         return _arrow_codes(parts)
 
-    starts = np.repeat(np.cumsum(counts) - counts, counts)
-    first = np.repeat(np.fromiter((a.first_row for a in answers), np.int64, len(parts)), counts)
+    def rows() -> pa.Array:
+        # Each record's position in its request: a running count, less its part's start,
+        # plus the part's first position.
+        starts = np.cumsum(counts) - counts
+        firsts = np.fromiter((a.first_row for a in answers), np.int64, len(parts))
+        return pa.array((np.arange(total) - np.repeat(starts - firsts, counts)).astype(np.int32))
+
     millis = np.fromiter((int(a.served_at * 1000) for a in answers), np.int64, len(parts))
     confidence = [
         np.full(part.rows, np.nan, np.float32) if a.confidence is None else a.confidence
@@ -331,7 +340,7 @@ def table(parts: Sequence[Held]) -> pa.Table:
     columns = [
         constant([a.request_id for a in answers]),
         _timestamps(np.repeat(millis, counts)),
-        pa.array((np.arange(len(starts)) - starts + first).astype(np.int32)),
+        rows(),
         joined([part.record_ids for part in parts]),
         joined([part.case_numbers for part in parts]),
         constant([a.kind for a in answers]),
@@ -341,7 +350,9 @@ def table(parts: Sequence[Held]) -> pa.Table:
         constant([a.transformation_version for a in answers]),
         codes(),
         _confidence(
-            np.concatenate(confidence).astype(np.float32) if parts else np.array([], np.float32)
+            np.concatenate(confidence).astype(np.float32, copy=False)
+            if parts
+            else np.array([], np.float32)
         ),
     ]
     return pa.Table.from_arrays(columns, schema=schema(written=True))
@@ -359,7 +370,7 @@ def _timestamps(millis: npt.NDArray[np.int64]) -> pa.Array:
     """Milliseconds since the epoch as the log's `served_at` column."""
     import pyarrow as pa
 
-    return pa.array(millis.astype("datetime64[ms]")).cast(pa.timestamp("ms", tz="UTC"))
+    return pa.array(millis, pa.timestamp("ms", tz="UTC"))
 
 
 def _confidence(values: npt.NDArray[np.float32]) -> pa.Array:

@@ -219,7 +219,8 @@ class PredictionLog:
 
     def _day(self, served_at: float) -> str:
         """The UTC day of a time, remembered for the rest of that day (no formatting per
-        answer)."""
+        answer). Both threads call it: each call's answer is its own time's day, and a race
+        only makes one format a day again."""
         start, day = self._today
         if not start <= served_at < start + SECONDS_A_DAY:
             start = served_at - served_at % SECONDS_A_DAY
@@ -277,7 +278,7 @@ class PredictionLog:
         lake_took = True
         groups: dict[tuple[str, str], list[Held]] = defaultdict(list)
         for part in parts:
-            groups[(part.answer.day, part.answer.kind)].append(part)
+            groups[(self._day(part.answer.served_at), part.answer.kind)].append(part)
         for day, kind in sorted(groups.keys() | few.keys()):
             table = served.day_table(groups.get((day, kind), []), few.get((day, kind)))
             rows = table.num_rows
