@@ -70,12 +70,15 @@ TARGET_RATE_C32 = 1_500.0
 TARGET_BATCH_ROWS = 50_000.0
 
 
-def counter_total(gateway: LocalProcess, name: str) -> float:
-    """A counter's value summed over its labels, from the gateway's own metrics port."""
+def counter_total(gateway: LocalProcess, name: str, label: str = "") -> float:
+    """A counter's value summed over its labels (those samples naming `label` only, if
+    given), from the gateway's own metrics port."""
     url = f"http://127.0.0.1:{gateway.metrics_port}/metrics"
     text = httpx.get(url, timeout=10, trust_env=False).text
     return sum(
-        float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + "{")
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(name + "{") and label in line
     )
 
 
