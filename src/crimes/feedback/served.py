@@ -68,10 +68,6 @@ class Served:
     def rows(self) -> int:
         return len(self.codes)
 
-    @property
-    def day(self) -> str:
-        return day_of(self.served_at)
-
 
 def day_of(served_at: float) -> str:
     """The UTC day of a time, as the log's folders name it."""
