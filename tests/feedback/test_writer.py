@@ -45,7 +45,7 @@ class Folder:
         self.files[key] = data
 
     def rows(self) -> list[dict[str, Any]]:
-        tables = [pq.read_table(io.BytesIO(data)) for data in self.files.values()]
+        tables = [pq.read_table(io.BytesIO(data)) for data in list(self.files.values())]
         return [row for table in tables for row in table.to_pylist()]
 
 
@@ -370,6 +370,88 @@ def test_the_writer_runs_below_the_answers(tmp_path: Path, nice: int) -> None:
     assert sink.nice == [nice]
     # Only the writer's own thread: the appending thread (the event loop's) keeps its own.
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == before
+
+
+class Starving(Niceness):
+    """A sink that holds every write from a thread below the suite's priority until `fed`:
+    a writer the answers starve of CPU."""
+
+    def __init__(self, answers_nice: int) -> None:
+        super().__init__()
+        self.answers_nice = answers_nice
+        self.starving = threading.Event()
+        self.fed = threading.Event()
+
+    def write(self, key: str, data: bytes) -> None:
+        if os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) > self.answers_nice:
+            self.starving.set()
+            self.fed.wait()
+        super().write(key, data)
+
+
+def until(condition: Any, seconds: float = 5.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return bool(condition())
+
+
+def spilled_before(tmp_path: Path, rows: int) -> None:
+    """A spill folder left by an earlier process that stopped with the lake down."""
+    sink = Folder()
+    sink.down = True
+    log = PredictionLog(sink, settings(tmp_path))
+    log.start()
+    log.append(answer("earlier", ["06"] * rows))
+    assert log.stop()
+
+
+def test_a_starved_writer_is_relieved_before_rows_are_dropped(tmp_path: Path) -> None:
+    spilled_before(tmp_path, 7)
+    answers_nice = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    sink, registry = Starving(answers_nice), CollectorRegistry()
+    tuned = settings(tmp_path, writer_nice=19, flush_seconds=0.05, flush_rows=100, buffer_rows=1000)
+    log = PredictionLog(sink, tuned, registry)
+    log.start()
+    try:
+        # The writer, below the answers' priority, starves while it uploads the spill.
+        assert sink.starving.wait(5)
+        for i in range(10):  # held: 500, half the bound
+            log.append(answer(f"r{i}", ["06"] * 50))
+        # The relief, at the answers' priority, writes what waits.
+        assert until(lambda: len(sink.rows()) == 500)
+        assert set(sink.nice) == {answers_nice}
+        assert registry.get_sample_value("crimes_prediction_log_reliefs_total") == 1
+        for i in range(18):  # 900 more: without the relief, 400 past the 1,000-row bound
+            log.append(answer(f"s{i}", ["06"] * 50))
+            # A pause for the relief, as the answers' own pauses give it: until nothing is due
+            # for it (rows below a flush waiting, or under half the bound held).
+            assert until(lambda: log._waiting < 100 or log._held < 500)
+    finally:
+        sink.fed.set()
+        assert log.stop()
+    assert counted(registry, "dropped") == 0
+    assert len(sink.rows()) == 500 + 900 + 7
+    assert set(sink.nice) == {answers_nice, 19}
+
+
+def test_files_are_written_in_the_order_their_rows_came(tmp_path: Path) -> None:
+    answers_nice = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    sink = Starving(answers_nice)
+    log = PredictionLog(sink, settings(tmp_path, writer_nice=19, flush_rows=100))
+    log.start()
+    try:
+        log.append(answer("first", ["06"] * 100))
+        assert sink.starving.wait(5), "the writer took the first rows, and starves"
+        log.append(answer("second", ["06"] * 1000))  # past half the bound: the relief wakes
+        # A later file never lands before an earlier one (a SIGKILL loses the latest rows).
+        time.sleep(0.3)
+        assert not sink.files
+    finally:
+        sink.fed.set()
+        assert log.stop()
+    written = [pq.read_table(io.BytesIO(data)) for data in sink.files.values()]
+    assert [table["request_id"][0].as_py() for table in written] == ["first", "second"]
 
 
 def test_the_buffer_must_hold_a_flush(tmp_path: Path) -> None:

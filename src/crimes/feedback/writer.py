@@ -11,6 +11,12 @@ stop writes everything it holds.
 
 What a SIGKILL loses: the rows held in memory, at most `buffer_rows` (rows leave the bound only
 once their file is written, to the lake or the spill folder).
+
+The writer's thread runs below the answers (`writer_nice`): it takes the CPU they leave. A
+writer starved that way must not make the log drop rows, so a second thread at the answers'
+own priority waits beside it and writes what waits once half the bound is held (`_relieve`):
+the log then costs the answers CPU only when it would otherwise lose rows. One flush runs at a
+time, so files are written in the order their rows came, and a SIGKILL loses the latest.
 """
 
 from __future__ import annotations
@@ -78,6 +84,12 @@ class LogMetrics:
             "Prediction log files the data lake refused (then spilled).",
             registry=registry,
         )
+        self.reliefs = Counter(
+            "crimes_prediction_log_reliefs_total",
+            "Flushes the relief thread made because the writer, below the answers' priority, "
+            "let half the memory bound fill (a sign the gateway has no idle CPU for it).",
+            registry=registry,
+        )
         self.pending = Gauge(
             "crimes_prediction_log_pending_rows",
             "Prediction log rows held in memory, not yet written.",
@@ -139,8 +151,10 @@ class PredictionLog:
         self._dropped_unreported = 0
         self._lock = threading.Lock()
         self._wake = threading.Event()
+        self._relief = threading.Event()
+        self._flushing = threading.Lock()  # one flush at a time: files in the rows' order
         self._stopping = False
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
 
     # --- the event loop's side ------------------------------------------------------------
 
@@ -167,7 +181,7 @@ class PredictionLog:
             self._held += rows
             due = self._waiting >= self.settings.flush_rows
         if due:
-            self._wake.set()
+            self._wake_writers()
 
     def append_record(
         self,
@@ -208,7 +222,14 @@ class PredictionLog:
                 self._held += 1
             due = self._waiting >= self.settings.flush_rows
         if due:
-            self._wake.set()
+            self._wake_writers()
+
+    def _wake_writers(self) -> None:
+        """The writer woken (rows wait); its relief too once half the bound is held: the
+        writer, below the answers' priority, may be starved of CPU."""
+        self._wake.set()
+        if self._held * 2 >= self.settings.buffer_rows:
+            self._relief.set()
 
     def _few_of(self, group: tuple[str, str]) -> Few:
         """The few-record answers held for a served day and model (under the lock)."""
@@ -238,17 +259,25 @@ class PredictionLog:
         self._holder = Holder()
         self.settings.spill_dir.mkdir(parents=True, exist_ok=True)
         self._update_spill_gauge()
-        self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
-        self._thread.start()
+        self._threads = [threading.Thread(target=self._run, name="prediction-log", daemon=True)]
+        if self.settings.writer_nice > 0:
+            self._threads.append(
+                threading.Thread(target=self._relieve, name="prediction-log-relief", daemon=True)
+            )
+        for thread in self._threads:
+            thread.start()
 
     def stop(self) -> bool:
         """Write everything held; False when that did not finish within `stop_seconds`."""
-        if self._thread is None:
+        if not self._threads:
             return True
         self._stopping = True
         self._wake.set()
-        self._thread.join(self.settings.stop_seconds)
-        finished = not self._thread.is_alive()
+        self._relief.set()
+        deadline = time.monotonic() + self.settings.stop_seconds
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        finished = not any(thread.is_alive() for thread in self._threads)
         if not finished:
             log.error("prediction_log.stop_unfinished", rows_held=self._held)
         else:
@@ -270,8 +299,28 @@ class PredictionLog:
             if stopping:
                 return
 
+    def _relieve(self) -> None:
+        """At the answers' priority: write what waits whenever half the bound is held (the
+        writer's own thread, below them, may not be getting the CPU: between its flushes, or
+        through a slow upload of the spill; a flush of its own already begun is let finish
+        first). The writer alone uploads the spill and makes the last flush at a stop."""
+        while True:
+            self._relief.wait()
+            self._relief.clear()
+            if self._stopping:
+                return
+            self.metrics.reliefs.inc()
+            try:
+                self.flush()
+            except Exception as error:  # the relief must never die either
+                log.error("prediction_log.relief_failed", error=repr(error))
+
     def flush(self) -> bool:
         """Write what waits, a file per served day and model; False if the lake refused one."""
+        with self._flushing:
+            return self._flush()
+
+    def _flush(self) -> bool:
         with self._lock:
             parts, self._parts, self._waiting = self._parts, [], 0
             few, self._few = self._few, {}
