@@ -12,15 +12,20 @@ Printed: each run, then B against A, judged against the issue's 5 % (batch rows/
 on the median of the rounds' own B/A ratios (`report`).
 
     .venv/bin/python bench/prediction_log_overhead.py [--rows N] [--seconds S] [--rounds N]
-        [--back-to-back]
+        [--back-to-back] [--variant NAME:KEY=VALUE[,KEY=VALUE]]...
 
 `--back-to-back` leaves out the c=1 phases: the batch windows follow each other, so the
 log's writer (at the lowest CPU priority) has no idler seconds to flush in, and its whole
 cost falls on the batch figures (sustained saturation, not bursts).
+
+`--variant` adds a gateway with the log on and settings of its own (e.g. `"C nice 0:
+CRIMES_PREDICTION_LOG_WRITER_NICE=0"`), measured in the same rounds and judged against A like
+B: two settings of the log compared on the same seconds of the machine.
 """
 
 from __future__ import annotations
 
+import argparse
 import math
 import statistics
 import time
@@ -55,6 +60,13 @@ def main() -> None:
         help="batch windows only, one right after the other (no c=1 phase between rounds): "
         "the log's writer then has no idle time to flush in",
     )
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        type=variant,
+        help="NAME:KEY=VALUE[,KEY=VALUE]: one more gateway, the log on with these settings",
+    )
     args = parser.parse_args()
     with trained_stack(args, "crimes-bench-log-") as folder:
         singles, batches, rows = write_bodies(folder, 1000, 20)
@@ -72,6 +84,8 @@ def main() -> None:
                 ),
                 "B (log on)": launch.serve(LocalProcess, "gateway", base, folder),
             }
+            for name, settings in args.variant:
+                gateways[name] = launch.serve(LocalProcess, "gateway", {**base, **settings}, folder)
             running.update({f"gateway {k}": g for k, g in gateways.items()})
             for gateway in gateways.values():
 
@@ -87,8 +101,10 @@ def main() -> None:
             rate: dict[str, list[float]] = {name: [] for name in gateways}
             p50: dict[str, list[float]] = {name: [] for name in gateways}
             for round_ in range(1, args.rounds + 1):
-                # A, B in turn, then B, A: neither side always runs on the later seconds.
-                order = list(gateways) if round_ % 2 else list(gateways)[::-1]
+                # A, B in turn, then B, A (with variants, each round one further on): no side
+                # always runs on the later seconds.
+                names, turn = list(gateways), (round_ - 1) % len(gateways)
+                order = names[turn:] + names[:turn]
                 for name in order:
                     gateway = gateways[name]
                     spent = [p.cpu_seconds() for p in (gateway, *models)]
@@ -122,47 +138,56 @@ def main() -> None:
                           f"({len(latencies.seconds):,} requests, interleaved, errors "
                           f"{latencies.errors})  logged {logged:,.0f}, dropped {dropped:,.0f}",
                           flush=True)  # fmt: skip
-            log_on = gateways["B (log on)"]
-            dropped = counter_total(log_on, LOGGED, DROPPED)
-            print(f"B's log: {counter_total(log_on, LOGGED):,.0f} rows, dropped {dropped:,.0f}")
+            for name, gateway in list(gateways.items())[1:]:
+                dropped = counter_total(gateway, LOGGED, DROPPED)
+                print(f"{name}'s log: {counter_total(gateway, LOGGED):,.0f} rows, "
+                      f"dropped {dropped:,.0f}")  # fmt: skip
         finally:
             for process in running.values():
                 process.stop()
     report(rate, cpu, p50)
 
 
+def variant(text: str) -> tuple[str, dict[str, str]]:
+    """`NAME:KEY=VALUE[,KEY=VALUE]` as the gateway's name and settings."""
+    name, _, pairs = text.partition(":")
+    settings = dict(pair.split("=", 1) for pair in pairs.split(",") if "=" in pair)
+    if not name or not settings:
+        raise argparse.ArgumentTypeError(f"not NAME:KEY=VALUE[,KEY=VALUE]: {text!r}")
+    return name, settings
+
+
 def report(
     rate: dict[str, list[float]], cpu: dict[str, list[float]], p50: dict[str, list[float]]
 ) -> None:
-    """B against A, judged on the median of the rounds' own ratios (each round's A and B ran
-    within seconds of each other: a paired figure, which the machine's drift from one round to
-    the next does not move), with the ratio of the medians beside it."""
-
-    def paired(values: dict[str, list[float]]) -> tuple[float, list[float], float]:
-        a, b = values.values()
-        ratios = [after / before for before, after in zip(a, b, strict=True)]
-        return statistics.median(ratios) - 1, ratios, statistics.median(b) / statistics.median(a)
-
+    """Each gateway with the log on against A, judged on the median of the rounds' own ratios
+    (each round's gateways ran within seconds of each other: a paired figure, which the
+    machine's drift from one round to the next does not move), with the ratio of the medians
+    beside it."""
     measures = (
         ("batch rows/s", rate, -1),
         ("CPU per batch row", cpu, 1),
         ("c=1 p50", p50, 1),
     )
-    for what, values, worse in measures:
-        if not all(values.values()):  # not measured (--back-to-back: no c=1 phase)
-            continue
-        change, ratios, of_medians = paired(values)
-        verdict = "MET" if change * worse <= BUDGET else "MISSED"
-        rounds = ", ".join(f"{r - 1:+.1%}" for r in ratios)
-        print(f"log on against off, {what}: {change:+.1%} (median of the rounds' ratios: "
-              f"{rounds}; ratio of the medians {of_medians - 1:+.1%}); budget {BUDGET:.0%} "
-              f"worse: {verdict}")  # fmt: skip
-    a_rate, b_rate = (statistics.median(v) for v in rate.values())
-    a_cpu, b_cpu = (statistics.median(v) for v in cpu.values())
-    a_p50, b_p50 = (statistics.median(v) if v else math.nan for v in p50.values())
-    print(f"medians: batch rows/s A {a_rate:,.0f}, B {b_rate:,.0f}; CPU per 1,000 rows A "
-          f"{a_cpu:.2f} ms, B {b_cpu:.2f} ms; c=1 p50 A {a_p50:.3f} ms, "
-          f"B {b_p50:.3f} ms")  # fmt: skip
+    off, *logged = rate
+    for name in logged:
+        for what, values, worse in measures:
+            if not values[name]:  # not measured (--back-to-back: no c=1 phase)
+                continue
+            a, b = values[off], values[name]
+            ratios = [after / before for before, after in zip(a, b, strict=True)]
+            change = statistics.median(ratios) - 1
+            of_medians = statistics.median(b) / statistics.median(a) - 1
+            verdict = "MET" if change * worse <= BUDGET else "MISSED"
+            rounds = ", ".join(f"{r - 1:+.1%}" for r in ratios)
+            print(f"{name} against {off}, {what}: {change:+.1%} (median of the rounds' "
+                  f"ratios: {rounds}; ratio of the medians {of_medians:+.1%}); budget "
+                  f"{BUDGET:.0%} worse: {verdict}")  # fmt: skip
+    for name in rate:
+        c1 = statistics.median(p50[name]) if p50[name] else math.nan
+        print(f"medians, {name}: batch {statistics.median(rate[name]):,.0f} rows/s, CPU "
+              f"{statistics.median(cpu[name]):.2f} ms per 1,000 rows, c=1 p50 "
+              f"{c1:.3f} ms")  # fmt: skip
 
 
 if __name__ == "__main__":
