@@ -32,10 +32,10 @@ class PredictionLogSettings(BaseSettings):
     spill_dir: Path = DEFAULT_STATE_DIR / "prediction-log-spill"
     spill_max_bytes: int = Field(default=256 * 1024 * 1024, ge=0)
     # How far below the answers the writer's thread runs (Linux nice, 0-19): at 19 it takes the
-    # CPU the answers leave (on 2 cores, batch load alternating with idler phases: -7.7 % rows/s
-    # at 0, -0.8 % at 19). A writer starved that way is relieved, once half of `buffer_rows` is
-    # held, by a second thread at the answers' priority, so the lowered writer makes no row
-    # dropped that a writer at 0 would have kept (0: one thread, at the answers' priority).
+    # CPU the answers leave. A writer starved that way is relieved, once half of `buffer_rows`
+    # is held, by a second thread at the answers' priority, so the lowered writer drops no row
+    # a writer at 0 would have kept. (Timed against 0 in the same runs, the bench could not
+    # tell the two apart: the README's performance table.) 0: one thread, at the answers'.
     writer_nice: int = Field(default=19, ge=0, le=19)
     # How long a graceful stop waits for the last write (lake, or spill).
     stop_seconds: float = Field(default=20.0, gt=0)
