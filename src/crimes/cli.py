@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from pydantic_settings import BaseSettings
 
 from crimes.lake import layout
-from crimes.local.stack.cli import app as stack_app
+from crimes.local.stack_cli import app as stack_app
 from crimes.serving.cli import serve_app
 from crimes.settings import describe
 

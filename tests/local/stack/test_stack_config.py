@@ -25,7 +25,7 @@ from crimes.local.stack import (
     status,
     up,
 )
-from crimes.local.stack.cli import app, export_lines
+from crimes.local.stack_cli import app, export_lines
 from tests.conftest import PROJECT_ROOT
 
 

@@ -1,13 +1,17 @@
-"""`crimes stack up|down|status`: the local stack from the command line."""
+"""`crimes stack up|down|status`: the local stack from the command line.
+
+The stack's own modules are imported by the commands that use them: every `crimes` process
+builds this command group, a model service's included, and none of them runs the stack.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from crimes.local.stack.core import PartStatus, down, env_exports, status, up
-from crimes.local.stack.procs import StackError
+if TYPE_CHECKING:
+    from crimes.local.stack.core import PartStatus
 
 app = typer.Typer(help="Start, stop and inspect the local stack (object store, MLflow, database).")
 
@@ -32,6 +36,9 @@ def export_lines(env: dict[str, str]) -> list[str]:
 @app.command("up")
 def up_command() -> None:
     """Start every part that is not running and wait until all are healthy."""
+    from crimes.local.stack.core import up
+    from crimes.local.stack.procs import StackError
+
     try:
         parts = up()
     except StackError as exc:
@@ -44,6 +51,9 @@ def up_command() -> None:
 @app.command("down")
 def down_command() -> None:
     """Stop every process that `up` started."""
+    from crimes.local.stack.core import down
+    from crimes.local.stack.procs import StackError
+
     try:
         stopped = down()
     except StackError as exc:
@@ -59,6 +69,8 @@ def status_command(
     ] = False,
 ) -> None:
     """Show each part, its address and health (exit code 1 when a part is down)."""
+    from crimes.local.stack.core import env_exports, status
+
     if env:
         for line in export_lines(env_exports()):
             typer.echo(line)
