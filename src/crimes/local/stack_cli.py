@@ -6,12 +6,15 @@ builds this command group, a model service's included, and none of them runs the
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
 if TYPE_CHECKING:
     from crimes.local.stack.core import PartStatus
+
+T = TypeVar("T")
 
 app = typer.Typer(help="Start, stop and inspect the local stack (object store, MLflow, database).")
 
@@ -33,18 +36,23 @@ def export_lines(env: dict[str, str]) -> list[str]:
     return [f"export {name}={shell_quote(value)}" for name, value in env.items()]
 
 
+def _done(what: str, step: Callable[[], T]) -> T:
+    """What a stack step gives, or its failure as one line and exit code 1."""
+    from crimes.local.stack.procs import StackError
+
+    try:
+        return step()
+    except StackError as exc:
+        typer.echo(f"stack {what} failed: {exc}", err=True)
+        raise typer.Exit(1) from exc
+
+
 @app.command("up")
 def up_command() -> None:
     """Start every part that is not running and wait until all are healthy."""
     from crimes.local.stack.core import up
-    from crimes.local.stack.procs import StackError
 
-    try:
-        parts = up()
-    except StackError as exc:
-        typer.echo(f"stack up failed: {exc}", err=True)
-        raise typer.Exit(1) from exc
-    _print_parts(parts)
+    _print_parts(_done("up", up))
     typer.echo('\nFor clients: eval "$(crimes stack status --env)"')
 
 
@@ -52,13 +60,8 @@ def up_command() -> None:
 def down_command() -> None:
     """Stop every process that `up` started."""
     from crimes.local.stack.core import down
-    from crimes.local.stack.procs import StackError
 
-    try:
-        stopped = down()
-    except StackError as exc:
-        typer.echo(f"stack down failed: {exc}", err=True)
-        raise typer.Exit(1) from exc
+    stopped = _done("down", down)
     typer.echo(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
 
 
